@@ -1,0 +1,4 @@
+//! Sluice conformance: the echo backend that tests, examples and benchmarks use as upstream.
+#![forbid(unsafe_code)]
+
+pub mod echo;

@@ -1,0 +1,590 @@
+//! The configuration snapshot: what the proxy does, built once by `translate` and read by every
+//! request without locks.
+//!
+//! Names here say what the proxy does (Bind, Listener, RouteTable, Route, Cluster); the Gateway
+//! API names survive only as labels for logs, metrics and `/config`. Everything a request needs
+//! is precomputed: regexes compiled, routes sorted by precedence, TLS configs built.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, Method};
+use pingora_load_balancing::selection::RoundRobin;
+use pingora_load_balancing::LoadBalancer;
+use regex::Regex;
+use serde::Serialize;
+
+use crate::resources::NsName;
+
+/// One immutable, versioned configuration.
+#[derive(Default)]
+pub struct Config {
+    pub version: u64,
+    /// Every socket the engine listens on, with what it serves.
+    pub binds: HashMap<SocketAddr, Arc<Bind>>,
+}
+
+impl Config {
+    /// The bind serving a connection accepted on `local`, including wildcard-address binds.
+    pub fn bind_for(&self, local: SocketAddr) -> Option<&Arc<Bind>> {
+        self.binds.get(&local).or_else(|| {
+            let any = match local {
+                SocketAddr::V4(_) => {
+                    SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), local.port())
+                }
+                SocketAddr::V6(_) => {
+                    SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), local.port())
+                }
+            };
+            self.binds.get(&any)
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Protocol {
+    Http,
+    Https,
+}
+
+impl Protocol {
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+        }
+    }
+}
+
+/// A socket address with the Gateway listeners that share it.
+pub struct Bind {
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+    pub gateway: NsName,
+    pub listeners: ListenerSet,
+    /// Present for HTTPS: certificates chosen by SNI among the listeners.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Listeners of one port, looked up by hostname: exact names first, then wildcards from the
+/// longest suffix, then the listener without a hostname.
+#[derive(Default)]
+pub struct ListenerSet {
+    pub exact: HashMap<String, Arc<Listener>>,
+    /// (suffix with its leading dot, listener), longest suffix first.
+    pub wildcard: Vec<(String, Arc<Listener>)>,
+    pub any: Option<Arc<Listener>>,
+}
+
+impl ListenerSet {
+    pub fn insert(&mut self, l: Arc<Listener>) {
+        match l.hostname.as_deref() {
+            None => self.any = Some(l),
+            Some(h) => match h.strip_prefix('*') {
+                Some(suffix) => {
+                    self.wildcard.push((suffix.to_string(), l));
+                    self.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                }
+                None => {
+                    self.exact.insert(h.to_string(), l);
+                }
+            },
+        }
+    }
+
+    /// The most specific listener whose hostname matches `host` (lowercase, no port).
+    pub fn select(&self, host: Option<&str>) -> Option<&Arc<Listener>> {
+        if let Some(host) = host {
+            if let Some(l) = self.exact.get(host) {
+                return Some(l);
+            }
+            for (suffix, l) in &self.wildcard {
+                if wildcard_matches(suffix, host) {
+                    return Some(l);
+                }
+            }
+        }
+        self.any.as_ref()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Listener>> {
+        self.exact
+            .values()
+            .chain(self.wildcard.iter().map(|(_, l)| l))
+            .chain(self.any.iter())
+    }
+}
+
+/// `*.example.com` (stored as the suffix `.example.com`) matches `a.example.com` and
+/// `a.b.example.com`, never `example.com`.
+pub fn wildcard_matches(suffix: &str, host: &str) -> bool {
+    host.len() > suffix.len() && host.ends_with(suffix)
+}
+
+/// One Gateway listener as the proxy serves it.
+pub struct Listener {
+    pub gateway: NsName,
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub hostname: Option<String>,
+    pub routes: RouteTable,
+    pub cert: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
+/// Routes of a listener, grouped by the hostname they serve, each group in precedence order.
+#[derive(Default)]
+pub struct RouteTable {
+    pub exact: HashMap<String, Vec<Arc<Route>>>,
+    /// (suffix with its leading dot, routes), longest suffix first.
+    pub wildcard: Vec<(String, Vec<Arc<Route>>)>,
+    pub any: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// The first route, in Gateway API precedence, that matches the request. Hostname
+    /// specificity comes first: exact names, then wildcards from the longest, then routes
+    /// without hostnames.
+    pub fn find(&self, host: Option<&str>, req: &RequestParts<'_>) -> Option<&Arc<Route>> {
+        if let Some(host) = host {
+            if let Some(r) = self.exact.get(host).and_then(|rs| first_match(rs, req)) {
+                return Some(r);
+            }
+            for (suffix, rs) in &self.wildcard {
+                if wildcard_matches(suffix, host) {
+                    if let Some(r) = first_match(rs, req) {
+                        return Some(r);
+                    }
+                }
+            }
+        }
+        first_match(&self.any, req)
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.values().map(Vec::len).sum::<usize>()
+            + self.wildcard.iter().map(|(_, v)| v.len()).sum::<usize>()
+            + self.any.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn first_match<'a>(routes: &'a [Arc<Route>], req: &RequestParts<'_>) -> Option<&'a Arc<Route>> {
+    routes.iter().find(|r| r.matcher.matches(req))
+}
+
+/// What route matching looks at in a request.
+pub struct RequestParts<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+}
+
+/// One match of one rule of one HTTPRoute.
+pub struct Route {
+    pub route: NsName,
+    pub rule: usize,
+    pub matcher: RouteMatch,
+    pub action: Arc<RuleAction>,
+}
+
+#[derive(Debug)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    pub method: Option<Method>,
+    pub headers: Vec<HeaderMatch>,
+    pub query: Vec<QueryMatch>,
+}
+
+#[derive(Debug)]
+pub enum PathMatch {
+    Exact(String),
+    /// Stored without a trailing slash; `/` is stored as the empty string and matches all.
+    Prefix(String),
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+pub enum StringMatch {
+    Exact(String),
+    Regex(Regex),
+}
+
+impl StringMatch {
+    fn matches(&self, v: &str) -> bool {
+        match self {
+            StringMatch::Exact(e) => e == v,
+            StringMatch::Regex(r) => r.is_match(v),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct HeaderMatch {
+    pub name: HeaderName,
+    pub value: StringMatch,
+}
+
+#[derive(Debug)]
+pub struct QueryMatch {
+    pub name: String,
+    pub value: StringMatch,
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => p == path,
+            // Segment-aware: `/foo` matches `/foo` and `/foo/bar`, never `/foobar`.
+            PathMatch::Prefix(p) => {
+                path.starts_with(p.as_str())
+                    && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
+            }
+            PathMatch::Regex(r) => r.is_match(path),
+        }
+    }
+}
+
+impl RouteMatch {
+    pub fn matches(&self, req: &RequestParts<'_>) -> bool {
+        if !self.path.matches(req.path) {
+            return false;
+        }
+        if let Some(m) = &self.method {
+            if m != req.method {
+                return false;
+            }
+        }
+        for h in &self.headers {
+            // Several values of one header are matched as their comma-joined list.
+            let mut values = req.headers.get_all(&h.name).iter();
+            let Some(first) = values.next() else {
+                return false;
+            };
+            let ok = match values.next() {
+                None => first.to_str().is_ok_and(|v| h.value.matches(v)),
+                Some(second) => {
+                    let mut joined = String::from_utf8_lossy(first.as_bytes()).into_owned();
+                    for v in std::iter::once(second).chain(values) {
+                        joined.push(',');
+                        joined.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                    }
+                    h.value.matches(&joined)
+                }
+            };
+            if !ok {
+                return false;
+            }
+        }
+        for q in &self.query {
+            // The first occurrence of a parameter is the one matched, as the spec recommends.
+            let value = req.query.and_then(|qs| {
+                qs.split('&').find_map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    (k == q.name).then_some(v)
+                })
+            });
+            match value {
+                Some(v) if q.value.matches(v) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+/// What a matched rule does.
+pub struct RuleAction {
+    /// `namespace/name` of the HTTPRoute, for logs and metrics.
+    pub route_label: String,
+    pub request_headers: Option<HeaderModifier>,
+    pub response_headers: Option<HeaderModifier>,
+    pub rewrite: Option<UrlRewrite>,
+    pub redirect: Option<Redirect>,
+    pub mirrors: Vec<Mirror>,
+    /// Backends with a weight above zero.
+    pub backends: Vec<WeightedBackend>,
+    pub total_weight: u64,
+    /// The rule names no backend at all: the spec asks for a 500.
+    pub no_backends: bool,
+}
+
+impl RuleAction {
+    /// Picks a backend by weight.
+    pub fn pick_backend(&self) -> Option<&WeightedBackend> {
+        match self.backends.len() {
+            0 => None,
+            1 => self.backends.first(),
+            _ => {
+                let mut n = rand::random_range(0..self.total_weight);
+                for b in &self.backends {
+                    if n < u64::from(b.weight) {
+                        return Some(b);
+                    }
+                    n -= u64::from(b.weight);
+                }
+                self.backends.last()
+            }
+        }
+    }
+}
+
+pub struct WeightedBackend {
+    pub weight: u32,
+    pub target: BackendTarget,
+    pub request_headers: Option<HeaderModifier>,
+    pub response_headers: Option<HeaderModifier>,
+}
+
+pub enum BackendTarget {
+    Cluster(Arc<Cluster>),
+    /// A reference that did not resolve; requests sent here get a 500.
+    Invalid {
+        label: String,
+        reason: String,
+    },
+}
+
+impl BackendTarget {
+    pub fn label(&self) -> &str {
+        match self {
+            BackendTarget::Cluster(c) => &c.name,
+            BackendTarget::Invalid { label, .. } => label,
+        }
+    }
+}
+
+/// A Service port and its ready endpoints.
+pub struct Cluster {
+    /// `namespace/service:port`.
+    pub name: String,
+    pub endpoints: Vec<SocketAddr>,
+    pub lb: Option<Arc<LoadBalancer<RoundRobin>>>,
+}
+
+impl Cluster {
+    pub fn new(name: String, endpoints: Vec<SocketAddr>) -> Self {
+        let lb = if endpoints.is_empty() {
+            None
+        } else {
+            LoadBalancer::try_from_iter(endpoints.iter().copied())
+                .ok()
+                .map(Arc::new)
+        };
+        Cluster {
+            name,
+            endpoints,
+            lb,
+        }
+    }
+
+    /// The next endpoint in round-robin order, or `None` when the Service has no ready endpoint.
+    pub fn pick(&self) -> Option<SocketAddr> {
+        let backend = self.lb.as_ref()?.select(b"", 256)?;
+        backend.addr.as_inet().copied()
+    }
+}
+
+/// RequestHeaderModifier / ResponseHeaderModifier.
+#[derive(Clone, Debug, Default)]
+pub struct HeaderModifier {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+#[derive(Clone, Debug)]
+pub enum PathModifier {
+    Full(String),
+    /// Replaces the matched prefix (stored without its trailing slash).
+    Prefix {
+        matched: String,
+        replacement: String,
+    },
+}
+
+impl PathModifier {
+    /// Applies the spec's rules, including the trailing-slash cases of ReplacePrefixMatch.
+    pub fn apply(&self, path: &str) -> String {
+        match self {
+            PathModifier::Full(p) => p.clone(),
+            PathModifier::Prefix {
+                matched,
+                replacement,
+            } => {
+                let rest = path.get(matched.len()..).unwrap_or("");
+                let repl = replacement.trim_end_matches('/');
+                let out = format!("{repl}{rest}");
+                if out.is_empty() {
+                    "/".to_string()
+                } else {
+                    out
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct UrlRewrite {
+    pub hostname: Option<String>,
+    pub path: Option<PathModifier>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub hostname: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<PathModifier>,
+    pub status: u16,
+}
+
+pub struct Mirror {
+    pub target: BackendTarget,
+    /// Share of requests mirrored, in millionths.
+    pub fraction_ppm: u32,
+}
+
+/// The effective routing table, as `/config` shows it.
+impl Config {
+    pub fn dump(&self) -> serde_json::Value {
+        let mut binds: Vec<&Arc<Bind>> = self.binds.values().collect();
+        binds.sort_by_key(|b| b.addr);
+        serde_json::json!({
+            "version": self.version,
+            "binds": binds.iter().map(|b| b.dump()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl Bind {
+    fn dump(&self) -> serde_json::Value {
+        let mut listeners: Vec<&Arc<Listener>> = self.listeners.iter().collect();
+        listeners.sort_by(|a, b| a.name.cmp(&b.name));
+        serde_json::json!({
+            "address": self.addr.to_string(),
+            "protocol": self.protocol,
+            "gateway": self.gateway.to_string(),
+            "listeners": listeners.iter().map(|l| l.dump()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl Listener {
+    fn dump(&self) -> serde_json::Value {
+        let mut hosts: Vec<serde_json::Value> = Vec::new();
+        let mut exact: Vec<_> = self.routes.exact.iter().collect();
+        exact.sort_by(|a, b| a.0.cmp(b.0));
+        for (h, rs) in exact {
+            hosts.push(serde_json::json!({"hostname": h, "routes": rs.iter().map(|r| r.dump()).collect::<Vec<_>>()}));
+        }
+        for (suffix, rs) in &self.routes.wildcard {
+            hosts.push(serde_json::json!({"hostname": format!("*{suffix}"), "routes": rs.iter().map(|r| r.dump()).collect::<Vec<_>>()}));
+        }
+        if !self.routes.any.is_empty() {
+            hosts.push(serde_json::json!({"hostname": "*", "routes": self.routes.any.iter().map(|r| r.dump()).collect::<Vec<_>>()}));
+        }
+        serde_json::json!({
+            "name": self.name,
+            "hostname": self.hostname,
+            "port": self.port,
+            "tls": self.cert.is_some(),
+            "virtualHosts": hosts,
+        })
+    }
+}
+
+impl Route {
+    fn dump(&self) -> serde_json::Value {
+        let m = &self.matcher;
+        let path = match &m.path {
+            PathMatch::Exact(p) => serde_json::json!({"type": "Exact", "value": p}),
+            PathMatch::Prefix(p) => {
+                serde_json::json!({"type": "PathPrefix", "value": if p.is_empty() { "/" } else { p.as_str() }})
+            }
+            PathMatch::Regex(r) => {
+                serde_json::json!({"type": "RegularExpression", "value": r.as_str()})
+            }
+        };
+        let sm = |v: &StringMatch| match v {
+            StringMatch::Exact(e) => serde_json::json!({"type": "Exact", "value": e}),
+            StringMatch::Regex(r) => {
+                serde_json::json!({"type": "RegularExpression", "value": r.as_str()})
+            }
+        };
+        let a = &self.action;
+        serde_json::json!({
+            "route": self.route.to_string(),
+            "rule": self.rule,
+            "match": {
+                "path": path,
+                "method": m.method.as_ref().map(|x| x.as_str()),
+                "headers": m.headers.iter().map(|h| serde_json::json!({"name": h.name.as_str(), "match": sm(&h.value)})).collect::<Vec<_>>(),
+                "queryParams": m.query.iter().map(|q| serde_json::json!({"name": q.name, "match": sm(&q.value)})).collect::<Vec<_>>(),
+            },
+            "redirect": a.redirect.as_ref().map(|r| format!("{r:?}")),
+            "rewrite": a.rewrite.as_ref().map(|r| format!("{r:?}")),
+            "requestHeaders": a.request_headers.as_ref().map(|r| format!("{r:?}")),
+            "responseHeaders": a.response_headers.as_ref().map(|r| format!("{r:?}")),
+            "mirrors": a.mirrors.iter().map(|m| m.target.label().to_string()).collect::<Vec<_>>(),
+            "backends": a.backends.iter().map(|b| serde_json::json!({
+                "backend": b.target.label(),
+                "weight": b.weight,
+                "endpoints": match &b.target {
+                    BackendTarget::Cluster(c) => c.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                    BackendTarget::Invalid { reason, .. } => vec![format!("invalid: {reason}")],
+                },
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_is_segment_aware() {
+        let p = PathMatch::Prefix("/foo".into());
+        assert!(p.matches("/foo"));
+        assert!(p.matches("/foo/"));
+        assert!(p.matches("/foo/bar"));
+        assert!(!p.matches("/foobar"));
+        assert!(PathMatch::Prefix(String::new()).matches("/anything"));
+    }
+
+    #[test]
+    fn replace_prefix_match_follows_the_spec_table() {
+        let m = |matched: &str, repl: &str, path: &str| {
+            PathModifier::Prefix {
+                matched: matched.trim_end_matches('/').to_string(),
+                replacement: repl.to_string(),
+            }
+            .apply(path)
+        };
+        assert_eq!(m("/foo", "/xyz", "/foo/bar"), "/xyz/bar");
+        assert_eq!(m("/foo", "/xyz/", "/foo/bar"), "/xyz/bar");
+        assert_eq!(m("/foo/", "/xyz", "/foo/bar"), "/xyz/bar");
+        assert_eq!(m("/foo/", "/xyz/", "/foo/bar"), "/xyz/bar");
+        assert_eq!(m("/foo", "/xyz", "/foo"), "/xyz");
+        assert_eq!(m("/foo", "/xyz", "/foo/"), "/xyz/");
+        assert_eq!(m("/foo/", "/xyz", "/foo/"), "/xyz/");
+        assert_eq!(m("/foo", "/", "/foo"), "/");
+        assert_eq!(m("/foo", "/", "/foo/bar"), "/bar");
+        assert_eq!(m("/", "/xyz", "/bar"), "/xyz/bar");
+    }
+
+    #[test]
+    fn wildcards_need_at_least_one_label() {
+        assert!(wildcard_matches(".example.com", "a.example.com"));
+        assert!(wildcard_matches(".example.com", "a.b.example.com"));
+        assert!(!wildcard_matches(".example.com", "example.com"));
+        assert!(!wildcard_matches(".example.com", "aexample.com"));
+    }
+}

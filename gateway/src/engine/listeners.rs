@@ -1,0 +1,207 @@
+//! Accept loops, one per socket address, started and stopped at runtime.
+//!
+//! A connection looks up the current snapshot when it is accepted (for its TLS configuration)
+//! and each request looks it up again, so configuration changes never restart a socket. A loop
+//! that is stopped closes its socket and tells its connections to finish their current
+//! request and close (HTTP/1.1 keep-alive ends, HTTP/2 sends GOAWAY).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora_core::apps::ServerApp;
+use pingora_core::listeners::tls::Acceptor;
+use pingora_core::protocols::l4::socket::SocketAddr as PSocketAddr;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::SocketDigest;
+use pingora_core::protocols::{GetSocketDigest, Stream};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Mutex};
+use tracing::{debug, info, warn};
+
+use super::proxy::SluiceHttpProxy;
+use super::{BindError, EngineState};
+use crate::config::Protocol;
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Running {
+    stop: watch::Sender<bool>,
+}
+
+pub struct Listeners {
+    state: Arc<EngineState>,
+    proxy: Arc<SluiceHttpProxy>,
+    running: Mutex<HashMap<SocketAddr, Running>>,
+}
+
+impl Listeners {
+    pub fn new(state: Arc<EngineState>, proxy: Arc<SluiceHttpProxy>) -> Self {
+        Listeners {
+            state,
+            proxy,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn addrs(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<_> = self.running.lock().await.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Listens on exactly `want`: opens what is missing, stops what is no longer wanted.
+    pub async fn reconcile(&self, want: &[SocketAddr]) -> Vec<BindError> {
+        let mut running = self.running.lock().await;
+        let gone: Vec<SocketAddr> = running
+            .keys()
+            .filter(|a| !want.contains(a))
+            .copied()
+            .collect();
+        for addr in gone {
+            if let Some(r) = running.remove(&addr) {
+                info!(%addr, "listener removed; draining its connections");
+                let _ = r.stop.send(true);
+            }
+        }
+        let mut errors = Vec::new();
+        for addr in want {
+            if running.contains_key(addr) {
+                continue;
+            }
+            match bind(*addr) {
+                Ok(listener) => {
+                    let (stop, stop_rx) = watch::channel(false);
+                    tokio::spawn(accept_loop(
+                        listener,
+                        *addr,
+                        self.state.clone(),
+                        self.proxy.clone(),
+                        stop_rx,
+                    ));
+                    info!(%addr, "listening");
+                    running.insert(*addr, Running { stop });
+                }
+                Err(source) => {
+                    warn!(%addr, error = %source, "cannot listen");
+                    errors.push(BindError {
+                        addr: *addr,
+                        source,
+                    });
+                }
+            }
+        }
+        errors
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // A restarted gateway must be able to take its port back while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: Arc<EngineState>,
+    proxy: Arc<SluiceHttpProxy>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            res = listener.accept() => match res {
+                Ok((tcp, peer)) => {
+                    let state = state.clone();
+                    let proxy = proxy.clone();
+                    let shutdown = stop.clone();
+                    tokio::spawn(async move {
+                        serve_connection(tcp, addr, peer, state, proxy, shutdown).await;
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(%addr, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    debug!(%addr, "accept loop stopped");
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    local: SocketAddr,
+    peer: SocketAddr,
+    state: Arc<EngineState>,
+    proxy: Arc<SluiceHttpProxy>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _guard = ConnectionGuard::new(&state);
+    let _ = tcp.set_nodelay(true);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+    let mut l4 = L4Stream::from(tcp);
+    // The addresses are known from accept(): record them so no request pays a syscall for them.
+    let digest = SocketDigest::from_raw_fd(fd);
+    let _ = digest.peer_addr.set(Some(PSocketAddr::Inet(peer)));
+    let _ = digest.local_addr.set(Some(PSocketAddr::Inet(local)));
+    l4.set_socket_digest(digest);
+
+    let tls = {
+        let snapshot = state.config.load();
+        match snapshot.bind_for(local) {
+            Some(b) if b.protocol == Protocol::Https => b.tls.clone(),
+            Some(_) => None,
+            None => return,
+        }
+    };
+    let stream: Stream = match tls {
+        None => Box::new(l4),
+        Some(cfg) => {
+            let acceptor = Acceptor::from_server_config(cfg);
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4)).await {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(e)) => {
+                    debug!(%peer, %local, error = %e, "TLS handshake failed");
+                    state.metrics.tls_handshake_errors.inc();
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, %local, "TLS handshake timed out");
+                    state.metrics.tls_handshake_errors.inc();
+                    return;
+                }
+            }
+        }
+    };
+    let _ = proxy.process_new(stream, &shutdown).await;
+}
+
+/// Counts a connection as open for as long as it lives.
+struct ConnectionGuard(Arc<EngineState>);
+
+impl ConnectionGuard {
+    fn new(state: &Arc<EngineState>) -> Self {
+        state
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        ConnectionGuard(state.clone())
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}

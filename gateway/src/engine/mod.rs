@@ -1,0 +1,80 @@
+//! The proxy engine: listeners started and stopped as configuration changes, TLS termination,
+//! and pingora's HTTP proxy driven by the current configuration snapshot.
+//!
+//! pingora cannot add services after it starts, so the engine owns its accept loops and hands
+//! each accepted connection to one shared pingora `HttpProxy` (which also owns the upstream
+//! connection pool).
+
+pub mod listeners;
+pub mod mirror;
+pub mod proxy;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// What the data path shares: the current snapshot, metrics and logging switches.
+pub struct EngineState {
+    pub config: ArcSwap<Config>,
+    pub metrics: Metrics,
+    pub access_log: bool,
+    pub mirror: mirror::MirrorClient,
+    /// Open downstream connections, for draining at shutdown.
+    pub connections: std::sync::atomic::AtomicUsize,
+}
+
+/// The engine: state plus the running listeners.
+pub struct Engine {
+    pub state: Arc<EngineState>,
+    listeners: listeners::Listeners,
+}
+
+/// A socket the engine could not listen on.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl Engine {
+    pub fn new(metrics: Metrics, access_log: bool) -> Self {
+        let state = Arc::new(EngineState {
+            config: ArcSwap::from_pointee(Config::default()),
+            metrics,
+            access_log,
+            mirror: mirror::MirrorClient::new(),
+            connections: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let proxy = proxy::new_http_proxy(state.clone());
+        Engine {
+            listeners: listeners::Listeners::new(state.clone(), proxy),
+            state,
+        }
+    }
+
+    /// Makes `config` current: new requests use it at once, requests in flight finish on the
+    /// snapshot they started with. Listeners are then opened and closed to match; closed
+    /// listeners drain their connections. Returns the sockets that could not be opened.
+    pub async fn apply(&self, config: Config) -> Vec<BindError> {
+        let addrs: Vec<SocketAddr> = config.binds.keys().copied().collect();
+        self.state.config.store(Arc::new(config));
+        self.listeners.reconcile(&addrs).await
+    }
+
+    /// Addresses the engine is listening on.
+    pub async fn listening(&self) -> Vec<SocketAddr> {
+        self.listeners.addrs().await
+    }
+
+    /// Stops every listener and lets open connections finish.
+    pub async fn shutdown(&self) {
+        self.listeners.reconcile(&[]).await;
+    }
+}

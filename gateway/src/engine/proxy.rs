@@ -1,0 +1,431 @@
+//! Our `ProxyHttp`: per request, pick the listener by Host, the route by Gateway API
+//! precedence, apply the rule's filters, pick a backend by weight and an endpoint round-robin.
+//!
+//! The snapshot is loaded once per request and kept in the context, so a reload in the middle
+//! of a request never changes what that request does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{http_proxy, HttpProxy, ProxyHttp, Session};
+use tracing::debug;
+
+use super::EngineState;
+use crate::config::{
+    BackendTarget, Bind, Config, HeaderModifier, Listener, Protocol, Redirect, RequestParts, Route,
+};
+
+pub type SluiceHttpProxy = HttpProxy<SluiceProxy>;
+
+pub fn new_http_proxy(state: Arc<EngineState>) -> Arc<SluiceHttpProxy> {
+    let conf = Arc::new(ServerConf::default());
+    Arc::new(http_proxy(&conf, SluiceProxy { state }))
+}
+
+pub struct SluiceProxy {
+    state: Arc<EngineState>,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    start: Instant,
+    snapshot: Option<Arc<Config>>,
+    bind: Option<Arc<Bind>>,
+    listener: Option<Arc<Listener>>,
+    route: Option<Arc<Route>>,
+    backend: Option<usize>,
+    upstream: Option<SocketAddr>,
+    host: String,
+}
+
+fn request_host(req: &RequestHeader) -> Option<String> {
+    let raw = req.uri.authority().map(|a| a.as_str()).or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })?;
+    // Strip the port; keep IPv6 literals whole.
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        raw.rsplit_once(':').map(|(h, _)| h).unwrap_or(raw)
+    };
+    Some(host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+fn apply_request_headers(req: &mut RequestHeader, m: &HeaderModifier) {
+    for (n, v) in &m.set {
+        let _ = req.insert_header(n.clone(), v.clone());
+    }
+    for (n, v) in &m.add {
+        let _ = req.append_header(n.clone(), v.clone());
+    }
+    for n in &m.remove {
+        let _ = req.remove_header(n);
+    }
+}
+
+fn apply_response_headers(resp: &mut ResponseHeader, m: &HeaderModifier) {
+    for (n, v) in &m.set {
+        let _ = resp.insert_header(n.clone(), v.clone());
+    }
+    for (n, v) in &m.add {
+        let _ = resp.append_header(n.clone(), v.clone());
+    }
+    for n in &m.remove {
+        let _ = resp.remove_header(n);
+    }
+}
+
+/// The Location of a RequestRedirect, with the spec's default scheme, host, port and path.
+fn redirect_location(r: &Redirect, req: &RequestHeader, host: &str, listener: &Listener) -> String {
+    let scheme = r.scheme.as_deref().unwrap_or(listener.protocol.scheme());
+    let hostname = r.hostname.as_deref().unwrap_or(host);
+    // With a scheme but no port, the scheme's well-known port; with neither, the listener's.
+    let port = r.port.unwrap_or(match r.scheme.as_deref() {
+        Some("https") => 443,
+        Some(_) => 80,
+        None => listener.port,
+    });
+    let default_port = matches!((scheme, port), ("http", 80) | ("https", 443));
+    let path = match &r.path {
+        Some(p) => p.apply(req.uri.path()),
+        None => req.uri.path().to_string(),
+    };
+    let query = req.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let host_part = if hostname.contains(':') {
+        format!("[{hostname}]")
+    } else {
+        hostname.to_string()
+    };
+    if default_port {
+        format!("{scheme}://{host_part}{path}{query}")
+    } else {
+        format!("{scheme}://{host_part}:{port}{path}{query}")
+    }
+}
+
+async fn respond(
+    session: &mut Session,
+    code: u16,
+    body: &'static str,
+    extra: Option<(&str, String)>,
+) -> Result<bool> {
+    let mut resp = ResponseHeader::build(code, Some(3))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    if let Some((k, v)) = extra {
+        resp.insert_header(k.to_string(), v)?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+        .await?;
+    Ok(true)
+}
+
+#[async_trait]
+impl ProxyHttp for SluiceProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            snapshot: None,
+            bind: None,
+            listener: None,
+            route: None,
+            backend: None,
+            upstream: None,
+            host: String::new(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let snapshot = self.state.config.load_full();
+        let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+        let Some(bind) = local.and_then(|l| snapshot.bind_for(l)).cloned() else {
+            // The listener was removed while this connection was open.
+            return respond(session, 503, "listener removed\n", None).await;
+        };
+        ctx.snapshot = Some(snapshot);
+        let host = request_host(session.req_header());
+        let Some(listener) = bind.listeners.select(host.as_deref()).cloned() else {
+            ctx.bind = Some(bind);
+            return respond(session, 404, "no listener for this host\n", None).await;
+        };
+        ctx.bind = Some(bind);
+        ctx.host = host.clone().unwrap_or_default();
+        let route = {
+            let req = session.req_header();
+            let parts = RequestParts {
+                method: &req.method,
+                path: req.uri.path(),
+                query: req.uri.query(),
+                headers: &req.headers,
+            };
+            listener.routes.find(host.as_deref(), &parts).cloned()
+        };
+        ctx.listener = Some(listener.clone());
+        let Some(route) = route else {
+            return respond(session, 404, "no route\n", None).await;
+        };
+        ctx.route = Some(route.clone());
+        let action = &route.action;
+
+        if let Some(r) = &action.redirect {
+            let location = redirect_location(r, session.req_header(), &ctx.host, &listener);
+            return respond(session, r.status, "", Some(("location", location))).await;
+        }
+        if let Some(m) = &action.request_headers {
+            apply_request_headers(session.req_header_mut(), m);
+        }
+        if let Some(rw) = &action.rewrite {
+            let req = session.req_header_mut();
+            if let Some(p) = &rw.path {
+                let new_path = p.apply(req.uri.path());
+                let pq = match req.uri.query() {
+                    Some(q) => format!("{new_path}?{q}"),
+                    None => new_path,
+                };
+                let mut parts = req.uri.clone().into_parts();
+                parts.path_and_query = pq.parse().ok();
+                if let Ok(uri) = http::Uri::from_parts(parts) {
+                    req.set_uri(uri);
+                }
+            }
+            if let Some(h) = &rw.hostname {
+                let _ = req.insert_header(http::header::HOST, h.as_str());
+                if req.uri.authority().is_some() {
+                    let mut parts = req.uri.clone().into_parts();
+                    parts.authority = h.parse().ok();
+                    if let Ok(uri) = http::Uri::from_parts(parts) {
+                        req.set_uri(uri);
+                    }
+                }
+            }
+        }
+        for m in &action.mirrors {
+            if m.fraction_ppm < 1_000_000 && rand::random_range(0..1_000_000) >= m.fraction_ppm {
+                continue;
+            }
+            if let BackendTarget::Cluster(c) = &m.target {
+                if let Some(addr) = c.pick() {
+                    let host = request_host(session.req_header()).unwrap_or_default();
+                    self.state.mirror.send(addr, session.req_header(), &host);
+                }
+            }
+        }
+        if action.no_backends || action.backends.is_empty() {
+            return respond(session, 500, "no backend\n", None).await;
+        }
+        let Some(idx) = action.pick_backend().map(|b| {
+            action
+                .backends
+                .iter()
+                .position(|x| std::ptr::eq(x, b))
+                .unwrap_or(0)
+        }) else {
+            return respond(session, 500, "no backend\n", None).await;
+        };
+        ctx.backend = Some(idx);
+        let backend = &action.backends[idx];
+        if let BackendTarget::Invalid { reason, .. } = &backend.target {
+            debug!(route = %action.route_label, %reason, "backend does not resolve");
+            return respond(session, 500, "backend does not resolve\n", None).await;
+        }
+        if let Some(m) = &backend.request_headers {
+            apply_request_headers(session.req_header_mut(), m);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let cluster = ctx.route.as_ref().zip(ctx.backend).and_then(|(r, i)| {
+            match &r.action.backends.get(i)?.target {
+                BackendTarget::Cluster(c) => Some(c.clone()),
+                BackendTarget::Invalid { .. } => None,
+            }
+        });
+        let Some(cluster) = cluster else {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(500),
+                "no backend selected",
+            ));
+        };
+        let Some(addr) = cluster.pick() else {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                format!("no ready endpoint for {}", cluster.name),
+            ));
+        };
+        ctx.upstream = Some(addr);
+        Ok(Box::new(HttpPeer::new(addr, false, String::new())))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+            let ip = client.ip().to_string();
+            let value = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) => format!("{prev}, {ip}"),
+                None => ip,
+            };
+            upstream.insert_header("x-forwarded-for", value)?;
+        }
+        let proto = ctx
+            .bind
+            .as_ref()
+            .map(|b| b.protocol)
+            .unwrap_or(Protocol::Http);
+        upstream.insert_header("x-forwarded-proto", proto.scheme())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(route) = &ctx.route else {
+            return Ok(());
+        };
+        if let Some(m) = ctx
+            .backend
+            .and_then(|i| route.action.backends.get(i)?.response_headers.as_ref())
+        {
+            apply_response_headers(resp, m);
+        }
+        if let Some(m) = &route.action.response_headers {
+            apply_response_headers(resp, m);
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        let backend = backend_label(ctx);
+        self.state
+            .metrics
+            .upstream_connect_errors
+            .with_label_values(&[backend.as_str()])
+            .inc();
+        e
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let code = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let gateway = ctx
+            .bind
+            .as_ref()
+            .map(|b| b.gateway.to_string())
+            .unwrap_or_default();
+        let listener = ctx.listener.as_ref().map(|l| l.name.as_str()).unwrap_or("");
+        let route = ctx
+            .route
+            .as_ref()
+            .map(|r| r.action.route_label.as_str())
+            .unwrap_or("");
+        let backend = backend_label(ctx);
+        let code_s = code.to_string();
+        let m = &self.state.metrics;
+        m.requests
+            .with_label_values(&[
+                gateway.as_str(),
+                listener,
+                route,
+                backend.as_str(),
+                code_s.as_str(),
+            ])
+            .inc();
+        let elapsed = ctx.start.elapsed();
+        m.duration
+            .with_label_values(&[gateway.as_str(), route])
+            .observe(elapsed.as_secs_f64());
+        if self.state.access_log {
+            let req = session.req_header();
+            let line = serde_json::json!({
+                "time": k8s_openapi::jiff::Timestamp::now().to_string(),
+                "client": session.client_addr().map(|a| a.to_string()),
+                "method": req.method.as_str(),
+                "host": ctx.host,
+                "path": req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                "protocol": format!("{:?}", req.version),
+                "status": code,
+                "duration_ms": elapsed.as_secs_f64() * 1000.0,
+                "bytes_sent": session.body_bytes_sent(),
+                "gateway": gateway,
+                "listener": listener,
+                "route": route,
+                "rule": ctx.route.as_ref().map(|r| r.rule),
+                "backend": backend,
+                "upstream": ctx.upstream.map(|a| a.to_string()),
+                "error": e.map(|e| e.to_string()),
+            });
+            crate::access_log::write_line(&line);
+        }
+    }
+}
+
+fn backend_label(ctx: &Ctx) -> String {
+    ctx.route
+        .as_ref()
+        .zip(ctx.backend)
+        .and_then(|(r, i)| r.action.backends.get(i))
+        .map(|b| b.target.label().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_without_port() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("host", "Example.COM:8080").unwrap();
+        assert_eq!(request_host(&req).as_deref(), Some("example.com"));
+        req.insert_header("host", "[::1]:80").unwrap();
+        assert_eq!(request_host(&req).as_deref(), Some("::1"));
+    }
+
+    #[test]
+    fn header_modifier_order_is_set_add_remove() {
+        let mut h = RequestHeader::build("GET", b"/", None).unwrap();
+        h.insert_header("a", "1").unwrap();
+        let m = HeaderModifier {
+            set: vec![("a".parse().unwrap(), "2".parse().unwrap())],
+            add: vec![("b".parse().unwrap(), "3".parse().unwrap())],
+            remove: vec!["c".parse().unwrap()],
+        };
+        h.insert_header("c", "x").unwrap();
+        apply_request_headers(&mut h, &m);
+        assert_eq!(h.headers.get("a").unwrap(), "2");
+        assert_eq!(h.headers.get("b").unwrap(), "3");
+        assert!(h.headers.get("c").is_none());
+    }
+}

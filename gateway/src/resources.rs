@@ -1,0 +1,468 @@
+//! Loading Kubernetes manifests from files into a typed object store.
+//!
+//! The store holds objects exactly as `kubectl apply` would have accepted them: typed with the
+//! `gateway-api` and `k8s-openapi` crates, unknown fields rejected, and the validation rules of
+//! the CRD schemas that a real API server would enforce. Every error names the file, the object
+//! and the field, so an operator can fix the manifest without guessing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use gateway_api::gatewayclasses::GatewayClass;
+use gateway_api::gateways::Gateway;
+use gateway_api::httproutes::HttpRoute;
+use gateway_api::referencegrants::ReferenceGrant;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::ByteString;
+use serde::de::DeserializeOwned;
+
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// A namespaced name, written `namespace/name`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct NsName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl NsName {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        NsName {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for NsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Where an object came from: the file and the position of its document in the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub file: PathBuf,
+    /// 1-based document number within the file.
+    pub document: usize,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (document {})", self.file.display(), self.document)
+    }
+}
+
+/// One stored object with its origin and its creation rank.
+#[derive(Clone, Debug)]
+pub struct Object<T> {
+    pub obj: T,
+    pub source: Source,
+    /// Creation order: objects with a `creationTimestamp` keep it; the others are ranked in the
+    /// order they were read (files sorted by path, documents in order), as if applied in turn.
+    pub created: (Option<i64>, usize),
+}
+
+/// Every object the gateway reads, keyed by name.
+#[derive(Clone, Debug, Default)]
+pub struct Store {
+    pub namespaces: BTreeMap<String, Object<Namespace>>,
+    pub gateway_classes: BTreeMap<String, Object<GatewayClass>>,
+    pub gateways: BTreeMap<NsName, Object<Gateway>>,
+    pub http_routes: BTreeMap<NsName, Object<HttpRoute>>,
+    pub reference_grants: BTreeMap<NsName, Object<ReferenceGrant>>,
+    pub services: BTreeMap<NsName, Object<Service>>,
+    pub endpoint_slices: BTreeMap<NsName, Object<EndpointSlice>>,
+    pub secrets: BTreeMap<NsName, Object<Secret>>,
+    /// Objects of kinds the gateway does not use (kept so `status` can say they were skipped).
+    pub skipped: Vec<(Source, String)>,
+}
+
+/// An invalid manifest: the file, the object, the field and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {object}: {field}: {message}")]
+pub struct ManifestError {
+    pub origin: Source,
+    /// `Kind namespace/name`, or what is known of it.
+    pub object: String,
+    /// JSON path of the field, `.` when the whole document is at fault.
+    pub field: String,
+    pub message: String,
+}
+
+/// All errors found in one load; the load is rejected when this is not empty.
+#[derive(Clone, Debug, thiserror::Error)]
+pub struct LoadErrors(pub Vec<ManifestError>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} invalid manifest(s):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Is this a manifest file by its name?
+pub fn is_manifest_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+/// All manifest files under `path` (itself when it is a file), sorted so loads are repeatable.
+pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, LoadErrors> {
+    let io_err = |p: &Path, e: std::io::Error| {
+        LoadErrors(vec![ManifestError {
+            origin: Source {
+                file: p.to_path_buf(),
+                document: 0,
+            },
+            object: "-".into(),
+            field: ".".into(),
+            message: format!("cannot read: {e}"),
+        }])
+    };
+    let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
+            let entry = entry.map_err(|e| io_err(&dir, e))?;
+            let p = entry.path();
+            let name = entry.file_name();
+            // Editors' temporary and hidden files are not manifests.
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let ft = entry.file_type().map_err(|e| io_err(&p, e))?;
+            if ft.is_dir() {
+                dirs.push(p);
+            } else if is_manifest_file(&p) {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads every manifest under `path` into a store, or reports every invalid object.
+pub fn load_path(path: &Path) -> Result<Store, LoadErrors> {
+    let files = manifest_files(path)?;
+    let mut loader = Loader::default();
+    for file in files {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => loader.add_text(&file, &text),
+            Err(e) => loader.errors.push(ManifestError {
+                origin: Source {
+                    file: file.clone(),
+                    document: 0,
+                },
+                object: "-".into(),
+                field: ".".into(),
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    loader.finish()
+}
+
+/// Reads manifests from in-memory text (used by tests and by `load_path`).
+#[derive(Default)]
+pub struct Loader {
+    store: Store,
+    errors: Vec<ManifestError>,
+    order: usize,
+}
+
+impl Loader {
+    pub fn add_text(&mut self, file: &Path, text: &str) {
+        let is_json = file.extension().and_then(|e| e.to_str()) == Some("json");
+        let docs: Vec<Result<serde_json::Value, String>> = if is_json {
+            // A JSON file holds one object (possibly a List).
+            vec![serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))]
+        } else {
+            serde_yaml::Deserializer::from_str(text)
+                .map(|doc| {
+                    <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+                        .map_err(|e| format!("invalid YAML: {e}"))
+                        .and_then(|v| {
+                            serde_json::to_value(v)
+                                .map_err(|e| format!("YAML that is not valid JSON data: {e}"))
+                        })
+                })
+                .collect()
+        };
+        for (i, doc) in docs.into_iter().enumerate() {
+            let source = Source {
+                file: file.to_path_buf(),
+                document: i + 1,
+            };
+            match doc {
+                Err(message) => self.errors.push(ManifestError {
+                    origin: source,
+                    object: "-".into(),
+                    field: ".".into(),
+                    message,
+                }),
+                Ok(serde_json::Value::Null) => {}
+                Ok(value) => self.add_value(&source, value),
+            }
+        }
+    }
+
+    fn add_value(&mut self, source: &Source, value: serde_json::Value) {
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        if kind == "List" || kind.ends_with("List") && value.get("items").is_some() {
+            if let Some(items) = value.get("items").and_then(|i| i.as_array()) {
+                for item in items.clone() {
+                    self.add_value(source, item);
+                }
+            }
+            return;
+        }
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or("")
+            .to_string();
+        let kind = kind.to_string();
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("")
+            .to_string();
+        let namespace = value
+            .pointer("/metadata/namespace")
+            .and_then(|n| n.as_str())
+            .unwrap_or("default")
+            .to_string();
+        let object = if name.is_empty() {
+            format!("{kind} (unnamed)")
+        } else {
+            format!("{kind} {namespace}/{name}")
+        };
+        let err = |field: &str, message: String| ManifestError {
+            origin: source.clone(),
+            object: object.clone(),
+            field: field.to_string(),
+            message,
+        };
+        if api_version.is_empty() {
+            self.errors
+                .push(err(".apiVersion", "apiVersion is required".into()));
+            return;
+        }
+        if kind.is_empty() {
+            self.errors.push(err(".kind", "kind is required".into()));
+            return;
+        }
+        if name.is_empty() {
+            self.errors
+                .push(err(".metadata.name", "metadata.name is required".into()));
+            return;
+        }
+        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        let version = api_version.rsplit('/').next().unwrap_or("");
+        self.order += 1;
+        let created = (
+            value
+                .pointer("/metadata/creationTimestamp")
+                .and_then(|t| t.as_str())
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                .map(|t| t.as_second()),
+            self.order,
+        );
+        let key = NsName::new(namespace.clone(), name.clone());
+        macro_rules! insert {
+            ($map:ident, $ty:ty, $key:expr, $versions:expr) => {{
+                if !$versions.contains(&version) {
+                    self.errors.push(err(
+                        ".apiVersion",
+                        format!(
+                            "{kind} is served as {group}/{}, not {api_version}",
+                            $versions.join(" or ")
+                        ),
+                    ));
+                    return;
+                }
+                match parse_object::<$ty>(value) {
+                    Ok(obj) => {
+                        let stored = Object {
+                            obj,
+                            source: source.clone(),
+                            created,
+                        };
+                        if let Some(prev) = self.store.$map.insert($key, stored) {
+                            self.errors.push(err(
+                                ".metadata.name",
+                                format!("duplicate object: also defined in {}", prev.source),
+                            ));
+                        }
+                    }
+                    Err((field, message)) => self.errors.push(err(&field, message)),
+                }
+            }};
+        }
+        match (group, kind.as_str()) {
+            ("", "Namespace") => insert!(namespaces, Namespace, name.clone(), ["v1"]),
+            ("", "Service") => insert!(services, Service, key, ["v1"]),
+            ("", "Secret") => insert!(secrets, Secret, key, ["v1"]),
+            ("discovery.k8s.io", "EndpointSlice") => {
+                insert!(endpoint_slices, EndpointSlice, key, ["v1"])
+            }
+            (GATEWAY_GROUP, "GatewayClass") => {
+                insert!(
+                    gateway_classes,
+                    GatewayClass,
+                    name.clone(),
+                    ["v1", "v1beta1"]
+                )
+            }
+            (GATEWAY_GROUP, "Gateway") => insert!(gateways, Gateway, key, ["v1", "v1beta1"]),
+            (GATEWAY_GROUP, "HTTPRoute") => {
+                insert!(http_routes, HttpRoute, key, ["v1", "v1beta1"])
+            }
+            (GATEWAY_GROUP, "ReferenceGrant") => {
+                insert!(reference_grants, ReferenceGrant, key, ["v1", "v1beta1"])
+            }
+            _ => self.store.skipped.push((source.clone(), object)),
+        }
+    }
+
+    /// The store, after the checks that need every object (references are checked by
+    /// translation, which reports them in status as the Gateway API defines).
+    pub fn finish(mut self) -> Result<Store, LoadErrors> {
+        self.errors.extend(crate::validate::validate(&self.store));
+        if self.errors.is_empty() {
+            Ok(self.store)
+        } else {
+            Err(LoadErrors(self.errors))
+        }
+    }
+}
+
+/// Deserializes one object, rejecting unknown fields as `kubectl apply` does by default
+/// (strict field validation), and reporting the JSON path of the first bad field.
+fn parse_object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, (String, String)> {
+    let mut unknown = Vec::new();
+    let mut on_ignored = |path: serde_ignored::Path<'_>| {
+        let p = path.to_string();
+        // apiVersion and kind are checked before; status is ignored on apply.
+        if !matches!(p.as_str(), "apiVersion" | "kind") && !p.starts_with("status") {
+            unknown.push(p);
+        }
+    };
+    let de = serde_ignored::Deserializer::new(value, &mut on_ignored);
+    let result: Result<T, _> = serde_path_to_error::deserialize(de);
+    let obj = result.map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            ".".to_string()
+        } else {
+            format!(".{path}")
+        };
+        (field, e.into_inner().to_string())
+    })?;
+    if let Some(first) = unknown.first() {
+        return Err((format!(".{first}"), "unknown field".to_string()));
+    }
+    Ok(obj)
+}
+
+/// The data of a Secret, with `stringData` merged over `data` as the API server does.
+pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, ByteString(v))| (k, v))
+        .collect();
+    for (k, v) in secret.string_data.clone().unwrap_or_default() {
+        out.insert(k, v.into_bytes());
+    }
+    out
+}
+
+/// The labels of a namespace, including the `kubernetes.io/metadata.name` label the API
+/// server sets on every namespace. Namespaces not in the manifests exist implicitly.
+pub fn namespace_labels(store: &Store, namespace: &str) -> BTreeMap<String, String> {
+    let mut labels = store
+        .namespaces
+        .get(namespace)
+        .and_then(|n| n.obj.metadata.labels.clone())
+        .unwrap_or_default();
+    labels.insert(
+        "kubernetes.io/metadata.name".to_string(),
+        namespace.to_string(),
+    );
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Store, LoadErrors> {
+        let mut l = Loader::default();
+        l.add_text(Path::new("test.yaml"), text);
+        l.finish()
+    }
+
+    #[test]
+    fn namespace_defaults_and_multi_document() {
+        let store = load(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: c}\nspec: {controllerName: x/y}\n---\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n",
+        )
+        .unwrap();
+        assert!(store.gateway_classes.contains_key("c"));
+        assert!(store.services.contains_key(&NsName::new("default", "s")));
+    }
+
+    #[test]
+    fn unknown_enum_value_names_file_object_field() {
+        let err = load(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: n}\nspec:\n  rules:\n  - matches:\n    - path: {type: Fuzzy, value: /}\n",
+        )
+        .unwrap_err();
+        let e = &err.0[0];
+        assert_eq!(e.object, "HTTPRoute n/r");
+        assert_eq!(e.field, ".spec.rules[0].matches[0].path.type");
+        assert!(e.message.contains("Fuzzy"), "{}", e.message);
+        assert!(err.to_string().contains("test.yaml (document 1)"));
+    }
+
+    #[test]
+    fn unknown_field_is_rejected() {
+        let err = load(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: c}\nspec: {controllerName: x/y, colour: red}\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.0[0].field, ".spec.colour");
+        assert_eq!(err.0[0].message, "unknown field");
+    }
+
+    #[test]
+    fn bad_yaml_is_reported() {
+        let err = load("kind: [unclosed\n").unwrap_err();
+        assert!(err.0[0].message.starts_with("invalid YAML"));
+    }
+
+    #[test]
+    fn duplicate_objects_are_rejected() {
+        let doc =
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n";
+        let err = load(&format!("{doc}---\n{doc}")).unwrap_err();
+        assert!(err.0[0].message.contains("duplicate"));
+    }
+}

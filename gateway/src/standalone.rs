@@ -1,0 +1,149 @@
+//! The file provider: reads a folder of manifests, serves it, and applies every change to the
+//! files within a second. A change that does not load is reported and the last good
+//! configuration stays in force.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::resources::{self, LoadErrors};
+use crate::status::carry_transition_times;
+use crate::translate::{self, Options, Translation};
+
+/// How long the folder must be quiet before a reload: editors write files in several steps.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+pub struct RunOptions {
+    pub manifests: PathBuf,
+    pub translate: Options,
+    pub admin_addr: SocketAddr,
+    pub access_log: bool,
+    /// How long shutdown waits for open connections.
+    pub drain_timeout: Duration,
+}
+
+/// Loads and translates the manifests under `path`.
+pub fn load_and_translate(path: &Path, opts: &Options) -> Result<Translation, LoadErrors> {
+    let store = resources::load_path(path)?;
+    Ok(translate::translate(&store, opts))
+}
+
+fn now() -> k8s_openapi::jiff::Timestamp {
+    // Whole seconds, as the API server stores condition times.
+    let t = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::jiff::Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// Runs the gateway until SIGINT or SIGTERM. Fails if the manifests do not load at start.
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let mut topts = opts.translate.clone();
+    topts.now = now();
+    topts.version = 1;
+    let first = load_and_translate(&opts.manifests, &topts)
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+
+    let metrics = Metrics::new();
+    let engine = Engine::new(metrics.clone(), opts.access_log);
+    let admin_state = Arc::new(AdminState::new(engine.state.clone()));
+    admin::serve(opts.admin_addr, admin_state.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on admin address {}: {e}", opts.admin_addr))?;
+
+    apply(&engine, &admin_state, first, &metrics).await;
+    admin_state.ready.store(true, Ordering::Release);
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let watch_root = if opts.manifests.is_file() {
+        opts.manifests
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    } else {
+        opts.manifests.clone()
+    };
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if !matches!(ev.kind, notify::EventKind::Access(_)) {
+                let _ = tx.send(());
+            }
+        }
+    })?;
+    watcher.watch(&watch_root, RecursiveMode::Recursive)?;
+    info!(path = %opts.manifests.display(), "watching manifests");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut version = 1u64;
+    loop {
+        tokio::select! {
+            ev = rx.recv() => {
+                if ev.is_none() { break; }
+                // Wait until the folder has been quiet for DEBOUNCE.
+                loop {
+                    match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                        Ok(Some(())) => continue,
+                        _ => break,
+                    }
+                }
+                version += 1;
+                let mut topts = opts.translate.clone();
+                topts.now = now();
+                topts.version = version;
+                match load_and_translate(&opts.manifests, &topts) {
+                    Ok(t) => {
+                        admin_state.last_error.store(Arc::new(None));
+                        apply(&engine, &admin_state, t, &metrics).await;
+                        metrics.reloads.with_label_values(&["applied"]).inc();
+                        info!(version, "configuration reloaded");
+                    }
+                    Err(e) => {
+                        metrics.reloads.with_label_values(&["rejected"]).inc();
+                        for err in &e.0 {
+                            error!(file = %err.origin, object = %err.object, field = %err.field, "{}", err.message);
+                        }
+                        error!("manifests rejected; still serving configuration version {}", engine.state.config.load().version);
+                        admin_state.last_error.store(Arc::new(Some(e.to_string())));
+                    }
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    info!("shutting down: draining connections");
+    admin_state.ready.store(false, Ordering::Release);
+    engine.shutdown().await;
+    let deadline = tokio::time::Instant::now() + opts.drain_timeout;
+    while engine.state.connections.load(Ordering::Acquire) > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn apply(engine: &Engine, admin: &AdminState, t: Translation, metrics: &Metrics) {
+    for w in &t.warnings {
+        warn!(file = %w.source, object = %w.object, field = %w.field, "{}", w.message);
+    }
+    let version = t.config.version;
+    let bind_errors = engine.apply(t.config).await;
+    for e in &bind_errors {
+        error!("{e}");
+    }
+    let mut statuses = t.statuses;
+    carry_transition_times(&admin.statuses.load(), &mut statuses);
+    admin.statuses.store(Arc::new(statuses));
+    admin.warnings.store(Arc::new(t.warnings));
+    metrics
+        .config_version
+        .set(i64::try_from(version).unwrap_or(i64::MAX));
+}

@@ -1,0 +1,205 @@
+//! The validation a Kubernetes API server applies to Gateway API objects (the CRDs' OpenAPI
+//! and CEL rules) that typed deserialization alone does not catch.
+//!
+//! Only rules that make an object unacceptable belong here; a reference that does not resolve is
+//! not a validation error but a status condition, computed by `translate`.
+
+use crate::resources::{ManifestError, Object, Store};
+
+/// Every rule broken by any object of the store.
+pub fn validate(store: &Store) -> Vec<ManifestError> {
+    let mut errors = Vec::new();
+    for (key, gw) in &store.gateways {
+        let mut e = Errs::new(gw, format!("Gateway {key}"), &mut errors);
+        let listeners = &gw.obj.spec.listeners;
+        if listeners.is_empty() {
+            e.push(".spec.listeners", "at least one listener is required");
+        }
+        for (i, l) in listeners.iter().enumerate() {
+            let f = |s: &str| format!(".spec.listeners[{i}].{s}");
+            if !(1..=65535).contains(&l.port) {
+                e.push(&f("port"), format!("port {} is not in 1-65535", l.port));
+            }
+            if !is_section_name(&l.name) {
+                e.push(
+                    &f("name"),
+                    format!(
+                        "{:?} is not a valid listener name (lowercase RFC 1123 label)",
+                        l.name
+                    ),
+                );
+            }
+            if listeners[..i].iter().any(|o| o.name == l.name) {
+                e.push(
+                    &f("name"),
+                    format!("listener name {:?} is used twice", l.name),
+                );
+            }
+            if let Some(h) = &l.hostname {
+                if !is_hostname(h, true) {
+                    e.push(&f("hostname"), format!("{h:?} is not a valid hostname"));
+                }
+            }
+            if matches!(l.protocol.as_str(), "HTTP" | "TCP" | "UDP") && l.tls.is_some() {
+                e.push(
+                    &f("tls"),
+                    format!("tls must not be set for protocol {}", l.protocol),
+                );
+            }
+            if l.protocol == "HTTPS" && l.tls.is_none() {
+                e.push(&f("tls"), "tls is required for protocol HTTPS");
+            }
+        }
+    }
+    for (key, route) in &store.http_routes {
+        let mut e = Errs::new(route, format!("HTTPRoute {key}"), &mut errors);
+        let spec = &route.obj.spec;
+        for (i, h) in spec.hostnames.iter().flatten().enumerate() {
+            if !is_hostname(h, true) {
+                e.push(
+                    &format!(".spec.hostnames[{i}]"),
+                    format!("{h:?} is not a valid hostname"),
+                );
+            }
+        }
+        for (r, rule) in spec.rules.iter().flatten().enumerate() {
+            for (m, mat) in rule.matches.iter().flatten().enumerate() {
+                if let Some(p) = mat.path.as_ref().and_then(|p| p.value.as_ref()) {
+                    let is_regex = matches!(
+                        mat.path.as_ref().and_then(|p| p.r#type.as_ref()),
+                        Some(gateway_api::httproutes::HttpRouteRulesMatchesPathType::RegularExpression)
+                    );
+                    if !is_regex && !p.starts_with('/') {
+                        e.push(
+                            &format!(".spec.rules[{r}].matches[{m}].path.value"),
+                            format!("{p:?} must be an absolute path starting with '/'"),
+                        );
+                    }
+                }
+                for (h, hm) in mat.headers.iter().flatten().enumerate() {
+                    if http::HeaderName::from_bytes(hm.name.as_bytes()).is_err() {
+                        e.push(
+                            &format!(".spec.rules[{r}].matches[{m}].headers[{h}].name"),
+                            format!("{:?} is not a valid header name", hm.name),
+                        );
+                    }
+                }
+            }
+            let filters = rule.filters.as_deref().unwrap_or_default();
+            use gateway_api::httproutes::HttpRouteRulesFiltersType as F;
+            let redirect = filters.iter().any(|f| f.r#type == F::RequestRedirect);
+            let rewrite = filters.iter().any(|f| f.r#type == F::UrlRewrite);
+            if redirect && rewrite {
+                e.push(
+                    &format!(".spec.rules[{r}].filters"),
+                    "RequestRedirect and URLRewrite cannot be used in the same rule",
+                );
+            }
+            if redirect && rule.backend_refs.as_ref().is_some_and(|b| !b.is_empty()) {
+                e.push(
+                    &format!(".spec.rules[{r}].filters"),
+                    "RequestRedirect cannot be used together with backendRefs",
+                );
+            }
+            for (fi, f) in filters.iter().enumerate() {
+                let code = f.request_redirect.as_ref().and_then(|r| r.status_code);
+                if let Some(code) = code {
+                    if ![301, 302, 303, 307, 308].contains(&code) {
+                        e.push(
+                            &format!(".spec.rules[{r}].filters[{fi}].requestRedirect.statusCode"),
+                            format!("status code {code} is not one of 301, 302, 303, 307, 308"),
+                        );
+                    }
+                }
+            }
+            for (b, br) in rule.backend_refs.iter().flatten().enumerate() {
+                let f = |s: &str| format!(".spec.rules[{r}].backendRefs[{b}].{s}");
+                let kind = br.kind.as_deref().unwrap_or("Service");
+                let group = br.group.as_deref().unwrap_or("");
+                if group.is_empty() && kind == "Service" && br.port.is_none() {
+                    e.push(&f("port"), "port is required when the backend is a Service");
+                }
+                if let Some(w) = br.weight {
+                    if !(0..=1_000_000).contains(&w) {
+                        e.push(&f("weight"), format!("weight {w} is not in 0-1000000"));
+                    }
+                }
+                if let Some(p) = br.port {
+                    if !(1..=65535).contains(&p) {
+                        e.push(&f("port"), format!("port {p} is not in 1-65535"));
+                    }
+                }
+            }
+        }
+    }
+    errors
+}
+
+struct Errs<'a> {
+    source: crate::resources::Source,
+    object: String,
+    out: &'a mut Vec<ManifestError>,
+}
+
+impl<'a> Errs<'a> {
+    fn new<T>(obj: &Object<T>, object: String, out: &'a mut Vec<ManifestError>) -> Self {
+        Errs {
+            source: obj.source.clone(),
+            object,
+            out,
+        }
+    }
+    fn push(&mut self, field: &str, message: impl Into<String>) {
+        self.out.push(ManifestError {
+            origin: self.source.clone(),
+            object: self.object.clone(),
+            field: field.to_string(),
+            message: message.into(),
+        });
+    }
+}
+
+/// A lowercase RFC 1123 label, as listener names and section names must be.
+fn is_section_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// A hostname as the Gateway API accepts it: lowercase DNS labels, optionally with a leading
+/// `*.` wildcard label; no IP addresses, no port.
+pub fn is_hostname(s: &str, allow_wildcard: bool) -> bool {
+    let rest = match s.strip_prefix("*.") {
+        Some(r) if allow_wildcard => r,
+        Some(_) => return false,
+        None => s,
+    };
+    if rest.parse::<std::net::IpAddr>().is_ok() {
+        return false;
+    }
+    is_section_name(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames() {
+        assert!(is_hostname("example.com", false));
+        assert!(is_hostname("*.example.com", true));
+        assert!(!is_hostname("*.example.com", false));
+        assert!(!is_hostname("Example.com", true));
+        assert!(!is_hostname("10.0.0.1", true));
+        assert!(!is_hostname("a.*.com", true));
+        assert!(!is_hostname("", true));
+    }
+}
