@@ -93,7 +93,25 @@ fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs))
 }
 
+/// A running echo server: its address and the request targets it has seen, in order.
+#[derive(Clone, Debug)]
+pub struct EchoServer {
+    pub addr: SocketAddr,
+    pub seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl EchoServer {
+    /// How many requests it has answered whose target starts with `prefix`.
+    pub fn count(&self, prefix: &str) -> usize {
+        self.seen
+            .lock()
+            .map(|v| v.iter().filter(|p| p.starts_with(prefix)).count())
+            .unwrap_or(0)
+    }
+}
+
 struct Conn {
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
     id: Identity,
     port: u16,
     peer: SocketAddr,
@@ -116,6 +134,9 @@ async fn handle(
         "Echoing back request made to {path} to client ({})",
         conn.peer
     );
+    if let Ok(mut seen) = conn.seen.lock() {
+        seen.push(path.clone());
+    }
     if parts.uri.path() == "/health" {
         return Ok(Response::new(Full::new(Bytes::from_static(b"OK"))));
     }
@@ -195,14 +216,19 @@ async fn handle(
     Ok(resp.body(Full::new(Bytes::from(body))).unwrap_or_default())
 }
 
-/// Starts an echo server on `addr` in the background and returns its bound address.
+/// Starts an echo server on `addr` in the background.
 pub async fn serve(
     addr: SocketAddr,
     id: Identity,
     tls: Option<TlsFiles>,
-) -> std::io::Result<SocketAddr> {
+) -> std::io::Result<EchoServer> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let server = EchoServer {
+        addr: local,
+        seen: seen.clone(),
+    };
     let acceptor = match tls {
         None => None,
         Some(files) => Some(tls_acceptor(&files)?),
@@ -215,11 +241,13 @@ pub async fn serve(
             let _ = tcp.set_nodelay(true);
             let id = id.clone();
             let acceptor = acceptor.clone();
+            let seen = seen.clone();
             tokio::spawn(async move {
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 match acceptor {
                     None => {
                         let conn = Arc::new(Conn {
+                            seen,
                             id,
                             port: local.port(),
                             peer,
@@ -250,6 +278,7 @@ pub async fn serve(
                                 .unwrap_or_default(),
                         );
                         let conn = Arc::new(Conn {
+                            seen,
                             id,
                             port: local.port(),
                             peer,
@@ -262,7 +291,7 @@ pub async fn serve(
             });
         }
     });
-    Ok(local)
+    Ok(server)
 }
 
 fn tls_acceptor(files: &TlsFiles) -> std::io::Result<tokio_rustls::TlsAcceptor> {

@@ -48,8 +48,8 @@ async fn main() -> anyhow::Result<()> {
         service: args.service,
         pod: args.pod,
     };
-    let addr = serve(args.listen, id, tls).await?;
-    eprintln!("echo listening on {addr}");
+    let server = serve(args.listen, id, tls).await?;
+    eprintln!("echo listening on {}", server.addr);
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

@@ -1,0 +1,521 @@
+//! HTTPRoute behaviour through the real gateway binary, real sockets and echo backends.
+
+mod common;
+
+use common::*;
+
+/// Path, header, method and query matching with the spec's precedence, and the 404 when
+/// nothing matches.
+#[tokio::test(flavor = "multi_thread")]
+async fn matching_and_precedence() {
+    let exact = echo("exact").await;
+    let prefix = echo("prefix").await;
+    let longer = echo("longer").await;
+    let header = echo("header").await;
+    let method = echo("method").await;
+    let query = echo("query").await;
+    let regex = echo("regex").await;
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matching, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /foo}}]
+    backendRefs: [{name: prefix, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /foo/bar/}}]
+    backendRefs: [{name: longer, port: 80}]
+  - matches: [{path: {type: Exact, value: /foo/bar}}]
+    backendRefs: [{name: exact, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /foo}, headers: [{name: x-version, value: two}]}]
+    backendRefs: [{name: header, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /foo}, method: POST}]
+    backendRefs: [{name: method, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /q}, queryParams: [{name: animal, value: whale}]}]
+    backendRefs: [{name: query, port: 80}]
+  - matches: [{path: {type: RegularExpression, value: '/re/[0-9]+'}}]
+    backendRefs: [{name: regex, port: 80}]
+";
+    let mut files = vec![
+        (
+            "gw.yaml".to_string(),
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        ("route.yaml".to_string(), route.to_string()),
+    ];
+    for (n, e) in [
+        ("exact", &exact),
+        ("prefix", &prefix),
+        ("longer", &longer),
+        ("header", &header),
+        ("method", &method),
+        ("query", &query),
+        ("regex", &regex),
+    ] {
+        files.push((format!("{n}.yaml"), service("default", n, &[e.addr])));
+    }
+    let gw = Gateway::start(&files).await;
+    let c = client_for(gw.addr(8080), &[]);
+    let svc = |v: &serde_json::Value| v["service"].as_str().unwrap_or("").to_string();
+
+    let cases = [
+        ("/foo", "prefix"),
+        ("/foo/", "prefix"),
+        ("/foo/baz", "prefix"),
+        ("/foo/bar", "exact"),
+        ("/foo/bar/", "longer"),
+        ("/foo/bar/x", "longer"),
+        ("/q?animal=whale", "query"),
+        ("/re/123", "regex"),
+    ];
+    for (path, want) in cases {
+        let (code, body, _) = get_json(&c, &gw.url(8080, path)).await;
+        assert_eq!((code, svc(&body)), (200, want.to_string()), "GET {path}");
+    }
+    // Segment-aware prefix: /foobar matches nothing.
+    for path in ["/foobar", "/", "/q?animal=dolphin", "/re/abc", "/re/123/x"] {
+        let (code, _, _) = get_json(&c, &gw.url(8080, path)).await;
+        assert_eq!(code, 404, "GET {path}");
+    }
+    // A header match wins over a plain prefix of the same length.
+    let r = c
+        .get(gw.url(8080, "/foo/x"))
+        .header("x-version", "two")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(svc(&r.json().await.unwrap()), "header");
+    // Header values are matched exactly.
+    let r = c
+        .get(gw.url(8080, "/foo/x"))
+        .header("x-version", "three")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(svc(&r.json().await.unwrap()), "prefix");
+    // Method match.
+    let r = c
+        .post(gw.url(8080, "/foo/x"))
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(svc(&r.json().await.unwrap()), "method");
+}
+
+/// Backend weights: a 3:1 split within tolerance, weight 0 gets nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn weighted_split() {
+    let a = echo("a").await;
+    let b = echo("b").await;
+    let z = echo("z").await;
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: split, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs:
+    - {name: a, port: 80, weight: 3}
+    - {name: b, port: 80, weight: 1}
+    - {name: z, port: 80, weight: 0}
+";
+    let gw = Gateway::start(&[
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        ("route.yaml", route.into()),
+        ("a.yaml", service("default", "a", &[a.addr])),
+        ("b.yaml", service("default", "b", &[b.addr])),
+        ("z.yaml", service("default", "z", &[z.addr])),
+    ])
+    .await;
+    let c = client_for(gw.addr(8080), &[]);
+    let n = 800;
+    for _ in 0..n {
+        let (code, _, _) = get_json(&c, &gw.url(8080, "/w")).await;
+        assert_eq!(code, 200);
+    }
+    let (ca, cb) = (a.count("/w"), b.count("/w"));
+    assert_eq!(ca + cb, n);
+    assert_eq!(z.count("/w"), 0, "weight 0 must get no traffic");
+    let share = ca as f64 / n as f64;
+    assert!(
+        (0.68..=0.82).contains(&share),
+        "a got {share:.3} of traffic, want 0.75 ± 0.07"
+    );
+}
+
+/// Endpoints of one Service are used round-robin over pooled keep-alive connections.
+#[tokio::test(flavor = "multi_thread")]
+async fn round_robin_across_endpoints() {
+    let e1 = echo("multi").await;
+    let e2 = conformance::echo::serve(
+        "127.0.0.2:0".parse().unwrap(),
+        Identity {
+            service: "multi".into(),
+            pod: "multi-1".into(),
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    // Two endpoints with different IPs but the same port is what an EndpointSlice holds; our
+    // echo servers have different ports, so use one slice per endpoint.
+    let svc = format!(
+        "{}---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: multi-def
+  namespace: default
+  labels: {{kubernetes.io/service-name: multi}}
+addressType: IPv4
+ports:
+- {{name: http, port: {}}}
+endpoints:
+- addresses: [\"127.0.0.2\"]
+",
+        service("default", "multi", &[e1.addr]),
+        e2.addr.port()
+    );
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: rr, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs: [{name: multi, port: 80}]
+";
+    let gw = Gateway::start(&[
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        ("route.yaml", route.into()),
+        ("svc.yaml", svc),
+    ])
+    .await;
+    let c = client_for(gw.addr(8080), &[]);
+    for _ in 0..10 {
+        assert_eq!(get_json(&c, &gw.url(8080, "/rr")).await.0, 200);
+    }
+    assert_eq!(e1.count("/rr"), 5);
+    assert_eq!(e2.count("/rr"), 5);
+}
+
+/// Unresolvable backends answer 500; a Service without ready endpoints answers 503; a rule
+/// with only zero weights answers 500.
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_backends() {
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: broken, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {value: /missing}}]
+    backendRefs: [{name: does-not-exist, port: 80}]
+  - matches: [{path: {value: /empty}}]
+    backendRefs: [{name: empty, port: 80}]
+  - matches: [{path: {value: /zero}}]
+    backendRefs: [{name: empty, port: 80, weight: 0}]
+  - matches: [{path: {value: /kind}}]
+    backendRefs: [{name: x, kind: Bucket, group: storage.example.com}]
+";
+    let empty = "apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: default}
+spec: {ports: [{port: 80}]}
+";
+    let gw = Gateway::start(&[
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        ("route.yaml", route.into()),
+        ("empty.yaml", empty.into()),
+    ])
+    .await;
+    let c = client_for(gw.addr(8080), &[]);
+    assert_eq!(get_json(&c, &gw.url(8080, "/missing")).await.0, 500);
+    assert_eq!(get_json(&c, &gw.url(8080, "/empty")).await.0, 503);
+    assert_eq!(get_json(&c, &gw.url(8080, "/zero")).await.0, 500);
+    assert_eq!(get_json(&c, &gw.url(8080, "/kind")).await.0, 500);
+    let st = gw.status_of("HTTPRoute", Some("default"), "broken").await;
+    let conds = &st["status"]["parents"][0]["conditions"];
+    assert_eq!(
+        condition(conds, "Accepted"),
+        ("True".into(), "Accepted".into())
+    );
+    assert_eq!(
+        condition(conds, "ResolvedRefs"),
+        ("False".into(), "BackendNotFound".into())
+    );
+}
+
+/// Hostnames: exact and wildcard route hostnames, intersected with listener hostnames.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostnames_and_wildcards() {
+    let exact = echo("exact").await;
+    let wild = echo("wild").await;
+    let other = echo("other").await;
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: sluice
+  listeners:
+  - {name: wild, protocol: HTTP, port: 8080, hostname: '*.example.com'}
+  - {name: other, protocol: HTTP, port: 8080, hostname: other.test}
+";
+    let routes = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: exact, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [foo.example.com]
+  rules: [{backendRefs: [{name: exact, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wild, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: wild}]
+  hostnames: ['*.example.com']
+  rules: [{backendRefs: [{name: wild, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: other, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: other}]
+  rules: [{backendRefs: [{name: other, port: 80}]}]
+";
+    let gw = Gateway::start(&[
+        ("gw.yaml", format!("{GATEWAY_CLASS}---\n{gateway}")),
+        ("routes.yaml", routes.into()),
+        ("s1.yaml", service("default", "exact", &[exact.addr])),
+        ("s2.yaml", service("default", "wild", &[wild.addr])),
+        ("s3.yaml", service("default", "other", &[other.addr])),
+    ])
+    .await;
+    let hosts = [
+        "foo.example.com",
+        "bar.example.com",
+        "a.b.example.com",
+        "example.com",
+        "other.test",
+        "nope.test",
+    ];
+    let c = client_for(gw.addr(8080), &hosts);
+    let svc = |v: serde_json::Value| v["service"].as_str().unwrap_or("").to_string();
+    let get = |h: &str| {
+        let c = c.clone();
+        let url = format!("http://{h}:8080/");
+        async move { get_json(&c, &url).await }
+    };
+    assert_eq!(svc(get("foo.example.com").await.1), "exact");
+    assert_eq!(svc(get("bar.example.com").await.1), "wild");
+    assert_eq!(svc(get("a.b.example.com").await.1), "wild");
+    assert_eq!(
+        get("example.com").await.0,
+        404,
+        "*.example.com does not match example.com"
+    );
+    assert_eq!(svc(get("other.test").await.1), "other");
+    assert_eq!(get("nope.test").await.0, 404);
+    // The route for foo.example.com attaches to both listeners but only intersects `wild`.
+    let st = gw.status_of("HTTPRoute", Some("default"), "exact").await;
+    assert_eq!(
+        condition(&st["status"]["parents"][0]["conditions"], "Accepted").0,
+        "True"
+    );
+}
+
+/// RequestHeaderModifier, ResponseHeaderModifier, URLRewrite and RequestRedirect.
+#[tokio::test(flavor = "multi_thread")]
+async fn filters() {
+    let app = echo("app").await;
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: filters, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {value: /headers}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: x-set, value: set-value}]
+        add: [{name: x-add, value: added}]
+        remove: [x-remove]
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        set: [{name: x-resp-set, value: r1}]
+        add: [{name: x-resp-add, value: r2}]
+        remove: [x-content-type-options]
+    backendRefs: [{name: app, port: 80}]
+  - matches: [{path: {value: /prefix}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        hostname: rewritten.example
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}
+    backendRefs: [{name: app, port: 80}]
+  - matches: [{path: {value: /full}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /replaced}}
+    backendRefs: [{name: app, port: 80}]
+  - matches: [{path: {value: /redirect}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {hostname: elsewhere.example, statusCode: 301}
+  - matches: [{path: {value: /to-https}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https}
+  - matches: [{path: {value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}, port: 9090}
+  - matches: [{path: {value: /backend-filter}}]
+    backendRefs:
+    - name: app
+      port: 80
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {set: [{name: x-backend, value: app}]}
+";
+    let gw = Gateway::start(&[
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        ("route.yaml", route.into()),
+        ("app.yaml", service("default", "app", &[app.addr])),
+    ])
+    .await;
+    let c = client_for(gw.addr(8080), &["host.example"]);
+    let r = c
+        .get("http://host.example:8080/headers")
+        .header("x-set", "original")
+        .header("x-add", "first")
+        .header("x-remove", "gone")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-resp-set"], "r1");
+    assert_eq!(r.headers()["x-resp-add"], "r2");
+    assert!(r.headers().get("x-content-type-options").is_none());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["headers"]["X-Set"], serde_json::json!(["set-value"]));
+    assert_eq!(
+        body["headers"]["X-Add"],
+        serde_json::json!(["first", "added"])
+    );
+    assert!(body["headers"].get("X-Remove").is_none());
+
+    let (code, body, _) = get_json(&c, "http://host.example:8080/prefix/rest?q=1").await;
+    assert_eq!(code, 200);
+    assert_eq!(body["path"], "/new/rest?q=1");
+    assert_eq!(body["host"], "rewritten.example");
+    let (_, body, _) = get_json(&c, "http://host.example:8080/full/anything").await;
+    assert_eq!(body["path"], "/replaced");
+
+    let (code, _, h) = get_json(&c, "http://host.example:8080/redirect/x?y=1").await;
+    assert_eq!(code, 301);
+    assert_eq!(
+        h["location"],
+        "http://elsewhere.example:8080/redirect/x?y=1"
+    );
+    let (code, _, h) = get_json(&c, "http://host.example:8080/to-https/x").await;
+    assert_eq!(code, 302);
+    assert_eq!(h["location"], "https://host.example/to-https/x");
+    let (_, _, h) = get_json(&c, "http://host.example:8080/old/page").await;
+    assert_eq!(h["location"], "http://host.example:9090/new/page");
+
+    let (_, body, _) = get_json(&c, "http://host.example:8080/backend-filter").await;
+    assert_eq!(body["headers"]["X-Backend"], serde_json::json!(["app"]));
+}
+
+/// RequestMirror: the mirror receives a copy; the main request is answered by the backend.
+#[tokio::test(flavor = "multi_thread")]
+async fn request_mirror() {
+    let app = echo("app").await;
+    let shadow = echo("shadow").await;
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mirror, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: shadow, port: 80}}
+    backendRefs: [{name: app, port: 80}]
+";
+    let gw = Gateway::start(&[
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        ("route.yaml", route.into()),
+        ("app.yaml", service("default", "app", &[app.addr])),
+        ("shadow.yaml", service("default", "shadow", &[shadow.addr])),
+    ])
+    .await;
+    let c = client_for(gw.addr(8080), &[]);
+    for i in 0..5 {
+        let (code, body, _) = get_json(&c, &gw.url(8080, &format!("/m{i}"))).await;
+        assert_eq!((code, body["service"].as_str()), (200, Some("app")));
+    }
+    // The mirror is fire-and-forget: wait for its copies to arrive.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while shadow.count("/m") < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mirror got {} of 5",
+            shadow.count("/m")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.count("/m"), 5);
+}
+
+/// The backend learns the client address and the scheme.
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarded_headers() {
+    let app = echo("app").await;
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: app, port: 80}]}]
+";
+    let gw = Gateway::start(&[
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        ("route.yaml", route.into()),
+        ("app.yaml", service("default", "app", &[app.addr])),
+    ])
+    .await;
+    let c = client_for(gw.addr(8080), &[]);
+    let (_, body, _) = get_json(&c, &gw.url(8080, "/")).await;
+    assert_eq!(
+        body["headers"]["X-Forwarded-Proto"],
+        serde_json::json!(["http"])
+    );
+    let xff = body["headers"]["X-Forwarded-For"][0].as_str().unwrap();
+    assert!(
+        xff.parse::<std::net::IpAddr>().is_ok(),
+        "X-Forwarded-For {xff:?}"
+    );
+}
