@@ -191,16 +191,22 @@ impl Loader {
             // A JSON file holds one object (possibly a List).
             vec![serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))]
         } else {
-            serde_yaml::Deserializer::from_str(text)
-                .map(|doc| {
-                    <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-                        .map_err(|e| format!("invalid YAML: {e}"))
-                        .and_then(|v| {
-                            serde_json::to_value(v)
-                                .map_err(|e| format!("YAML that is not valid JSON data: {e}"))
-                        })
-                })
-                .collect()
+            let mut docs = Vec::new();
+            for doc in serde_yaml::Deserializer::from_str(text) {
+                let parsed = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+                    .map_err(|e| format!("invalid YAML: {e}"))
+                    .and_then(|v| {
+                        serde_json::to_value(v)
+                            .map_err(|e| format!("YAML that is not valid JSON data: {e}"))
+                    });
+                // After a syntax error the rest of the file cannot be split into documents.
+                let stop = parsed.is_err();
+                docs.push(parsed);
+                if stop {
+                    break;
+                }
+            }
+            docs
         };
         for (i, doc) in docs.into_iter().enumerate() {
             let source = Source {

@@ -1,0 +1,239 @@
+//! HTTPS listeners: TLS termination with certificates from Secrets, SNI selection among
+//! listeners sharing a port, HTTP/2 by ALPN, and HTTP beside HTTPS.
+
+mod common;
+
+use common::*;
+
+fn https_gateway() -> String {
+    "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: sluice
+  listeners:
+  - name: foo
+    protocol: HTTPS
+    port: 8443
+    hostname: foo.example.com
+    tls: {certificateRefs: [{name: foo-cert}]}
+  - name: wild
+    protocol: HTTPS
+    port: 8443
+    hostname: '*.example.com'
+    tls: {certificateRefs: [{name: wild-cert}]}
+  - name: plain
+    protocol: HTTP
+    port: 8080
+"
+    .to_string()
+}
+
+const ROUTES: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: foo, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: foo}]
+  rules: [{backendRefs: [{name: foo, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wild, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: wild}, {name: gw, sectionName: plain}]
+  rules: [{backendRefs: [{name: wild, port: 80}]}]
+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sni_selects_certificate_and_listener() {
+    let ca = TestCa::new();
+    let foo = echo("foo").await;
+    let wild = echo("wild").await;
+    let gw = Gateway::start(&[
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", https_gateway()),
+        ),
+        ("routes.yaml", ROUTES.to_string()),
+        (
+            "foo-cert.yaml",
+            ca.secret("default", "foo-cert", &["foo.example.com"]),
+        ),
+        (
+            "wild-cert.yaml",
+            ca.secret("default", "wild-cert", &["*.example.com"]),
+        ),
+        (
+            "svc.yaml",
+            format!(
+                "{}---\n{}",
+                service("default", "foo", &[foo.addr]),
+                service("default", "wild", &[wild.addr])
+            ),
+        ),
+    ])
+    .await;
+    // HTTP/1.1 over TLS: the certificate verifies for each name and the request reaches the
+    // listener's route.
+    let c1 = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca.reqwest_cert())
+        .resolve("foo.example.com", gw.addr(8443))
+        .resolve("bar.example.com", gw.addr(8443))
+        .http1_only()
+        .build()
+        .unwrap();
+    let r = c1
+        .get("https://foo.example.com:8443/a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["service"], "foo");
+    assert_eq!(
+        body["headers"]["X-Forwarded-Proto"],
+        serde_json::json!(["https"])
+    );
+    let r = c1
+        .get("https://bar.example.com:8443/b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["service"],
+        "wild"
+    );
+
+    // HTTP/2 negotiated by ALPN.
+    let c2 = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca.reqwest_cert())
+        .resolve("foo.example.com", gw.addr(8443))
+        .build()
+        .unwrap();
+    let r = c2
+        .get("https://foo.example.com:8443/h2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["service"], "foo");
+    assert_eq!(body["host"], "foo.example.com:8443");
+
+    // Plain HTTP on the other port of the same Gateway.
+    let c = client_for(gw.addr(8080), &["x.example.com"]);
+    let (code, body, _) = get_json(&c, "http://x.example.com:8080/").await;
+    assert_eq!((code, body["service"].as_str()), (200, Some("wild")));
+}
+
+/// The certificate presented for foo.example.com is foo-cert, not the wildcard: a client that
+/// trusts only the exact certificate's CA chain for that name still succeeds, and the wildcard
+/// certificate (issued by another CA) is used for other names.
+#[tokio::test(flavor = "multi_thread")]
+async fn exact_listener_certificate_wins_over_wildcard() {
+    let ca_foo = TestCa::new();
+    let ca_wild = TestCa::new();
+    let foo = echo("foo").await;
+    let wild = echo("wild").await;
+    let gw = Gateway::start(&[
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", https_gateway()),
+        ),
+        ("routes.yaml", ROUTES.to_string()),
+        (
+            "foo-cert.yaml",
+            ca_foo.secret("default", "foo-cert", &["foo.example.com"]),
+        ),
+        (
+            "wild-cert.yaml",
+            ca_wild.secret("default", "wild-cert", &["*.example.com"]),
+        ),
+        (
+            "svc.yaml",
+            format!(
+                "{}---\n{}",
+                service("default", "foo", &[foo.addr]),
+                service("default", "wild", &[wild.addr])
+            ),
+        ),
+    ])
+    .await;
+    let only = |ca: &TestCa| {
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca.reqwest_cert())
+            .resolve("foo.example.com", gw.addr(8443))
+            .resolve("bar.example.com", gw.addr(8443))
+            .build()
+            .unwrap()
+    };
+    assert!(only(&ca_foo)
+        .get("https://foo.example.com:8443/")
+        .send()
+        .await
+        .is_ok());
+    assert!(only(&ca_wild)
+        .get("https://foo.example.com:8443/")
+        .send()
+        .await
+        .is_err());
+    assert!(only(&ca_wild)
+        .get("https://bar.example.com:8443/")
+        .send()
+        .await
+        .is_ok());
+    assert!(only(&ca_foo)
+        .get("https://bar.example.com:8443/")
+        .send()
+        .await
+        .is_err());
+}
+
+/// A certificate reference that does not resolve: the listener is not programmed and says why;
+/// the rest of the Gateway keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_certificate_secret() {
+    let wild = echo("wild").await;
+    let ca = TestCa::new();
+    let gw = Gateway::start(&[
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", https_gateway()),
+        ),
+        ("routes.yaml", ROUTES.to_string()),
+        (
+            "wild-cert.yaml",
+            ca.secret("default", "wild-cert", &["*.example.com"]),
+        ),
+        ("svc.yaml", service("default", "wild", &[wild.addr])),
+    ])
+    .await;
+    let st = gw.status_of("Gateway", Some("default"), "gw").await;
+    let listeners = st["status"]["listeners"].as_array().unwrap();
+    let foo = listeners.iter().find(|l| l["name"] == "foo").unwrap();
+    assert_eq!(
+        condition(&foo["conditions"], "ResolvedRefs"),
+        ("False".into(), "InvalidCertificateRef".into())
+    );
+    assert_eq!(condition(&foo["conditions"], "Programmed").0, "False");
+    assert_eq!(
+        condition(&st["status"]["conditions"], "Accepted"),
+        ("True".into(), "ListenersNotValid".into())
+    );
+    // foo.example.com is now served by the wildcard listener.
+    let c = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca.reqwest_cert())
+        .resolve("foo.example.com", gw.addr(8443))
+        .build()
+        .unwrap();
+    let r = c.get("https://foo.example.com:8443/").send().await.unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["service"],
+        "wild"
+    );
+}
