@@ -84,7 +84,7 @@ impl ListenerSet {
             Some(h) => match h.strip_prefix('*') {
                 Some(suffix) => {
                     self.wildcard.push((suffix.to_string(), l));
-                    self.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                    self.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
                 }
                 None => {
                     self.exact.insert(h.to_string(), l);

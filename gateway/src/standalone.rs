@@ -87,12 +87,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             ev = rx.recv() => {
                 if ev.is_none() { break; }
                 // Wait until the folder has been quiet for DEBOUNCE.
-                loop {
-                    match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                        Ok(Some(())) => continue,
-                        _ => break,
-                    }
-                }
+                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
                 version += 1;
                 let mut topts = opts.translate.clone();
                 topts.now = now();

@@ -53,7 +53,7 @@ pub fn server_config(certs: Vec<(Option<String>, Arc<CertifiedKey>)>) -> Arc<rus
             },
         }
     }
-    r.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    r.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
     if r.default.is_none() {
         r.default = certs.first().map(|(_, c)| c.clone());
     }
