@@ -93,11 +93,22 @@ fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs))
 }
 
-/// A running echo server: its address and the request targets it has seen, in order.
+/// One request an echo server answered.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    /// The request target: path and query.
+    pub path: String,
+    pub body: Bytes,
+}
+
+type SeenLog = Arc<std::sync::Mutex<Vec<Seen>>>;
+
+/// A running echo server: its address and the requests it has answered, in order.
 #[derive(Clone, Debug)]
 pub struct EchoServer {
     pub addr: SocketAddr,
-    pub seen: Arc<std::sync::Mutex<Vec<String>>>,
+    pub seen: SeenLog,
 }
 
 impl EchoServer {
@@ -105,13 +116,26 @@ impl EchoServer {
     pub fn count(&self, prefix: &str) -> usize {
         self.seen
             .lock()
-            .map(|v| v.iter().filter(|p| p.starts_with(prefix)).count())
+            .map(|v| v.iter().filter(|s| s.path.starts_with(prefix)).count())
             .unwrap_or(0)
+    }
+
+    /// The requests it has answered whose target starts with `prefix`.
+    pub fn requests(&self, prefix: &str) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|s| s.path.starts_with(prefix))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
 struct Conn {
-    seen: Arc<std::sync::Mutex<Vec<String>>>,
+    seen: SeenLog,
     id: Identity,
     port: u16,
     peer: SocketAddr,
@@ -124,7 +148,11 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     // Read the whole body so the client can reuse the connection.
-    let _ = body.collect().await;
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let path = parts
         .uri
         .path_and_query()
@@ -135,7 +163,11 @@ async fn handle(
         conn.peer
     );
     if let Ok(mut seen) = conn.seen.lock() {
-        seen.push(path.clone());
+        seen.push(Seen {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            body,
+        });
     }
     if parts.uri.path() == "/health" {
         return Ok(Response::new(Full::new(Bytes::from_static(b"OK"))));
@@ -224,7 +256,7 @@ pub async fn serve(
 ) -> std::io::Result<EchoServer> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen: SeenLog = Arc::default();
     let server = EchoServer {
         addr: local,
         seen: seen.clone(),

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Method};
-use pingora_load_balancing::selection::RoundRobin;
-use pingora_load_balancing::LoadBalancer;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::LoadBalancer;
 use regex::Regex;
 use serde::Serialize;
 

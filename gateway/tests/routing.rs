@@ -147,7 +147,7 @@ spec:
     );
 }
 
-/// Endpoints of one Service are used round-robin over pooled keep-alive connections.
+/// Endpoints of one Service are used round-robin; endpoints not ready get nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn round_robin_across_endpoints() {
     let e1 = echo("multi").await;
@@ -162,6 +162,10 @@ async fn round_robin_across_endpoints() {
     )
     .await
     .unwrap();
+    let not_ready =
+        conformance::echo::serve("127.0.0.3:0".parse().unwrap(), Identity::default(), None)
+            .await
+            .unwrap();
     // Two endpoints with different IPs but the same port is what an EndpointSlice holds; our
     // echo servers have different ports, so use one slice per endpoint.
     let svc = format!(
@@ -177,9 +181,23 @@ ports:
 - {{name: http, port: {}}}
 endpoints:
 - addresses: [\"127.0.0.2\"]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: multi-not-ready
+  namespace: default
+  labels: {{kubernetes.io/service-name: multi}}
+addressType: IPv4
+ports:
+- {{name: http, port: {}}}
+endpoints:
+- addresses: [\"127.0.0.3\"]
+  conditions: {{ready: false}}
 ",
         service("default", "multi", &[e1.addr]),
-        e2.addr.port()
+        e2.addr.port(),
+        not_ready.addr.port()
     );
     let route = "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -204,6 +222,7 @@ spec:
     }
     assert_eq!(e1.count("/rr"), 5);
     assert_eq!(e2.count("/rr"), 5);
+    assert_eq!(not_ready.count("/rr"), 0);
 }
 
 /// Unresolvable backends answer 500; a Service without ready endpoints answers 503; a rule
@@ -518,4 +537,66 @@ spec:
         xff.parse::<std::net::IpAddr>().is_ok(),
         "X-Forwarded-For {xff:?}"
     );
+}
+
+/// Several Gateways in one folder, each on its own address from the pool; a JSON manifest;
+/// a header regex match.
+#[tokio::test(flavor = "multi_thread")]
+async fn gateways_on_pool_addresses_and_json_manifests() {
+    let a = echo("a").await;
+    let b = echo("b").await;
+    let pool_ip = unique_ip();
+    let pool = format!("{pool_ip}/32");
+    let second = std::net::IpAddr::V4(match pool_ip {
+        std::net::IpAddr::V4(v4) => std::net::Ipv4Addr::from(u32::from(v4) ^ 0x8000),
+        _ => unreachable!(),
+    });
+    let route_b = serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "b", "namespace": "default"},
+        "spec": {
+            "parentRefs": [{"name": "gw-b"}],
+            "rules": [{
+                "matches": [{"headers": [{"name": "x-id", "type": "RegularExpression", "value": "[0-9]+"}]}],
+                "backendRefs": [{"name": "b", "port": 80}]
+            }]
+        }
+    });
+    let gw_b = http_gateway("gw-b").replace(
+        "  gatewayClassName: sluice\n",
+        &format!(
+            "  gatewayClassName: sluice\n  addresses: [{{type: IPAddress, value: '{second}'}}]\n"
+        ),
+    );
+    let gw = Gateway::start_with(
+        &[
+            ("gw.yaml", format!("{GATEWAY_CLASS}---\n{}---\n{gw_b}", http_gateway("gw-a"))),
+            ("a.yaml", format!("{}---\n{}", service("default", "a", &[a.addr]), "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: a}\nspec:\n  parentRefs: [{name: gw-a}]\n  rules: [{backendRefs: [{name: a, port: 80}]}]\n")),
+            ("b.json", route_b.to_string()),
+            ("b-svc.yaml", service("default", "b", &[b.addr])),
+        ],
+        &["--address-pool", &pool],
+    )
+    .await;
+    let st = gw.status_of("Gateway", Some("default"), "gw-a").await;
+    assert_eq!(st["status"]["addresses"][0]["value"], pool_ip.to_string());
+    let ca = client_for(std::net::SocketAddr::new(pool_ip, 8080), &[]);
+    let (code, body, _) = get_json(&ca, &format!("http://{pool_ip}:8080/")).await;
+    assert_eq!((code, body["service"].as_str()), (200, Some("a")));
+    let cb = client_for(std::net::SocketAddr::new(second, 8080), &[]);
+    let r = cb
+        .get(format!("http://{second}:8080/"))
+        .header("x-id", "42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["service"], "b");
+    let r = cb
+        .get(format!("http://{second}:8080/"))
+        .header("x-id", "4x2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "regex matches the whole value");
 }

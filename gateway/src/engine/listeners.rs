@@ -10,12 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora_core::apps::ServerApp;
-use pingora_core::listeners::tls::Acceptor;
-use pingora_core::protocols::l4::socket::SocketAddr as PSocketAddr;
-use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::SocketDigest;
-use pingora_core::protocols::{GetSocketDigest, Stream};
+use pingora::apps::ServerApp;
+use pingora::listeners::tls::Acceptor;
+use pingora::protocols::l4::socket::SocketAddr as PSocketAddr;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::SocketDigest;
+use pingora::protocols::{GetSocketDigest, Stream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Mutex};
 use tracing::{debug, info, warn};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -12,8 +12,11 @@ use tracing::debug;
 
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest request body copied to mirrors.
+pub const MAX_MIRROR_BODY: usize = 1 << 20;
+
 pub struct MirrorClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Default for MirrorClient {
@@ -31,14 +34,19 @@ impl MirrorClient {
         }
     }
 
-    /// Sends a copy of the request head to `addr` in the background. The body is not copied
-    /// (see the module notes in the README): the mirror receives the method, path and headers.
-    pub fn send(&self, addr: std::net::SocketAddr, head: &pingora_http::RequestHeader, host: &str) {
+    /// Sends a copy of the request to `addr` in the background.
+    pub fn send(
+        &self,
+        addr: std::net::SocketAddr,
+        head: &pingora::http::RequestHeader,
+        host: &str,
+        body: Bytes,
+    ) {
         let path = head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let Ok(uri) = format!("http://{addr}{path}").parse::<http::Uri>() else {
             return;
         };
-        let mut req = http::Request::new(Empty::<Bytes>::new());
+        let mut req = http::Request::new(Full::new(body));
         *req.method_mut() = head.method.clone();
         *req.uri_mut() = uri;
         for (name, value) in head.headers.iter() {

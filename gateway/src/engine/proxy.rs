@@ -10,11 +10,11 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora_core::server::configuration::ServerConf;
-use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{http_proxy, HttpProxy, ProxyHttp, Session};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{http_proxy, HttpProxy, ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
 use tracing::debug;
 
 use super::EngineState;
@@ -43,6 +43,16 @@ pub struct Ctx {
     backend: Option<usize>,
     upstream: Option<SocketAddr>,
     host: String,
+    /// A mirror copy waiting for the request body.
+    mirror: Option<PendingMirror>,
+}
+
+struct PendingMirror {
+    targets: Vec<SocketAddr>,
+    head: RequestHeader,
+    host: String,
+    body: bytes::BytesMut,
+    too_big: bool,
 }
 
 fn request_host(req: &RequestHeader) -> Option<String> {
@@ -145,6 +155,7 @@ impl ProxyHttp for SluiceProxy {
             backend: None,
             upstream: None,
             host: String::new(),
+            mirror: None,
         }
     }
 
@@ -212,15 +223,32 @@ impl ProxyHttp for SluiceProxy {
                 }
             }
         }
+        let mut targets = Vec::new();
         for m in &action.mirrors {
             if m.fraction_ppm < 1_000_000 && rand::random_range(0..1_000_000) >= m.fraction_ppm {
                 continue;
             }
             if let BackendTarget::Cluster(c) = &m.target {
-                if let Some(addr) = c.pick() {
-                    let host = request_host(session.req_header()).unwrap_or_default();
-                    self.state.mirror.send(addr, session.req_header(), &host);
+                targets.extend(c.pick());
+            }
+        }
+        if !targets.is_empty() {
+            let host = request_host(session.req_header()).unwrap_or_default();
+            if session.is_body_empty() {
+                for addr in targets {
+                    self.state
+                        .mirror
+                        .send(addr, session.req_header(), &host, Bytes::new());
                 }
+            } else {
+                // Sent once the whole body has been read (request_body_filter).
+                ctx.mirror = Some(PendingMirror {
+                    targets,
+                    head: session.req_header().clone(),
+                    host,
+                    body: bytes::BytesMut::new(),
+                    too_big: false,
+                });
             }
         }
         if action.no_backends || action.backends.is_empty() {
@@ -245,6 +273,37 @@ impl ProxyHttp for SluiceProxy {
             apply_request_headers(session.req_header_mut(), m);
         }
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(m) = ctx.mirror.as_mut() {
+            if let Some(chunk) = body {
+                if m.body.len() + chunk.len() > super::mirror::MAX_MIRROR_BODY {
+                    m.too_big = true;
+                } else if !m.too_big {
+                    m.body.extend_from_slice(chunk);
+                }
+            }
+            if end_of_stream {
+                if let Some(m) = ctx.mirror.take() {
+                    if m.too_big {
+                        debug!("request body too large to mirror");
+                    } else {
+                        let body = m.body.freeze();
+                        for addr in m.targets {
+                            self.state.mirror.send(addr, &m.head, &m.host, body.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
