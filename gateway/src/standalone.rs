@@ -130,11 +130,27 @@ async fn apply(engine: &Engine, admin: &AdminState, t: Translation, metrics: &Me
         warn!(file = %w.source, object = %w.object, field = %w.field, "{}", w.message);
     }
     let version = t.config.version;
+    // Which Gateway listeners each socket serves, to report the sockets that cannot be opened.
+    let served: Vec<(std::net::SocketAddr, crate::resources::NsName, Vec<String>)> = t
+        .config
+        .binds
+        .values()
+        .map(|b| {
+            (
+                b.addr,
+                b.gateway.clone(),
+                b.listeners.iter().map(|l| l.name.clone()).collect(),
+            )
+        })
+        .collect();
     let bind_errors = engine.apply(t.config).await;
+    let mut statuses = t.statuses;
     for e in &bind_errors {
         error!("{e}");
+        if let Some((_, gw, listeners)) = served.iter().find(|(a, _, _)| *a == e.addr) {
+            crate::status::mark_unbound(&mut statuses, gw, listeners, &e.to_string());
+        }
     }
-    let mut statuses = t.statuses;
     carry_transition_times(&admin.statuses.load(), &mut statuses);
     admin.statuses.store(Arc::new(statuses));
     admin.warnings.store(Arc::new(t.warnings));

@@ -253,3 +253,76 @@ fn startup_with_invalid_manifests_exits_non_zero() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("gw.yaml (document 1): Gateway edge/g: .spec.listeners[0].port: port 0 is not in 1-65535"), "{err}");
 }
+
+/// A port taken by another process: the listener says so in status, the rest is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn listener_port_in_use_is_reported() {
+    let ip = unique_ip();
+    let _squatter = std::net::TcpListener::bind((ip, 8081)).unwrap();
+    let gateway = format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: sluice
+  addresses: [{{type: IPAddress, value: '{ip}'}}]
+  listeners:
+  - {{name: free, protocol: HTTP, port: 8080}}
+  - {{name: taken, protocol: HTTP, port: 8081}}
+"
+    );
+    let gw = Gateway::start(&[("gw.yaml", format!("{GATEWAY_CLASS}---\n{gateway}"))]).await;
+    let st = gw.status_of("Gateway", Some("default"), "gw").await;
+    let l = |name: &str| {
+        st["status"]["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        condition(&l("taken")["conditions"], "Accepted"),
+        ("False".into(), "PortUnavailable".into())
+    );
+    assert_eq!(
+        condition(&l("taken")["conditions"], "Programmed").0,
+        "False"
+    );
+    assert_eq!(condition(&l("free")["conditions"], "Programmed").0, "True");
+    assert_eq!(
+        condition(&st["status"]["conditions"], "Programmed").0,
+        "True"
+    );
+    // No route attached: the open listener answers 404.
+    assert_eq!(
+        reqwest::get(format!("http://{ip}:8080/"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+/// SIGTERM: the gateway stops accepting, lets the request in flight finish, and exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_in_flight_requests() {
+    let (v1, _v2, mut gw) = start_two_backends().await;
+    let c = client_for(gw.addr(8080), &[]);
+    let url = gw.url(8080, "/slow?delay=500ms");
+    let slow = tokio::spawn(async move { c.get(url).send().await.map(|r| r.status().as_u16()) });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while v1.count("/slow") < 1 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
+    let code = gw.wait_exit(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+}
