@@ -3,10 +3,11 @@
 //! `headers`, `namespace`, `ingress`, `service`, `pod`, and `tls` when serving TLS).
 //!
 //! Special behaviour: `X-Echo-Set-Header: N1:V1,N2:V2` sets response headers, `?delay=<dur>`
-//! delays the answer, `/status/NNN` answers with that code, `/health` answers `OK`.
+//! delays the answer, `/status/NNN` answers with that code, `/health` answers `OK`, and
+//! `/retry/?uuid=&succeedAfter=N[&responseCode=C]` fails N times before it echoes. HTTP/1.1 and
+//! HTTP/2 (prior knowledge, h2c) are served on the same port.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,6 +105,9 @@ pub struct Seen {
 
 type SeenLog = Arc<std::sync::Mutex<Vec<Seen>>>;
 
+/// Attempts seen per `uuid` of the `/retry/` endpoint.
+type RetryLog = Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>;
+
 /// A running echo server: its address and the requests it has answered, in order.
 #[derive(Clone, Debug)]
 pub struct EchoServer {
@@ -136,6 +140,7 @@ impl EchoServer {
 
 struct Conn {
     seen: SeenLog,
+    retries: RetryLog,
     id: Identity,
     port: u16,
     peer: SocketAddr,
@@ -145,7 +150,7 @@ struct Conn {
 async fn handle(
     conn: Arc<Conn>,
     req: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let (parts, body) = req.into_parts();
     // Read the whole body so the client can reuse the connection.
     let body = body
@@ -171,6 +176,39 @@ async fn handle(
     }
     if parts.uri.path() == "/health" {
         return Ok(Response::new(Full::new(Bytes::from_static(b"OK"))));
+    }
+    // `/retry/?uuid=U&succeedAfter=N[&responseCode=C]`: the first N attempts of U fail, with
+    // code C or, without one, by closing the connection without an answer.
+    if parts.uri.path().starts_with("/retry") {
+        let q = |k: &str| {
+            parts.uri.query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+                    .map(str::to_string)
+            })
+        };
+        let uuid = q("uuid").unwrap_or_default();
+        let succeed_after: u32 = q("succeedAfter").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let attempt = conn
+            .retries
+            .lock()
+            .map(|mut m| {
+                let n = m.entry(uuid).or_insert(0);
+                *n += 1;
+                *n
+            })
+            .unwrap_or(1);
+        if attempt <= succeed_after {
+            return match q("responseCode").and_then(|c| c.parse::<u16>().ok()) {
+                Some(code) => Ok(Response::builder()
+                    .status(code)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap_or_default()),
+                None => Err(std::io::Error::other(
+                    "failing this attempt by closing the connection",
+                )),
+            };
+        }
     }
     if let Some(delay) = parts
         .uri
@@ -257,6 +295,7 @@ pub async fn serve(
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let seen: SeenLog = Arc::default();
+    let retries: RetryLog = Arc::default();
     let server = EchoServer {
         addr: local,
         seen: seen.clone(),
@@ -274,12 +313,14 @@ pub async fn serve(
             let id = id.clone();
             let acceptor = acceptor.clone();
             let seen = seen.clone();
+            let retries = retries.clone();
             tokio::spawn(async move {
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 match acceptor {
                     None => {
                         let conn = Arc::new(Conn {
                             seen,
+                            retries,
                             id,
                             port: local.port(),
                             peer,
@@ -311,6 +352,7 @@ pub async fn serve(
                         );
                         let conn = Arc::new(Conn {
                             seen,
+                            retries,
                             id,
                             port: local.port(),
                             peer,

@@ -299,6 +299,7 @@ impl RouteMatch {
 }
 
 /// What a matched rule does.
+#[derive(Default)]
 pub struct RuleAction {
     /// `namespace/name` of the HTTPRoute, for logs and metrics.
     pub route_label: String,
@@ -312,6 +313,61 @@ pub struct RuleAction {
     pub total_weight: u64,
     /// The rule names no backend at all: the spec asks for a 500.
     pub no_backends: bool,
+    /// `timeouts.request`: the whole exchange with the backend, retries included.
+    pub request_timeout: Option<std::time::Duration>,
+    /// `timeouts.backendRequest`: one attempt at a backend.
+    pub backend_timeout: Option<std::time::Duration>,
+    pub retry: Option<RetryPolicy>,
+    pub cors: Option<Cors>,
+}
+
+/// GEP-1731 retries: which answers are retried, how often, and the pause between attempts.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub codes: Vec<u16>,
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    pub backoff: std::time::Duration,
+}
+
+/// The CORS filter (GEP-1767).
+#[derive(Clone, Debug, Default)]
+pub struct Cors {
+    /// `*`, exact origins, or origins with a `*` host label (`https://*.example.com`).
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age: u32,
+    pub allow_credentials: bool,
+}
+
+impl Cors {
+    /// Does the policy allow this `Origin` value?
+    pub fn allows(&self, origin: &str) -> bool {
+        self.allow_origins.iter().any(|o| {
+            if o == "*" {
+                return true;
+            }
+            match o.split_once("://*") {
+                // `https://*.example.com` matches `https://a.example.com` and deeper names.
+                Some((scheme, suffix)) => origin
+                    .strip_prefix(scheme)
+                    .and_then(|r| r.strip_prefix("://"))
+                    .is_some_and(|host| host.len() > suffix.len() && host.ends_with(suffix)),
+                None => o.eq_ignore_ascii_case(origin),
+            }
+        })
+    }
+
+    /// The Access-Control-Allow-Origin value for an allowed origin.
+    pub fn allow_origin_value<'a>(&self, origin: &'a str) -> &'a str {
+        if self.allow_origins.iter().any(|o| o == "*") && !self.allow_credentials {
+            "*"
+        } else {
+            origin
+        }
+    }
 }
 
 impl RuleAction {
@@ -365,6 +421,8 @@ pub struct Cluster {
     pub name: String,
     pub endpoints: Vec<SocketAddr>,
     pub lb: Option<Arc<LoadBalancer<RoundRobin>>>,
+    /// The Service port's appProtocol is `kubernetes.io/h2c`: HTTP/2 without TLS.
+    pub h2c: bool,
 }
 
 impl Cluster {
@@ -380,6 +438,7 @@ impl Cluster {
             name,
             endpoints,
             lb,
+            h2c: false,
         }
     }
 

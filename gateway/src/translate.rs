@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use gateway_api::gateways::{Gateway, GatewayListeners};
-use gateway_api::httproutes::{
+use gateway_api::experimental::gateways::{Gateway, GatewayListeners};
+use gateway_api::experimental::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersRequestHeaderModifier,
     HttpRouteRulesFiltersRequestRedirectPathType, HttpRouteRulesFiltersRequestRedirectScheme,
     HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
@@ -146,7 +146,7 @@ impl ListenerState {
 enum AllowedNamespaces {
     Same,
     All,
-    Selector(gateway_api::gateways::GatewayListenersAllowedRoutesNamespacesSelector),
+    Selector(gateway_api::experimental::gateways::GatewayListenersAllowedRoutesNamespacesSelector),
 }
 
 struct GatewayState<'a> {
@@ -386,7 +386,7 @@ fn listener_state(
     {
         None => AllowedNamespaces::Same,
         Some(ns) => {
-            use gateway_api::gateways::GatewayListenersAllowedRoutesNamespacesFrom as From;
+            use gateway_api::experimental::gateways::GatewayListenersAllowedRoutesNamespacesFrom as From;
             match ns.from {
                 Some(From::All) => AllowedNamespaces::All,
                 Some(From::Selector) => {
@@ -451,7 +451,7 @@ fn listener_state(
     // TLS.
     if protocol == Some(Protocol::Https) {
         let tls = l.tls.as_ref();
-        use gateway_api::gateways::GatewayListenersTlsMode as Mode;
+        use gateway_api::experimental::gateways::GatewayListenersTlsMode as Mode;
         if matches!(tls.and_then(|t| t.mode.as_ref()), Some(Mode::Passthrough)) {
             st.accepted = (
                 false,
@@ -924,6 +924,19 @@ fn clone_string_match(s: &StringMatch) -> StringMatch {
     }
 }
 
+/// A Gateway API duration (`1h`, `30s`, `500ms`, combinations). Zero means no timeout.
+fn parse_duration(
+    v: Option<&str>,
+    field: &str,
+) -> Result<Option<std::time::Duration>, (String, String)> {
+    let Some(v) = v else { return Ok(None) };
+    let d: gateway_api::Duration = v
+        .parse()
+        .map_err(|e| (field.to_string(), format!("invalid duration {v:?}: {e}")))?;
+    let d = std::time::Duration::from_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    Ok((!d.is_zero()).then_some(d))
+}
+
 /// Regexes are anchored: a match means the whole value matches, as in Envoy's RE2 semantics.
 fn compile_regex(pattern: &str) -> Result<Regex, String> {
     Regex::new(&format!("^(?:{pattern})$"))
@@ -1056,15 +1069,31 @@ fn compile_rule(
     let mut problems: RuleProblems = Vec::new();
     let mut action = RuleAction {
         route_label: key.to_string(),
-        request_headers: None,
-        response_headers: None,
-        rewrite: None,
-        redirect: None,
-        mirrors: Vec::new(),
-        backends: Vec::new(),
-        total_weight: 0,
-        no_backends: false,
+        ..RuleAction::default()
     };
+    if let Some(t) = &rule.timeouts {
+        let field = format!(".spec.rules[{ri}].timeouts");
+        action.request_timeout = parse_duration(t.request.as_deref(), &format!("{field}.request"))?;
+        action.backend_timeout = parse_duration(
+            t.backend_request.as_deref(),
+            &format!("{field}.backendRequest"),
+        )?;
+    }
+    if let Some(r) = &rule.retry {
+        let field = format!(".spec.rules[{ri}].retry");
+        let codes = r
+            .codes
+            .iter()
+            .flatten()
+            .filter_map(|c| u16::try_from(*c).ok())
+            .collect();
+        action.retry = Some(crate::config::RetryPolicy {
+            codes,
+            attempts: r.attempts.and_then(|a| u32::try_from(a).ok()).unwrap_or(1),
+            backoff: parse_duration(r.backoff.as_deref(), &format!("{field}.backoff"))?
+                .unwrap_or_default(),
+        });
+    }
     for (fi, f) in rule.filters.iter().flatten().enumerate() {
         let field = format!(".spec.rules[{ri}].filters[{fi}]");
         apply_filter(
@@ -1113,17 +1142,7 @@ fn compile_rule(
             let f: HttpRouteRulesFilters = serde_json::to_value(f)
                 .and_then(serde_json::from_value)
                 .map_err(|e| (ffield.clone(), e.to_string()))?;
-            let mut sub = RuleAction {
-                route_label: String::new(),
-                request_headers: None,
-                response_headers: None,
-                rewrite: None,
-                redirect: None,
-                mirrors: Vec::new(),
-                backends: Vec::new(),
-                total_weight: 0,
-                no_backends: false,
-            };
+            let mut sub = RuleAction::default();
             apply_filter(
                 store,
                 key,
@@ -1134,7 +1153,11 @@ fn compile_rule(
                 &mut problems,
                 clusters,
             )?;
-            if sub.rewrite.is_some() || sub.redirect.is_some() || !sub.mirrors.is_empty() {
+            if sub.rewrite.is_some()
+                || sub.redirect.is_some()
+                || !sub.mirrors.is_empty()
+                || sub.cors.is_some()
+            {
                 return Err((
                     ffield,
                     "only RequestHeaderModifier and ResponseHeaderModifier are supported on a backendRef".into(),
@@ -1307,9 +1330,20 @@ fn apply_filter(
             ));
         }
         HttpRouteRulesFiltersType::Cors => {
+            let c = f.cors.as_ref().ok_or_else(|| missing("cors"))?;
+            action.cors = Some(crate::config::Cors {
+                allow_origins: c.allow_origins.clone().unwrap_or_default(),
+                allow_methods: c.allow_methods.clone().unwrap_or_default(),
+                allow_headers: c.allow_headers.clone().unwrap_or_default(),
+                expose_headers: c.expose_headers.clone().unwrap_or_default(),
+                max_age: c.max_age.and_then(|m| u32::try_from(m).ok()).unwrap_or(5),
+                allow_credentials: c.allow_credentials.unwrap_or(false),
+            });
+        }
+        HttpRouteRulesFiltersType::ExternalAuth => {
             return Err((
                 field.to_string(),
-                "the CORS filter is not supported yet".into(),
+                "the ExternalAuth filter is not supported".into(),
             ));
         }
     }
@@ -1435,10 +1469,9 @@ fn resolve_backend(
     if let Some(c) = clusters.get(&label) {
         return BackendTarget::Cluster(c.clone());
     }
-    let cluster = Arc::new(Cluster::new(
-        label.clone(),
-        endpoints(store, &svc_key, svc_port),
-    ));
+    let mut cluster = Cluster::new(label.clone(), endpoints(store, &svc_key, svc_port));
+    cluster.h2c = svc_port.app_protocol.as_deref() == Some("kubernetes.io/h2c");
+    let cluster = Arc::new(cluster);
     clusters.insert(label, cluster.clone());
     BackendTarget::Cluster(cluster)
 }

@@ -67,7 +67,7 @@ pub fn validate(store: &Store) -> Vec<ManifestError> {
                 if let Some(p) = mat.path.as_ref().and_then(|p| p.value.as_ref()) {
                     let is_regex = matches!(
                         mat.path.as_ref().and_then(|p| p.r#type.as_ref()),
-                        Some(gateway_api::httproutes::HttpRouteRulesMatchesPathType::RegularExpression)
+                        Some(gateway_api::experimental::httproutes::HttpRouteRulesMatchesPathType::RegularExpression)
                     );
                     if !is_regex && !p.starts_with('/') {
                         e.push(
@@ -86,7 +86,7 @@ pub fn validate(store: &Store) -> Vec<ManifestError> {
                 }
             }
             let filters = rule.filters.as_deref().unwrap_or_default();
-            use gateway_api::httproutes::HttpRouteRulesFiltersType as F;
+            use gateway_api::experimental::httproutes::HttpRouteRulesFiltersType as F;
             let redirect = filters.iter().any(|f| f.r#type == F::RequestRedirect);
             let rewrite = filters.iter().any(|f| f.r#type == F::UrlRewrite);
             if redirect && rewrite {

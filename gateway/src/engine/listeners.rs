@@ -15,7 +15,7 @@ use pingora::listeners::tls::Acceptor;
 use pingora::protocols::l4::socket::SocketAddr as PSocketAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::SocketDigest;
-use pingora::protocols::{GetSocketDigest, Stream};
+use pingora::protocols::{GetSocketDigest, Ssl, Stream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Mutex};
 use tracing::{debug, info, warn};
@@ -164,12 +164,25 @@ async fn serve_connection(
             None => return,
         }
     };
+    let mut sni_guard = None;
     let stream: Stream = match tls {
         None => Box::new(l4),
         Some(cfg) => {
             let acceptor = Acceptor::from_server_config(cfg);
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4)).await {
-                Ok(Ok(s)) => Box::new(s),
+                Ok(Ok(s)) => {
+                    if let Some(name) = s.get_ssl().and_then(|t| t.server_name()) {
+                        state
+                            .sni
+                            .insert(peer, local, Arc::from(name.to_ascii_lowercase()));
+                        sni_guard = Some(SniGuard {
+                            state: state.clone(),
+                            peer,
+                            local,
+                        });
+                    }
+                    Box::new(s)
+                }
                 Ok(Err(e)) => {
                     debug!(%peer, %local, error = %e, "TLS handshake failed");
                     state.metrics.tls_handshake_errors.inc();
@@ -184,6 +197,20 @@ async fn serve_connection(
         }
     };
     let _ = proxy.process_new(stream, &shutdown).await;
+    drop(sni_guard);
+}
+
+/// Forgets a connection's SNI when the connection ends.
+struct SniGuard {
+    state: Arc<EngineState>,
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
+impl Drop for SniGuard {
+    fn drop(&mut self) {
+        self.state.sni.remove(self.peer, self.local);
+    }
 }
 
 /// Counts a connection as open for as long as it lives.

@@ -11,7 +11,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::{http_proxy, HttpProxy, ProxyHttp, Session};
+use pingora::proxy::{http_proxy, FailToProxy, HttpProxy, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
@@ -45,6 +45,10 @@ pub struct Ctx {
     host: String,
     /// A mirror copy waiting for the request body.
     mirror: Option<PendingMirror>,
+    /// Attempts made at a backend (retries included).
+    attempts: u32,
+    /// The `Access-Control-Allow-Origin` value to add to the response, for allowed origins.
+    cors_origin: Option<String>,
 }
 
 struct PendingMirror {
@@ -156,6 +160,8 @@ impl ProxyHttp for SluiceProxy {
             upstream: None,
             host: String::new(),
             mirror: None,
+            attempts: 0,
+            cors_origin: None,
         }
     }
 
@@ -172,6 +178,22 @@ impl ProxyHttp for SluiceProxy {
             ctx.bind = Some(bind);
             return respond(session, 404, "no listener for this host\n", None).await;
         };
+        // A request whose Host selects another listener than the one its TLS handshake (SNI)
+        // selected is misdirected: its certificate was not chosen for this host.
+        if bind.protocol == Protocol::Https {
+            let sni = session
+                .client_addr()
+                .and_then(|p| p.as_inet())
+                .zip(local)
+                .and_then(|(p, l)| self.state.sni.get(*p, l));
+            if let Some(sni) = sni {
+                let by_sni = bind.listeners.select(Some(&sni));
+                if by_sni.is_some_and(|l| !Arc::ptr_eq(l, &listener)) {
+                    ctx.bind = Some(bind);
+                    return respond(session, 421, "misdirected request\n", None).await;
+                }
+            }
+        }
         ctx.bind = Some(bind);
         ctx.host = host.clone().unwrap_or_default();
         let route = {
@@ -191,6 +213,32 @@ impl ProxyHttp for SluiceProxy {
         ctx.route = Some(route.clone());
         let action = &route.action;
 
+        if let Some(cors) = &action.cors {
+            if let Some(origin) = session
+                .req_header()
+                .headers
+                .get(http::header::ORIGIN)
+                .and_then(|o| o.to_str().ok())
+                .filter(|o| cors.allows(o))
+                .map(str::to_string)
+            {
+                let req = session.req_header();
+                let preflight = req.method == http::Method::OPTIONS
+                    && req
+                        .headers
+                        .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+                if preflight {
+                    let resp = cors_preflight(cors, req, &origin)?;
+                    session.write_response_header(Box::new(resp), true).await?;
+                    return Ok(true);
+                }
+                ctx.cors_origin = Some(cors.allow_origin_value(&origin).to_string());
+            }
+        }
+        if action.retry.is_some() {
+            // Keep the request body so a retry can send it again.
+            session.enable_retry_buffering();
+        }
         if let Some(r) = &action.redirect {
             let location = redirect_location(r, session.req_header(), &ctx.host, &listener);
             return respond(session, r.status, "", Some(("location", location))).await;
@@ -326,7 +374,61 @@ impl ProxyHttp for SluiceProxy {
             ));
         };
         ctx.upstream = Some(addr);
-        Ok(Box::new(HttpPeer::new(addr, false, String::new())))
+        let action = ctx.route.as_ref().map(|r| r.action.clone());
+        if ctx.attempts > 0 {
+            if let Some(backoff) = action
+                .as_ref()
+                .and_then(|a| a.retry.as_ref())
+                .map(|r| r.backoff)
+            {
+                tokio::time::sleep(backoff).await;
+            }
+        }
+        ctx.attempts += 1;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        if cluster.h2c {
+            peer.options.set_http_version(2, 2);
+        }
+        if let Some(a) = &action {
+            // The tighter of the per-attempt timeout and what is left of the request timeout.
+            let left = a
+                .request_timeout
+                .map(|t| t.saturating_sub(ctx.start.elapsed()));
+            let timeout = match (a.backend_timeout, left) {
+                (Some(b), Some(l)) => Some(b.min(l)),
+                (b, l) => b.or(l),
+            };
+            if let Some(t) = timeout {
+                if t.is_zero() {
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(504),
+                        "request timeout",
+                    ));
+                }
+                peer.options.total_connection_timeout = Some(t);
+                peer.options.read_timeout = Some(t);
+                peer.options.write_timeout = Some(t);
+            }
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let retry = ctx.route.as_ref().and_then(|r| r.action.retry.as_ref());
+        if let Some(policy) = retry {
+            let code = resp.status.as_u16();
+            if ctx.attempts <= policy.attempts && policy.codes.contains(&code) {
+                let mut e = Error::explain(ErrorType::HTTPStatus(code), "retrying on status code");
+                e.set_retry(true);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -365,6 +467,18 @@ impl ProxyHttp for SluiceProxy {
         let Some(route) = &ctx.route else {
             return Ok(());
         };
+        if let (Some(origin), Some(cors)) = (&ctx.cors_origin, &route.action.cors) {
+            resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.as_str())?;
+            if cors.allow_credentials {
+                resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true")?;
+            }
+            if !cors.expose_headers.is_empty() {
+                resp.insert_header(
+                    http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    cors.expose_headers.join(", "),
+                )?;
+            }
+        }
         if let Some(m) = ctx
             .backend
             .and_then(|i| route.action.backends.get(i)?.response_headers.as_ref())
@@ -382,7 +496,7 @@ impl ProxyHttp for SluiceProxy {
         _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut Ctx,
-        e: Box<Error>,
+        mut e: Box<Error>,
     ) -> Box<Error> {
         let backend = backend_label(ctx);
         self.state
@@ -390,7 +504,24 @@ impl ProxyHttp for SluiceProxy {
             .upstream_connect_errors
             .with_label_values(&[backend.as_str()])
             .inc();
+        // A retry policy retries connection failures too (GEP-1731), on another endpoint.
+        if let Some(policy) = ctx.route.as_ref().and_then(|r| r.action.retry.as_ref()) {
+            if ctx.attempts <= policy.attempts {
+                e.set_retry(true);
+            }
+        }
         e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let code = error_status(e);
+        if code > 0 {
+            let _ = session.respond_error(code).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
@@ -448,6 +579,91 @@ impl ProxyHttp for SluiceProxy {
             crate::access_log::write_line(&line);
         }
     }
+}
+
+/// The status a failed request is answered with, as Envoy-based gateways answer: 503 when no
+/// connection to the backend could be made, 504 when the backend did not answer in time, 502
+/// for other backend failures.
+fn error_status(e: &Error) -> u16 {
+    use pingora::{ErrorSource, ErrorType as T};
+    match e.etype() {
+        T::HTTPStatus(code) => *code,
+        T::ConnectTimedout
+        | T::ConnectRefused
+        | T::ConnectNoRoute
+        | T::ConnectError
+        | T::ConnectProxyFailure => 503,
+        T::ReadTimedout | T::WriteTimedout if e.esource() == &ErrorSource::Upstream => 504,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                T::WriteError | T::ReadError | T::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+/// The answer to an allowed CORS preflight request.
+fn cors_preflight(
+    cors: &crate::config::Cors,
+    req: &RequestHeader,
+    origin: &str,
+) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(200, Some(6))?;
+    resp.insert_header(
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        cors.allow_origin_value(origin),
+    )?;
+    let wildcard = |list: &[String]| list.iter().any(|m| m == "*");
+    let methods = if wildcard(&cors.allow_methods) {
+        if cors.allow_credentials {
+            req.headers
+                .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        } else {
+            "*".to_string()
+        }
+    } else {
+        cors.allow_methods.join(", ")
+    };
+    if !methods.is_empty() {
+        resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_METHODS, methods)?;
+    }
+    let headers = if wildcard(&cors.allow_headers) {
+        if cors.allow_credentials {
+            req.headers
+                .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        } else {
+            "*".to_string()
+        }
+    } else {
+        cors.allow_headers.join(", ")
+    };
+    if !headers.is_empty() {
+        resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_HEADERS, headers)?;
+    }
+    resp.insert_header(
+        http::header::ACCESS_CONTROL_MAX_AGE,
+        cors.max_age.to_string(),
+    )?;
+    if cors.allow_credentials {
+        resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true")?;
+    }
+    if !cors.expose_headers.is_empty() {
+        resp.insert_header(
+            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            cors.expose_headers.join(", "),
+        )?;
+    }
+    resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+    Ok(resp)
 }
 
 fn backend_label(ctx: &Ctx) -> String {

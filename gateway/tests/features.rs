@@ -1,0 +1,256 @@
+//! Extended HTTPRoute features through the real binary: timeouts, retries, CORS, h2c backends
+//! and misdirected-request detection. Timing is proven with the echo backend's `?delay=` and
+//! `/retry/` endpoints, never with sleeps in the test.
+
+mod common;
+
+use common::*;
+
+fn gateway_files(route: &str, backends: &[(&str, &EchoServer)]) -> Vec<(String, String)> {
+    let mut files = vec![
+        (
+            "gw.yaml".to_string(),
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        ("route.yaml".to_string(), route.to_string()),
+    ];
+    for (name, e) in backends {
+        files.push((format!("{name}.yaml"), service("default", name, &[e.addr])));
+    }
+    files
+}
+
+/// `timeouts.request` and `timeouts.backendRequest` answer 504 when the backend is slower.
+#[tokio::test(flavor = "multi_thread")]
+async fn timeouts() {
+    let app = echo("app").await;
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: timeouts, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {value: /request}}]
+    timeouts: {request: 300ms}
+    backendRefs: [{name: app, port: 80}]
+  - matches: [{path: {value: /backend}}]
+    timeouts: {request: 5s, backendRequest: 300ms}
+    backendRefs: [{name: app, port: 80}]
+  - matches: [{path: {value: /none}}]
+    timeouts: {request: 0s}
+    backendRefs: [{name: app, port: 80}]
+";
+    let gw = Gateway::start(&gateway_files(route, &[("app", &app)])).await;
+    let c = client_for(gw.addr(8080), &[]);
+    for path in ["/request", "/backend"] {
+        let (code, _, _) = get_json(&c, &gw.url(8080, &format!("{path}?delay=2s"))).await;
+        assert_eq!(code, 504, "{path} slower than its timeout");
+        let (code, _, _) = get_json(&c, &gw.url(8080, &format!("{path}?delay=10ms"))).await;
+        assert_eq!(code, 200, "{path} within its timeout");
+    }
+    // 0s disables the timeout.
+    let (code, _, _) = get_json(&c, &gw.url(8080, "/none?delay=500ms")).await;
+    assert_eq!(code, 200);
+}
+
+/// GEP-1731 retries on listed codes, up to `attempts`, and on connection failures.
+#[tokio::test(flavor = "multi_thread")]
+async fn retries() {
+    let app = echo("app").await;
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: retries, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {value: /retry}}]
+    retry: {codes: [503], attempts: 2, backoff: 10ms}
+    backendRefs: [{name: app, port: 80}]
+  - matches: [{path: {value: /retry/none}}]
+    backendRefs: [{name: app, port: 80}]
+";
+    let gw = Gateway::start(&gateway_files(route, &[("app", &app)])).await;
+    let c = client_for(gw.addr(8080), &[]);
+    let get = |q: &str| {
+        let url = gw.url(8080, &format!("/retry/?{q}"));
+        let c = c.clone();
+        async move { get_json(&c, &url).await.0 }
+    };
+    // Two failures, two retries: the third attempt succeeds.
+    assert_eq!(get("uuid=a&succeedAfter=2&responseCode=503").await, 200);
+    assert_eq!(app.count("/retry/?uuid=a&"), 3);
+    // Three failures exhaust the retries: the last answer is passed on.
+    let code = get("uuid=b&succeedAfter=3&responseCode=503").await;
+    assert_eq!((code, app.count("/retry/?uuid=b&")), (503, 3));
+    // Codes not listed are not retried.
+    assert_eq!(get("uuid=c&succeedAfter=1&responseCode=500").await, 500);
+    assert_eq!(app.count("/retry/?uuid=c&"), 1);
+    // A connection closed without an answer is retried.
+    assert_eq!(get("uuid=d&succeedAfter=1").await, 200);
+    // Without a retry policy, the failure is the answer.
+    let url = gw.url(8080, "/retry/none/?uuid=e&succeedAfter=1&responseCode=503");
+    assert_eq!(get_json(&c, &url).await.0, 503);
+}
+
+/// CORS: preflights of allowed origins are answered by the gateway; actual requests get the
+/// allow-origin header; other origins get no CORS headers.
+#[tokio::test(flavor = "multi_thread")]
+async fn cors() {
+    let app = echo("app").await;
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cors, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - filters:
+    - type: CORS
+      cors:
+        allowOrigins: ['https://www.foo.com', 'https://*.foobar.com']
+        allowMethods: [GET, POST]
+        allowHeaders: [x-header-1, x-header-2]
+        exposeHeaders: [x-exposed]
+        maxAge: 3600
+        allowCredentials: true
+    backendRefs: [{name: app, port: 80}]
+";
+    let gw = Gateway::start(&gateway_files(route, &[("app", &app)])).await;
+    let c = client_for(gw.addr(8080), &[]);
+    let preflight = |origin: &str| {
+        c.request(reqwest::Method::OPTIONS, gw.url(8080, "/cors"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let r = preflight("https://www.foo.com").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://www.foo.com");
+    assert_eq!(h["access-control-allow-methods"], "GET, POST");
+    assert_eq!(h["access-control-allow-headers"], "x-header-1, x-header-2");
+    assert_eq!(h["access-control-max-age"], "3600");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(
+        app.count("/cors"),
+        0,
+        "the gateway answers preflights itself"
+    );
+    let r = preflight("https://api.foobar.com").await.unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://api.foobar.com"
+    );
+    // A disallowed origin: no CORS headers; the request goes to the backend.
+    let r = preflight("https://evil.example").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // An actual request from an allowed origin.
+    let r = c
+        .get(gw.url(8080, "/cors"))
+        .header("origin", "https://www.foo.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://www.foo.com"
+    );
+    assert_eq!(r.headers()["access-control-expose-headers"], "x-exposed");
+}
+
+/// A Service port with appProtocol kubernetes.io/h2c is reached over HTTP/2 cleartext.
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_backend() {
+    let app = echo("app").await;
+    let svc = service("default", "app", &[app.addr]).replace(
+        "{name: http, port: 80,",
+        "{name: http, port: 80, appProtocol: kubernetes.io/h2c,",
+    );
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: h2c, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: app, port: 80}]}]
+";
+    let gw = Gateway::start(&[
+        (
+            "gw.yaml".to_string(),
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        ("route.yaml".to_string(), route.to_string()),
+        ("app.yaml".to_string(), svc),
+    ])
+    .await;
+    let c = client_for(gw.addr(8080), &[]);
+    let (code, body, _) = get_json(&c, &gw.url(8080, "/")).await;
+    assert_eq!((code, body["proto"].as_str()), (200, Some("HTTP/2.0")));
+}
+
+/// HTTPS: a request whose Host selects another listener than its SNI did is answered 421.
+#[tokio::test(flavor = "multi_thread")]
+async fn misdirected_requests_get_421() {
+    let ca = TestCa::new();
+    let foo = echo("foo").await;
+    let bar = echo("bar").await;
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: sluice
+  listeners:
+  - {name: foo, protocol: HTTPS, port: 8443, hostname: foo.example.com, tls: {certificateRefs: [{name: foo}]}}
+  - {name: bar, protocol: HTTPS, port: 8443, hostname: bar.example.com, tls: {certificateRefs: [{name: bar}]}}
+";
+    let routes = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: foo, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: foo}]
+  rules: [{backendRefs: [{name: foo, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bar, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: bar}]
+  rules: [{backendRefs: [{name: bar, port: 80}]}]
+";
+    let gw = Gateway::start(&[
+        ("gw.yaml", format!("{GATEWAY_CLASS}---\n{gateway}")),
+        ("routes.yaml", routes.to_string()),
+        (
+            "certs.yaml",
+            format!(
+                "{}---\n{}",
+                ca.secret("default", "foo", &["foo.example.com"]),
+                ca.secret("default", "bar", &["bar.example.com"])
+            ),
+        ),
+        (
+            "svc.yaml",
+            format!(
+                "{}---\n{}",
+                service("default", "foo", &[foo.addr]),
+                service("default", "bar", &[bar.addr])
+            ),
+        ),
+    ])
+    .await;
+    let ca_file = gw.path("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    let curl = |host_header: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&ca_file)
+            .args(["--resolve", &format!("foo.example.com:8443:{}", gw.ip)])
+            .args(["-H", &format!("Host: {host_header}")])
+            .arg("https://foo.example.com:8443/")
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(curl("foo.example.com"), "200");
+    assert_eq!(curl("bar.example.com"), "421");
+    assert_eq!(bar.count("/"), 0);
+}
