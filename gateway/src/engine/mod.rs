@@ -34,8 +34,10 @@ pub struct EngineState {
 /// does not carry the SNI into the HTTP session, so the engine keeps it here from the handshake
 /// until the connection closes. Sharded so connections on different threads rarely contend.
 pub struct SniTable {
-    shards: Vec<std::sync::Mutex<std::collections::HashMap<(SocketAddr, SocketAddr), Arc<str>>>>,
+    shards: Vec<SniShard>,
 }
+
+type SniShard = std::sync::Mutex<std::collections::HashMap<(SocketAddr, SocketAddr), Arc<str>>>;
 
 impl Default for SniTable {
     fn default() -> Self {
