@@ -48,10 +48,7 @@ impl Default for SniTable {
 }
 
 impl SniTable {
-    fn shard(
-        &self,
-        key: &(SocketAddr, SocketAddr),
-    ) -> &std::sync::Mutex<std::collections::HashMap<(SocketAddr, SocketAddr), Arc<str>>> {
+    fn shard(&self, key: &(SocketAddr, SocketAddr)) -> &SniShard {
         &self.shards[usize::from(key.0.port()) % self.shards.len()]
     }
 
