@@ -108,7 +108,8 @@ fn main() -> std::process::ExitCode {
         Command::Status { common, output } => {
             let mut opts = common.options();
             opts.now = k8s_openapi::jiff::Timestamp::now();
-            match standalone::load_and_translate(&common.manifests, &opts) {
+            match standalone::load_and_translate(&common.manifests, &opts, &mut Default::default())
+            {
                 Err(e) => {
                     eprint!("error: {e}");
                     std::process::ExitCode::FAILURE

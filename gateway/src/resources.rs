@@ -385,6 +385,61 @@ fn parse_object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, (Str
     Ok(obj)
 }
 
+/// Generations the API server would have given objects that do not say their own: 1 when an
+/// object is first seen, one more each time its spec changes. Kept across reloads, so status
+/// `observedGeneration` moves as it would in a cluster.
+#[derive(Default, Debug, Clone)]
+pub struct Generations(std::collections::HashMap<(String, NsName), (u64, i64)>);
+
+impl Generations {
+    fn next<S: serde::Serialize>(
+        &mut self,
+        kind: &str,
+        key: NsName,
+        spec: &S,
+        meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ) -> (String, NsName) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
+        let hash = h.finish();
+        let id = (kind.to_string(), key);
+        if let Some(g) = meta.generation {
+            self.0.insert(id.clone(), (hash, g));
+            return id;
+        }
+        let generation = match self.0.get(&id) {
+            Some((old, g)) if *old == hash => *g,
+            Some((_, g)) => g + 1,
+            None => 1,
+        };
+        self.0.insert(id.clone(), (hash, generation));
+        meta.generation = Some(generation);
+        id
+    }
+
+    /// Gives every GatewayClass, Gateway and HTTPRoute of `store` its generation, and forgets
+    /// objects that are gone.
+    pub fn assign(&mut self, store: &mut Store) {
+        let mut seen = std::collections::HashSet::new();
+        for (name, o) in store.gateway_classes.iter_mut() {
+            seen.insert(self.next(
+                "GatewayClass",
+                NsName::new("", name.clone()),
+                &o.obj.spec,
+                &mut o.obj.metadata,
+            ));
+        }
+        for (key, o) in store.gateways.iter_mut() {
+            seen.insert(self.next("Gateway", key.clone(), &o.obj.spec, &mut o.obj.metadata));
+        }
+        for (key, o) in store.http_routes.iter_mut() {
+            seen.insert(self.next("HTTPRoute", key.clone(), &o.obj.spec, &mut o.obj.metadata));
+        }
+        self.0.retain(|k, _| seen.contains(k));
+    }
+}
+
 /// The data of a Secret, with `stringData` merged over `data` as the API server does.
 pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     let mut out: BTreeMap<String, Vec<u8>> = secret

@@ -31,9 +31,15 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
 }
 
-/// Loads and translates the manifests under `path`.
-pub fn load_and_translate(path: &Path, opts: &Options) -> Result<Translation, LoadErrors> {
-    let store = resources::load_path(path)?;
+/// Loads and translates the manifests under `path`. Objects without `metadata.generation`
+/// get one from `generations`, as the API server would give it.
+pub fn load_and_translate(
+    path: &Path,
+    opts: &Options,
+    generations: &mut resources::Generations,
+) -> Result<Translation, LoadErrors> {
+    let mut store = resources::load_path(path)?;
+    generations.assign(&mut store);
     Ok(translate::translate(&store, opts))
 }
 
@@ -48,7 +54,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut topts = opts.translate.clone();
     topts.now = now();
     topts.version = 1;
-    let first = load_and_translate(&opts.manifests, &topts)
+    let mut generations = resources::Generations::default();
+    let first = load_and_translate(&opts.manifests, &topts, &mut generations)
         .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
 
     let metrics = Metrics::new();
@@ -92,7 +99,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 let mut topts = opts.translate.clone();
                 topts.now = now();
                 topts.version = version;
-                match load_and_translate(&opts.manifests, &topts) {
+                match load_and_translate(&opts.manifests, &topts, &mut generations) {
                     Ok(t) => {
                         admin_state.last_error.store(Arc::new(None));
                         apply(&engine, &admin_state, t, &metrics).await;

@@ -1,0 +1,639 @@
+//! Our conformance runner: one case per upstream Gateway API conformance test name, in
+//! `conformance/cases/*.yaml`, each run against the real gateway binary in standalone mode with
+//! the echo backends. Prints a pass/fail table by test name and fails if any case fails.
+//!
+//! The cases and the base resources are written by us from the spec and each upstream test's
+//! intent; they are not copies of the upstream suite (which runs in kind, see
+//! `conformance/README.md`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    manifests: String,
+    #[serde(default)]
+    requests: Vec<Req>,
+    #[serde(default)]
+    status: Vec<StatusCheck>,
+    /// Later states: each replaces the case's manifests (when given), then is checked.
+    #[serde(default)]
+    steps: Vec<Step>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Step {
+    manifests: Option<String>,
+    #[serde(default)]
+    requests: Vec<Req>,
+    #[serde(default)]
+    status: Vec<StatusCheck>,
+}
+
+fn default_gateway() -> String {
+    "same-namespace".into()
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Req {
+    /// Gateway name (in gateway-conformance-infra) or `namespace/name`.
+    #[serde(default = "default_gateway")]
+    gateway: String,
+    port: Option<u16>,
+    #[serde(default)]
+    https: bool,
+    host: Option<String>,
+    /// TLS server name when it differs from the host.
+    sni: Option<String>,
+    #[serde(default = "root")]
+    path: String,
+    #[serde(default = "get")]
+    method: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    expect: Expect,
+    /// Send the request this many times (for weights).
+    repeat: Option<u32>,
+}
+
+fn root() -> String {
+    "/".into()
+}
+fn get() -> String {
+    "GET".into()
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Expect {
+    status: Option<u16>,
+    /// The Service that answered (echo `service` field).
+    backend: Option<String>,
+    namespace: Option<String>,
+    /// Request target the backend saw.
+    path: Option<String>,
+    /// Host the backend saw.
+    host: Option<String>,
+    /// Request headers the backend saw.
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    absent_headers: Vec<String>,
+    #[serde(default)]
+    response_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    absent_response_headers: Vec<String>,
+    location: Option<String>,
+    /// Backends that must receive a mirrored copy of the request.
+    #[serde(default)]
+    mirrored: Vec<String>,
+    /// With `repeat`: the share of requests each backend answers, within ±0.1.
+    #[serde(default)]
+    distribution: BTreeMap<String, f64>,
+}
+
+fn infra() -> String {
+    "gateway-conformance-infra".into()
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct StatusCheck {
+    kind: String,
+    #[serde(default = "infra")]
+    namespace: String,
+    name: String,
+    /// For routes: the parent Gateway (`name` or `namespace/name`), and its sectionName.
+    parent: Option<String>,
+    section: Option<String>,
+    /// For Gateways: a listener.
+    listener: Option<String>,
+    attached_routes: Option<i64>,
+    /// Condition type → `True`, `False`, `True/Reason` or `False/Reason`.
+    #[serde(default)]
+    conditions: BTreeMap<String, String>,
+    observed_generation: Option<i64>,
+    /// No status at all is expected for this parent (not our Gateway) or object.
+    #[serde(default)]
+    absent: bool,
+    /// Listeners of a Gateway, by name, in this order.
+    listeners: Option<Vec<String>>,
+}
+
+/// The backends of the base resources: (namespace, Service name).
+const BACKENDS: &[(&str, &str)] = &[
+    ("gateway-conformance-infra", "infra-backend-v1"),
+    ("gateway-conformance-infra", "infra-backend-v2"),
+    ("gateway-conformance-infra", "infra-backend-v3"),
+    ("gateway-conformance-app-backend", "app-backend-v1"),
+    ("gateway-conformance-app-backend", "app-backend-v2"),
+    ("gateway-conformance-web-backend", "web-backend"),
+];
+
+/// Names the base certificate covers.
+const CERT_NAMES: &[&str] = &[
+    "example.com",
+    "*.example.com",
+    "example.org",
+    "*.example.org",
+    "second-example.org",
+    "example.net",
+    "*.example.net",
+];
+
+struct Env {
+    ca: TestCa,
+    base: String,
+    backends: Vec<(String, EchoServer)>,
+}
+
+async fn environment() -> Env {
+    let ca = TestCa::new();
+    let mut backends = Vec::new();
+    let mut base = vec![format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: gateway-conformance}}
+spec: {{controllerName: sluice.dev/gateway-controller}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: gateway-conformance-infra, labels: {{gateway-conformance: infra}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: gateway-conformance-app-backend, labels: {{gateway-conformance: backend}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: gateway-conformance-web-backend, labels: {{gateway-conformance: web-backend}}}}
+---
+{}",
+        include_str!("../../conformance/cases/base.yaml")
+    )];
+    for (ns, name) in BACKENDS {
+        let e = echo_in(ns, name).await;
+        base.push(service(ns, name, &[e.addr]).replace(
+            "{name: http, port: 80, targetPort:",
+            "{name: http, port: 8080, targetPort:",
+        ));
+        backends.push((name.to_string(), e));
+    }
+    base.push(ca.secret(
+        "gateway-conformance-infra",
+        "tls-validity-checks-certificate",
+        CERT_NAMES,
+    ));
+    base.push(ca.secret(
+        "gateway-conformance-web-backend",
+        "certificate-for-cross-ns",
+        CERT_NAMES,
+    ));
+    Env {
+        ca,
+        base: base.join("---\n"),
+        backends,
+    }
+}
+
+fn cases_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance/cases")
+}
+
+/// Fills in `${PORT:<service>}` with the port of that echo backend.
+fn render(env: &Env, text: &str) -> String {
+    let mut out = text.to_string();
+    for (name, e) in &env.backends {
+        out = out.replace(&format!("${{PORT:{name}}}"), &e.addr.port().to_string());
+    }
+    out
+}
+
+/// Runs one case; returns the first failure.
+async fn run_case(env: &Env, case: &Case) -> Result<(), String> {
+    let pool = unique_ip();
+    let IpAddr::V4(v4) = pool else { unreachable!() };
+    let pool_net = format!(
+        "{}/24",
+        std::net::Ipv4Addr::from(u32::from(v4) & 0xffff_ff00)
+    );
+    let gw = Gateway::start_with(
+        &[
+            ("base.yaml", env.base.clone()),
+            ("case.yaml", render(env, &case.manifests)),
+        ],
+        &["--address-pool", &pool_net, "--access-log", "off"],
+    )
+    .await;
+    check_state(env, &gw, &case.requests, &case.status).await?;
+    for (i, step) in case.steps.iter().enumerate() {
+        if let Some(m) = &step.manifests {
+            let v = gw.config_version().await;
+            gw.write("case.yaml", &render(env, m));
+            gw.wait_version_above(v).await;
+        }
+        check_state(env, &gw, &step.requests, &step.status)
+            .await
+            .map_err(|e| format!("step {}: {e}", i + 1))?;
+    }
+    Ok(())
+}
+
+async fn check_state(
+    env: &Env,
+    gw: &Gateway,
+    requests: &[Req],
+    status: &[StatusCheck],
+) -> Result<(), String> {
+    let all = gw.admin_json("/status").await;
+    for s in status {
+        check_status(&all, s).map_err(|e| format!("{} {}/{}: {e}", s.kind, s.namespace, s.name))?;
+    }
+    for r in requests {
+        check_request(env, &all, r).await.map_err(|e| {
+            format!(
+                "{} {}{}: {e}",
+                r.method,
+                r.host.as_deref().unwrap_or(""),
+                r.path
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn split_name(s: &str, default_ns: &str) -> (String, String) {
+    match s.split_once('/') {
+        Some((ns, n)) => (ns.to_string(), n.to_string()),
+        None => (default_ns.to_string(), s.to_string()),
+    }
+}
+
+fn gateway_addr(all: &serde_json::Value, gateway: &str) -> Result<IpAddr, String> {
+    let (ns, name) = split_name(gateway, "gateway-conformance-infra");
+    let st = all
+        .as_array()
+        .and_then(|a| {
+            a.iter().find(|o| {
+                o["kind"] == "Gateway"
+                    && o["metadata"]["namespace"] == ns
+                    && o["metadata"]["name"] == name
+            })
+        })
+        .ok_or(format!("no status for Gateway {ns}/{name}"))?;
+    st["status"]["addresses"][0]["value"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .ok_or(format!("Gateway {ns}/{name} has no address"))
+}
+
+fn check_conditions(
+    conds: &serde_json::Value,
+    want: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    for (ty, expect) in want {
+        let c = conds
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["type"] == ty.as_str()))
+            .ok_or(format!("no {ty} condition in {conds}"))?;
+        let got = format!(
+            "{}/{}",
+            c["status"].as_str().unwrap_or(""),
+            c["reason"].as_str().unwrap_or("")
+        );
+        let ok = if expect.contains('/') {
+            got == *expect
+        } else {
+            got.starts_with(&format!("{expect}/"))
+        };
+        if !ok {
+            return Err(format!(
+                "{ty} is {got} ({}), want {expect}",
+                c["message"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_status(all: &serde_json::Value, s: &StatusCheck) -> Result<(), String> {
+    let obj = all.as_array().and_then(|a| {
+        a.iter().find(|o| {
+            o["kind"] == s.kind.as_str()
+                && o["metadata"]["name"] == s.name.as_str()
+                && (s.kind == "GatewayClass" || o["metadata"]["namespace"] == s.namespace.as_str())
+        })
+    });
+    match (s.kind.as_str(), obj) {
+        (_, None) if s.absent => Ok(()),
+        (_, None) => Err("no status".into()),
+        ("HTTPRoute", Some(o)) => {
+            let parents = o["status"]["parents"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let parent = parents.iter().find(|p| {
+                let pr = &p["parentRef"];
+                s.parent.as_deref().is_none_or(|want| {
+                    let (ns, n) = split_name(want, &s.namespace);
+                    pr["name"] == n.as_str() && pr["namespace"] == ns.as_str()
+                }) && s
+                    .section
+                    .as_deref()
+                    .is_none_or(|sec| pr["sectionName"] == sec)
+            });
+            match parent {
+                None if s.absent => Ok(()),
+                None => Err(format!(
+                    "no parent status for {:?} in {}",
+                    s.parent, o["status"]
+                )),
+                Some(_) if s.absent => Err(format!("unexpected parent status {}", o["status"])),
+                Some(p) => {
+                    check_conditions(&p["conditions"], &s.conditions)?;
+                    if let Some(g) = s.observed_generation {
+                        for c in p["conditions"].as_array().into_iter().flatten() {
+                            if c["observedGeneration"] != g {
+                                return Err(format!(
+                                    "observedGeneration {} want {g}",
+                                    c["observedGeneration"]
+                                ));
+                            }
+                        }
+                    }
+                    Ok(())
+                }
+            }
+        }
+        (_, Some(_)) if s.absent => Err("unexpected status".into()),
+        (_, Some(o)) => {
+            if let Some(l) = &s.listener {
+                let ls = o["status"]["listeners"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let listener = ls
+                    .iter()
+                    .find(|x| x["name"] == l.as_str())
+                    .ok_or(format!("no listener {l}"))?;
+                check_conditions(&listener["conditions"], &s.conditions)?;
+                if let Some(n) = s.attached_routes {
+                    if listener["attachedRoutes"] != n {
+                        return Err(format!(
+                            "listener {l} attachedRoutes {} want {n}",
+                            listener["attachedRoutes"]
+                        ));
+                    }
+                }
+            } else {
+                check_conditions(&o["status"]["conditions"], &s.conditions)?;
+            }
+            if let Some(names) = &s.listeners {
+                let got: Vec<String> = o["status"]["listeners"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| l["name"].as_str().map(str::to_string))
+                    .collect();
+                if &got != names {
+                    return Err(format!("listeners {got:?} want {names:?}"));
+                }
+            }
+            if let Some(g) = s.observed_generation {
+                for c in o["status"]["conditions"].as_array().into_iter().flatten() {
+                    if c["observedGeneration"] != g {
+                        return Err(format!(
+                            "observedGeneration {} want {g}",
+                            c["observedGeneration"]
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn check_request(env: &Env, all: &serde_json::Value, r: &Req) -> Result<(), String> {
+    let n = r.repeat.unwrap_or(1);
+    if n <= 1 && r.expect.distribution.is_empty() {
+        return check_request_once(env, all, r).await.map(|_| ());
+    }
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..n {
+        let svc = check_request_once(env, all, r).await?;
+        *counts.entry(svc).or_default() += 1;
+    }
+    for (svc, share) in &r.expect.distribution {
+        let got = f64::from(counts.get(svc).copied().unwrap_or(0)) / f64::from(n);
+        if (got - share).abs() > 0.1 {
+            return Err(format!(
+                "{svc} answered {got:.2} of {n} requests, want {share} ± 0.1 ({counts:?})"
+            ));
+        }
+    }
+    for svc in counts.keys() {
+        if !r.expect.distribution.contains_key(svc) {
+            return Err(format!(
+                "{svc} answered requests but should get none ({counts:?})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sends one request, checks it, and returns the service that answered.
+async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Result<String, String> {
+    let ip = gateway_addr(all, &r.gateway)?;
+    let port = r.port.unwrap_or(if r.https { 443 } else { 80 });
+    let addr = SocketAddr::new(ip, port);
+    let host = r.host.clone().unwrap_or_else(|| ip.to_string());
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .http1_only();
+    let url_host = if r.https {
+        r.sni.clone().unwrap_or_else(|| host.clone())
+    } else {
+        host.clone()
+    };
+    if r.https {
+        b = b
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(env.ca.reqwest_cert());
+    }
+    b = b.resolve(&url_host, addr);
+    let client = b.build().map_err(|e| e.to_string())?;
+    let scheme = if r.https { "https" } else { "http" };
+    let url = format!("{scheme}://{url_host}:{port}{}", r.path);
+    let mut req = client.request(r.method.parse().map_err(|e| format!("{e}"))?, &url);
+    if url_host != host || r.host.is_some() {
+        let host_header = if (port == 80 && !r.https) || (port == 443 && r.https) {
+            host.clone()
+        } else {
+            format!("{host}:{port}")
+        };
+        req = req.header("host", host_header);
+    }
+    for (k, v) in &r.headers {
+        req = req.header(k, v);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    let e = &r.expect;
+    let want_status = e.status.unwrap_or(200);
+    if status != want_status {
+        return Err(format!("status {status}, want {want_status}; body {body}"));
+    }
+    if let Some(b) = &e.backend {
+        if body["service"] != b.as_str() {
+            return Err(format!("answered by {}, want {b}", body["service"]));
+        }
+    }
+    if let Some(ns) = &e.namespace {
+        if body["namespace"] != ns.as_str() {
+            return Err(format!("namespace {}, want {ns}", body["namespace"]));
+        }
+    }
+    if let Some(p) = &e.path {
+        if body["path"] != p.as_str() {
+            return Err(format!("backend saw path {}, want {p}", body["path"]));
+        }
+    }
+    if let Some(h) = &e.host {
+        if body["host"] != h.as_str() {
+            return Err(format!("backend saw host {}, want {h}", body["host"]));
+        }
+    }
+    let canonical = |n: &str| {
+        n.split('-')
+            .map(|p| {
+                let mut c = p.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + &c.as_str().to_ascii_lowercase())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("-")
+    };
+    for (k, v) in &e.headers {
+        let got = body["headers"][canonical(k)].as_array().map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        if got.as_deref() != Some(v.as_str()) {
+            return Err(format!("backend saw header {k}: {got:?}, want {v}"));
+        }
+    }
+    for k in &e.absent_headers {
+        if !body["headers"][canonical(k)].is_null() {
+            return Err(format!("backend saw header {k} that should be absent"));
+        }
+    }
+    for (k, v) in &e.response_headers {
+        let got = headers
+            .get_all(k.as_str())
+            .iter()
+            .filter_map(|x| x.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        if got != *v {
+            return Err(format!("response header {k}: {got:?}, want {v}"));
+        }
+    }
+    for k in &e.absent_response_headers {
+        if headers.contains_key(k.as_str()) {
+            return Err(format!("response header {k} should be absent"));
+        }
+    }
+    if let Some(l) = &e.location {
+        let got = headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if got != l {
+            return Err(format!("location {got:?}, want {l}"));
+        }
+    }
+    for m in &e.mirrored {
+        let (_, server) = env
+            .backends
+            .iter()
+            .find(|(n, _)| n == m)
+            .ok_or(format!("no backend {m}"))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while server.count(&r.path) == 0 {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("{m} got no mirrored copy of {}", r.path));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    Ok(body["service"].as_str().unwrap_or("").to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_cases() {
+    let env = environment().await;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(cases_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "yaml")
+                && p.file_name().is_some_and(|n| n != "base.yaml")
+        })
+        .collect();
+    files.sort();
+    let only = std::env::var("CASE").ok();
+    let mut rows = Vec::new();
+    let mut failed = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let case: Case =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert_eq!(
+            f.file_stem().unwrap().to_string_lossy(),
+            case.name,
+            "case file names match the test name"
+        );
+        if only.as_deref().is_some_and(|o| o != case.name) {
+            continue;
+        }
+        let _ = &case.description;
+        let result = run_case(&env, &case).await;
+        if result.is_err() {
+            failed += 1;
+        }
+        rows.push((case.name.clone(), result));
+    }
+    println!("\n{:<60} result", "conformance test");
+    for (name, r) in &rows {
+        match r {
+            Ok(()) => println!("{name:<60} PASS"),
+            Err(e) => println!("{name:<60} FAIL  {e}"),
+        }
+    }
+    println!("{} passed, {failed} failed", rows.len() - failed);
+    assert_eq!(failed, 0, "{failed} conformance case(s) failed");
+}
