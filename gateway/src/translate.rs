@@ -339,7 +339,15 @@ fn gateway_address(
     pool: &mut Option<impl Iterator<Item = IpAddr>>,
     opts: &Options,
 ) -> Result<IpAddr, (&'static str, String)> {
-    if let Some(first) = gw.obj.spec.addresses.iter().flatten().next() {
+    // An address entry without a value asks for an address to be assigned (GatewayAddressEmpty).
+    if let Some(first) = gw
+        .obj
+        .spec
+        .addresses
+        .iter()
+        .flatten()
+        .find(|a| a.value.is_some())
+    {
         let ty = first.r#type.as_deref().unwrap_or("IPAddress");
         if ty != "IPAddress" {
             return Err((
@@ -1616,7 +1624,26 @@ fn gateway_status(
             vec![],
         ),
         Ok(ip) => {
-            let accepted = if valid == st.listeners.len() {
+            let params = st
+                .obj
+                .obj
+                .spec
+                .infrastructure
+                .as_ref()
+                .and_then(|i| i.parameters_ref.as_ref());
+            let accepted = if let Some(p) = params {
+                condition(
+                    "Accepted",
+                    false,
+                    "InvalidParameters",
+                    format!(
+                        "infrastructure.parametersRef {}/{} {} is not supported by this controller",
+                        p.group, p.kind, p.name
+                    ),
+                    generation,
+                    now,
+                )
+            } else if valid == st.listeners.len() {
                 condition(
                     "Accepted",
                     true,

@@ -214,9 +214,19 @@ fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance/cases")
 }
 
-/// Fills in `${PORT:<service>}` with the port of that echo backend.
-fn render(env: &Env, text: &str) -> String {
+/// Fills in `${PORT:<service>}` with the port of that echo backend, and `${POOL:<n>}` with the
+/// n-th address of the case's address pool.
+fn render(env: &Env, text: &str, pool: std::net::Ipv4Addr) -> String {
     let mut out = text.to_string();
+    for n in 0..=255u32 {
+        let key = format!("${{POOL:{n}}}");
+        if out.contains(&key) {
+            out = out.replace(
+                &key,
+                &std::net::Ipv4Addr::from(u32::from(pool) + n).to_string(),
+            );
+        }
+    }
     for (name, e) in &env.backends {
         out = out.replace(&format!("${{PORT:{name}}}"), &e.addr.port().to_string());
     }
@@ -227,14 +237,12 @@ fn render(env: &Env, text: &str) -> String {
 async fn run_case(env: &Env, case: &Case) -> Result<(), String> {
     let pool = unique_ip();
     let IpAddr::V4(v4) = pool else { unreachable!() };
-    let pool_net = format!(
-        "{}/24",
-        std::net::Ipv4Addr::from(u32::from(v4) & 0xffff_ff00)
-    );
+    let pool_base = std::net::Ipv4Addr::from(u32::from(v4) & 0xffff_ff00);
+    let pool_net = format!("{pool_base}/24");
     let gw = Gateway::start_with(
         &[
             ("base.yaml", env.base.clone()),
-            ("case.yaml", render(env, &case.manifests)),
+            ("case.yaml", render(env, &case.manifests, pool_base)),
         ],
         &["--address-pool", &pool_net, "--access-log", "off"],
     )
@@ -243,7 +251,7 @@ async fn run_case(env: &Env, case: &Case) -> Result<(), String> {
     for (i, step) in case.steps.iter().enumerate() {
         if let Some(m) = &step.manifests {
             let v = gw.config_version().await;
-            gw.write("case.yaml", &render(env, m));
+            gw.write("case.yaml", &render(env, m, pool_base));
             gw.wait_version_above(v).await;
         }
         check_state(env, &gw, &step.requests, &step.status)
