@@ -645,3 +645,44 @@ async fn conformance_cases() {
     println!("{} passed, {failed} failed", rows.len() - failed);
     assert_eq!(failed, 0, "{failed} conformance case(s) failed");
 }
+
+/// conformance/README.md lists all 94 GATEWAY-HTTP test names; a name is marked `passes`
+/// exactly when it has a case file.
+#[test]
+fn readme_table_matches_the_cases() {
+    let readme = std::fs::read_to_string(cases_dir().join("../README.md")).unwrap();
+    let mut listed = BTreeMap::new();
+    for line in readme.lines() {
+        let cols: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cols.len() == 5 && matches!(cols[2], "core" | "extended") {
+            listed.insert(cols[1].to_string(), cols[3].to_string());
+        }
+    }
+    assert_eq!(
+        listed.len(),
+        94,
+        "the README lists every GATEWAY-HTTP test once"
+    );
+    let cases: std::collections::BTreeSet<String> = std::fs::read_dir(cases_dir())
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            let stem = p.file_stem()?.to_string_lossy().to_string();
+            (p.extension().is_some_and(|e| e == "yaml") && stem != "base").then_some(stem)
+        })
+        .collect();
+    for (name, status) in &listed {
+        assert_eq!(
+            status == "passes",
+            cases.contains(name),
+            "{name}: README says {status:?}, case file exists: {}",
+            cases.contains(name)
+        );
+    }
+    for c in &cases {
+        assert!(
+            listed.contains_key(c),
+            "case {c} is not an upstream test name in the README"
+        );
+    }
+}
