@@ -3,7 +3,8 @@
 //! `headers`, `namespace`, `ingress`, `service`, `pod`, and `tls` when serving TLS).
 //!
 //! Special behaviour: `X-Echo-Set-Header: N1:V1,N2:V2` sets response headers, `?delay=<dur>`
-//! delays the answer, `/status/NNN` answers with that code, `/health` answers `OK`, and
+//! delays the answer, `/status/NNN` answers with that code, `/health` answers `OK`, `/ws` is a WebSocket that echoes
+//! messages, and
 //! `/retry/?uuid=&succeedAfter=N[&responseCode=C]` fails N times before it echoes. HTTP/1.1 and
 //! HTTP/2 (prior knowledge, h2c) are served on the same port.
 
@@ -147,10 +148,52 @@ struct Conn {
     tls: Option<(String, String, String, String)>,
 }
 
+/// `/ws`: a WebSocket that sends every message back.
+fn websocket(conn: &Conn, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    use futures_util::{SinkExt, StreamExt};
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return Response::builder()
+            .status(400)
+            .body(Full::new(Bytes::from_static(b"not a websocket handshake")))
+            .unwrap_or_default();
+    };
+    println!("Echoing back request made to /ws to client ({})", conn.peer);
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    tokio::spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_close() {
+                break;
+            }
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    Response::builder()
+        .status(101)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_default()
+}
+
 async fn handle(
     conn: Arc<Conn>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    if req.uri().path() == "/ws" {
+        return Ok(websocket(&conn, req));
+    }
     let (parts, body) = req.into_parts();
     // Read the whole body so the client can reuse the connection.
     let body = body
@@ -327,7 +370,9 @@ pub async fn serve(
                             tls: None,
                         });
                         let svc = service_fn(move |req| handle(conn.clone(), req));
-                        let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+                        let _ = builder
+                            .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                            .await;
                     }
                     Some(acc) => {
                         let Ok(stream) = acc.accept(tcp).await else {
@@ -359,7 +404,9 @@ pub async fn serve(
                             tls: Some(info),
                         });
                         let svc = service_fn(move |req| handle(conn.clone(), req));
-                        let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        let _ = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                            .await;
                     }
                 }
             });

@@ -68,6 +68,9 @@ struct Req {
     expect: Expect,
     /// Send the request this many times (for weights).
     repeat: Option<u32>,
+    /// Open a WebSocket on `path` instead and expect a message to be echoed.
+    #[serde(default)]
+    websocket: bool,
 }
 
 fn root() -> String {
@@ -466,6 +469,17 @@ async fn check_request(env: &Env, all: &serde_json::Value, r: &Req) -> Result<()
 
 /// Sends one request, checks it, and returns the service that answered.
 async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Result<String, String> {
+    if r.websocket {
+        let ip = gateway_addr(all, &r.gateway)?;
+        let addr = SocketAddr::new(ip, r.port.unwrap_or(80));
+        let host = r.host.clone().unwrap_or_else(|| ip.to_string());
+        let reply = websocket_echo(addr, &host, &r.path, "conformance").await?;
+        return if reply == "conformance" {
+            Ok(String::new())
+        } else {
+            Err(format!("echo {reply:?}"))
+        };
+    }
     let ip = gateway_addr(all, &r.gateway)?;
     let port = r.port.unwrap_or(if r.https { 443 } else { 80 });
     let addr = SocketAddr::new(ip, port);

@@ -254,3 +254,34 @@ spec:
     assert_eq!(curl("bar.example.com"), "421");
     assert_eq!(bar.count("/"), 0);
 }
+
+/// WebSocket upgrades pass through to a backend whose port says kubernetes.io/ws.
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_backend() {
+    let app = echo("app").await;
+    let svc = service("default", "app", &[app.addr]).replace(
+        "{name: http, port: 80,",
+        "{name: http, port: 80, appProtocol: kubernetes.io/ws,",
+    );
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ws, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: app, port: 80}]}]
+";
+    let gw = Gateway::start(&[
+        (
+            "gw.yaml".to_string(),
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        ("route.yaml".to_string(), route.to_string()),
+        ("app.yaml".to_string(), svc),
+    ])
+    .await;
+    let reply = websocket_echo(gw.addr(8080), "ws.example", "/ws", "hello over the gateway").await;
+    assert_eq!(reply.as_deref(), Ok("hello over the gateway"));
+    // A plain request on the same route still works.
+    let (code, _, _) = get_json(&client_for(gw.addr(8080), &[]), &gw.url(8080, "/plain")).await;
+    assert_eq!(code, 200);
+}

@@ -460,3 +460,33 @@ impl Default for TestCa {
         Self::new()
     }
 }
+
+/// Opens a WebSocket to `addr` with `host` and `path`, sends `message` and returns the echo.
+pub async fn websocket_echo(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    message: &str,
+) -> Result<String, String> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{host}{path}"), tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    if resp.status() != 101 {
+        return Err(format!("status {}", resp.status()));
+    }
+    ws.send(Message::text(message))
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .map_err(|_| "no echo in 5 s".to_string())?
+        .ok_or("closed")?
+        .map_err(|e| e.to_string())?;
+    let _ = ws.close(None).await;
+    Ok(reply.into_text().map_err(|e| e.to_string())?.to_string())
+}
