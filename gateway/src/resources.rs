@@ -13,7 +13,7 @@ use gateway_api::experimental::gatewayclasses::GatewayClass;
 use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::httproutes::HttpRoute;
 use gateway_api::experimental::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::ByteString;
 use serde::de::DeserializeOwned;
@@ -77,6 +77,7 @@ pub struct Store {
     pub services: BTreeMap<NsName, Object<Service>>,
     pub endpoint_slices: BTreeMap<NsName, Object<EndpointSlice>>,
     pub secrets: BTreeMap<NsName, Object<Secret>>,
+    pub config_maps: BTreeMap<NsName, Object<ConfigMap>>,
     /// Objects of kinds the gateway does not use (kept so `status` can say they were skipped).
     pub skipped: Vec<(Source, String)>,
 }
@@ -323,6 +324,7 @@ impl Loader {
             ("", "Namespace") => insert!(namespaces, Namespace, name.clone(), ["v1"]),
             ("", "Service") => insert!(services, Service, key, ["v1"]),
             ("", "Secret") => insert!(secrets, Secret, key, ["v1"]),
+            ("", "ConfigMap") => insert!(config_maps, ConfigMap, key, ["v1"]),
             ("discovery.k8s.io", "EndpointSlice") => {
                 insert!(endpoint_slices, EndpointSlice, key, ["v1"])
             }

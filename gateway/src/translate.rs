@@ -133,6 +133,8 @@ struct ListenerState {
     resolved_refs: (bool, &'static str, String),
     conflicted: Option<(&'static str, String)>,
     cert: Option<Arc<rustls::sign::CertifiedKey>>,
+    /// Client certificate validation of this HTTPS listener (from `spec.tls.frontend`).
+    client_validation: Option<crate::engine::tls::ClientValidation>,
     attached: i32,
     routes: Vec<PendingRoute>,
 }
@@ -415,6 +417,7 @@ fn listener_state(
         resolved_refs: (true, "ResolvedRefs", "All references are resolved".into()),
         conflicted: None,
         cert: None,
+        client_validation: None,
         attached: 0,
         routes: Vec::new(),
     };
@@ -538,8 +541,129 @@ fn listener_state(
                 message: st.resolved_refs.2.clone(),
             });
         }
+        if st.resolved_refs.0 {
+            frontend_validation(store, gw_key, gw, &mut st);
+        }
     }
     st
+}
+
+/// Client certificate validation for an HTTPS listener: the per-port configuration of its port,
+/// else the default one (`spec.tls.frontend`, GEP-91).
+fn frontend_validation(
+    store: &Store,
+    gw_key: &NsName,
+    gw: &Object<Gateway>,
+    st: &mut ListenerState,
+) {
+    let Some(frontend) = gw.obj.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else {
+        return;
+    };
+    let per_port = frontend
+        .per_port
+        .iter()
+        .flatten()
+        .find(|p| p.port == i32::from(st.port))
+        .and_then(|p| p.tls.validation.as_ref())
+        .map(|v| serde_json::to_value(v).unwrap_or_default());
+    let validation = per_port.or_else(|| {
+        frontend
+            .default
+            .validation
+            .as_ref()
+            .map(|v| serde_json::to_value(v).unwrap_or_default())
+    });
+    // Default and per-port validation have the same schema; read both through the default type.
+    let Some(v) = validation.and_then(|v| {
+        serde_json::from_value::<
+            gateway_api::experimental::gateways::GatewayTlsFrontendDefaultValidation,
+        >(v)
+        .ok()
+    }) else {
+        return;
+    };
+    let insecure = matches!(
+        v.mode,
+        Some(gateway_api::experimental::gateways::GatewayTlsFrontendDefaultValidationMode::AllowInsecureFallback)
+    );
+    let mut roots = Vec::new();
+    let mut problem: Option<(&'static str, String)> = None;
+    for r in &v.ca_certificate_refs {
+        let ns = r.namespace.as_deref().unwrap_or(&gw_key.namespace);
+        let key = NsName::new(ns, r.name.clone());
+        if !r.group.is_empty() || r.kind != "ConfigMap" {
+            problem.get_or_insert((
+                "InvalidCACertificateKind",
+                format!(
+                    "CA certificate kind {}/{} is not supported; use a ConfigMap",
+                    r.group, r.kind
+                ),
+            ));
+            continue;
+        }
+        if ns != gw_key.namespace
+            && !reference_granted(
+                store,
+                GATEWAY_GROUP,
+                "Gateway",
+                &gw_key.namespace,
+                "",
+                "ConfigMap",
+                &key,
+            )
+        {
+            problem.get_or_insert((
+                "RefNotPermitted",
+                format!("no ReferenceGrant in namespace {ns} allows this Gateway to use ConfigMap {key}"),
+            ));
+            continue;
+        }
+        match store
+            .config_maps
+            .get(&key)
+            .ok_or(format!("ConfigMap {key} does not exist"))
+            .and_then(|cm| ca_certificates(&cm.obj).map_err(|e| format!("ConfigMap {key}: {e}")))
+        {
+            Ok(mut certs) => roots.append(&mut certs),
+            Err(e) => {
+                problem.get_or_insert(("InvalidCACertificateRef", e));
+            }
+        }
+    }
+    if let Some((reason, msg)) = problem {
+        st.resolved_refs = (false, reason, msg.clone());
+        if roots.is_empty() {
+            st.accepted = (false, "NoValidCACertificate", msg);
+            return;
+        }
+    }
+    st.client_validation = Some(crate::engine::tls::ClientValidation {
+        roots,
+        insecure_fallback: insecure,
+    });
+}
+
+/// The certificates under `ca.crt` of a ConfigMap.
+pub fn ca_certificates(
+    cm: &k8s_openapi::api::core::v1::ConfigMap,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    let pem = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ca.crt"))
+        .ok_or("no key ca.crt")?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("ca.crt is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("ca.crt holds no certificate".into());
+    }
+    let (usable, _) =
+        rustls::RootCertStore::empty().add_parsable_certificates(certs.iter().cloned());
+    if usable == 0 {
+        return Err("ca.crt holds no usable CA certificate".into());
+    }
+    Ok(certs)
 }
 
 /// Parses a `kubernetes.io/tls` Secret into a rustls certified key.
@@ -1707,6 +1831,8 @@ fn gateway_status(
             let protocol = listeners[0].protocol.unwrap_or(Protocol::Http);
             let mut set = ListenerSet::default();
             let mut certs: Vec<(Option<String>, Arc<rustls::sign::CertifiedKey>)> = Vec::new();
+            // Validation is configured per port, so every listener of the port has the same.
+            let client_validation = listeners.iter().find_map(|l| l.client_validation.clone());
             for l in listeners {
                 if let Some(c) = &l.cert {
                     certs.push((l.hostname.clone(), c.clone()));
@@ -1721,8 +1847,8 @@ fn gateway_status(
                     cert: l.cert.clone(),
                 }));
             }
-            let tls =
-                (protocol == Protocol::Https).then(|| crate::engine::tls::server_config(certs));
+            let tls = (protocol == Protocol::Https)
+                .then(|| crate::engine::tls::server_config(certs, client_validation.as_ref()));
             let addr = SocketAddr::new(ip, port);
             config.binds.insert(
                 addr,

@@ -71,6 +71,9 @@ struct Req {
     /// Open a WebSocket on `path` instead and expect a message to be echoed.
     #[serde(default)]
     websocket: bool,
+    /// Present a client certificate: `valid` (signed by the CA in the `client-ca` ConfigMaps)
+    /// or `untrusted` (signed by another CA).
+    client_cert: Option<String>,
 }
 
 fn root() -> String {
@@ -101,6 +104,9 @@ struct Expect {
     #[serde(default)]
     absent_response_headers: Vec<String>,
     location: Option<String>,
+    /// The request must fail (no TLS handshake, no answer).
+    #[serde(default)]
+    fails: bool,
     /// Backends that must receive a mirrored copy of the request.
     #[serde(default)]
     mirrored: Vec<String>,
@@ -160,6 +166,8 @@ const CERT_NAMES: &[&str] = &[
 
 struct Env {
     ca: TestCa,
+    /// Client certificates: (valid, untrusted), each as certificate and key PEM.
+    client_certs: (String, String),
     base: String,
     backends: Vec<(String, EchoServer)>,
 }
@@ -206,8 +214,28 @@ metadata: {{name: gateway-conformance-web-backend, labels: {{gateway-conformance
         "certificate-for-cross-ns",
         CERT_NAMES,
     ));
+    let indent = |s: &str| {
+        s.lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for ns in [
+        "gateway-conformance-infra",
+        "gateway-conformance-web-backend",
+    ] {
+        base.push(format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: client-ca, namespace: {ns}}}\ndata:\n  ca.crt: |\n{}\n",
+            indent(&ca.cert_pem)
+        ));
+    }
+    let (cert, key) = ca.issue(&["client.example.com"]);
+    let other = TestCa::new();
+    let (ucert, ukey) = other.issue(&["client.example.com"]);
+    let client_certs = (format!("{cert}{key}"), format!("{ucert}{ukey}"));
     Env {
         ca,
+        client_certs,
         base: base.join("---\n"),
         backends,
     }
@@ -498,6 +526,14 @@ async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Resu
             .tls_built_in_root_certs(false)
             .add_root_certificate(env.ca.reqwest_cert());
     }
+    if let Some(which) = r.client_cert.as_deref() {
+        let pem = match which {
+            "valid" => &env.client_certs.0,
+            "untrusted" => &env.client_certs.1,
+            other => return Err(format!("unknown clientCert {other:?}")),
+        };
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| e.to_string())?);
+    }
     b = b.resolve(&url_host, addr);
     let client = b.build().map_err(|e| e.to_string())?;
     let scheme = if r.https { "https" } else { "http" };
@@ -514,10 +550,20 @@ async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Resu
     for (k, v) in &r.headers {
         req = req.header(k, v);
     }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| format!("request failed: {e}"))?;
+    let resp = match req.send().await {
+        Err(_) if r.expect.fails => return Ok(String::new()),
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            return Err(format!("request failed: {msg}"));
+        }
+        Ok(_) if r.expect.fails => return Err("the request should have failed".into()),
+        Ok(resp) => resp,
+    };
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);

@@ -39,8 +39,95 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// Client certificate validation of an HTTPS port (GEP-91).
+#[derive(Clone, Debug)]
+pub struct ClientValidation {
+    pub roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// AllowInsecureFallback: ask for a certificate, accept the connection without a valid one.
+    pub insecure_fallback: bool,
+}
+
+/// AllowInsecureFallback: offers client authentication and verifies what is presented, but lets
+/// the handshake continue whatever the outcome, as the mode asks. Authorization is then the
+/// backend's job.
+#[derive(Debug)]
+struct InsecureFallback(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for InsecureFallback {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        if let Err(e) = self.0.verify_client_cert(end_entity, intermediates, now) {
+            tracing::debug!(error = %e, "client certificate not valid; accepted by AllowInsecureFallback");
+        }
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(self
+            .0
+            .verify_tls12_signature(message, cert, dss)
+            .unwrap_or_else(|_| rustls::client::danger::HandshakeSignatureValid::assertion()))
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(self
+            .0
+            .verify_tls13_signature(message, cert, dss)
+            .unwrap_or_else(|_| rustls::client::danger::HandshakeSignatureValid::assertion()))
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+fn client_verifier(
+    v: &ClientValidation,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Option<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(v.roots.iter().cloned());
+    if added == 0 {
+        return None;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .ok()?;
+    Some(if v.insecure_fallback {
+        Arc::new(InsecureFallback(verifier))
+    } else {
+        verifier
+    })
+}
+
 /// Builds the rustls config of one HTTPS port, offering HTTP/2 and HTTP/1.1 by ALPN.
-pub fn server_config(certs: Vec<(Option<String>, Arc<CertifiedKey>)>) -> Arc<rustls::ServerConfig> {
+pub fn server_config(
+    certs: Vec<(Option<String>, Arc<CertifiedKey>)>,
+    client_validation: Option<&ClientValidation>,
+) -> Arc<rustls::ServerConfig> {
     let mut r = SniResolver::default();
     for (host, cert) in &certs {
         match host.as_deref() {
@@ -58,11 +145,23 @@ pub fn server_config(certs: Vec<(Option<String>, Arc<CertifiedKey>)>) -> Arc<rus
         r.default = certs.first().map(|(_, c)| c.clone());
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(r));
+        .expect("ring supports the default protocol versions");
+    let builder = match client_validation.map(|v| client_verifier(v, &provider)) {
+        Some(Some(verifier)) => builder.with_client_cert_verifier(verifier),
+        Some(None) => {
+            // Translation only passes usable roots; should that ever fail, fail closed: a port
+            // that must verify clients and cannot serves no handshake at all.
+            tracing::error!(
+                "client CA certificates unusable; refusing every TLS handshake on this port"
+            );
+            r = SniResolver::default();
+            builder.with_no_client_auth()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_cert_resolver(Arc::new(r));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(cfg)
 }
