@@ -423,6 +423,19 @@ pub struct Cluster {
     pub lb: Option<Arc<LoadBalancer<RoundRobin>>>,
     /// The Service port's appProtocol is `kubernetes.io/h2c`: HTTP/2 without TLS.
     pub h2c: bool,
+    /// TLS to the endpoints, from the BackendTLSPolicy that targets the Service.
+    pub tls: Option<Arc<BackendTls>>,
+}
+
+/// How the gateway connects to a backend with TLS (BackendTLSPolicy).
+pub struct BackendTls {
+    /// The SNI sent, and the name the certificate must be valid for.
+    pub hostname: String,
+    /// Trust anchors, in pingora's form; `None` when the policy's CA references are all invalid
+    /// and connections must fail.
+    pub ca: Option<Arc<pingora::protocols::tls::CaType>>,
+    /// `namespace/name` of the policy.
+    pub policy: String,
 }
 
 impl Cluster {
@@ -439,6 +452,7 @@ impl Cluster {
             endpoints,
             lb,
             h2c: false,
+            tls: None,
         }
     }
 

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::experimental::gatewayclasses::GatewayClass;
 use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::httproutes::HttpRoute;
@@ -78,6 +79,7 @@ pub struct Store {
     pub endpoint_slices: BTreeMap<NsName, Object<EndpointSlice>>,
     pub secrets: BTreeMap<NsName, Object<Secret>>,
     pub config_maps: BTreeMap<NsName, Object<ConfigMap>>,
+    pub backend_tls_policies: BTreeMap<NsName, Object<BackendTlsPolicy>>,
     /// Objects of kinds the gateway does not use (kept so `status` can say they were skipped).
     pub skipped: Vec<(Source, String)>,
 }
@@ -340,6 +342,14 @@ impl Loader {
             (GATEWAY_GROUP, "HTTPRoute") => {
                 insert!(http_routes, HttpRoute, key, ["v1", "v1beta1"])
             }
+            (GATEWAY_GROUP, "BackendTLSPolicy") => {
+                insert!(
+                    backend_tls_policies,
+                    BackendTlsPolicy,
+                    key,
+                    ["v1", "v1alpha3"]
+                )
+            }
             (GATEWAY_GROUP, "ReferenceGrant") => {
                 insert!(reference_grants, ReferenceGrant, key, ["v1", "v1beta1"])
             }
@@ -437,6 +447,14 @@ impl Generations {
         }
         for (key, o) in store.http_routes.iter_mut() {
             seen.insert(self.next("HTTPRoute", key.clone(), &o.obj.spec, &mut o.obj.metadata));
+        }
+        for (key, o) in store.backend_tls_policies.iter_mut() {
+            seen.insert(self.next(
+                "BackendTLSPolicy",
+                key.clone(),
+                &o.obj.spec,
+                &mut o.obj.metadata,
+            ));
         }
         self.0.retain(|k, _| seen.contains(k));
     }

@@ -288,8 +288,12 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         }
     }
 
-    // Routes.
-    let mut clusters: HashMap<String, Arc<Cluster>> = HashMap::new();
+    // BackendTLSPolicies, then routes.
+    let (tls, policy_states) = backend_tls_policies(store, opts);
+    let mut clusters = Clusters {
+        map: HashMap::new(),
+        tls,
+    };
     let mut routes: Vec<(&NsName, &Object<HttpRoute>)> = store.http_routes.iter().collect();
     routes.sort_by(|a, b| (a.1.created, a.0).cmp(&(b.1.created, b.0)));
     for (key, route) in routes {
@@ -311,9 +315,11 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         version: opts.version,
         binds: HashMap::new(),
     };
+    let our_gateways: HashSet<NsName> = states.iter().map(|s| s.key.clone()).collect();
     for st in states {
         statuses.push(gateway_status(&st, &mut config, now));
     }
+    statuses.extend(policy_statuses(store, &policy_states, &our_gateways, opts));
     statuses.sort_by(|a, b| {
         (kind_rank(&a.kind), &a.metadata.namespace, &a.metadata.name).cmp(&(
             kind_rank(&b.kind),
@@ -326,6 +332,245 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         statuses,
         warnings,
     }
+}
+
+/// Clusters built so far, and the backend TLS settings they take from BackendTLSPolicies.
+struct Clusters {
+    map: HashMap<String, Arc<Cluster>>,
+    /// (Service, port name or "" for the whole Service) → TLS settings.
+    tls: HashMap<(NsName, String), Arc<crate::config::BackendTls>>,
+}
+
+/// What translation decided about one BackendTLSPolicy.
+struct PolicyState {
+    key: NsName,
+    generation: Option<i64>,
+    /// Services it targets.
+    targets: Vec<NsName>,
+    accepted: (bool, &'static str, String),
+    resolved: (bool, &'static str, String),
+}
+
+/// Validates every BackendTLSPolicy and resolves conflicts: for one target (Service and
+/// sectionName), the oldest policy wins, then the first by `namespace/name`; the others are
+/// not accepted (`Conflicted`).
+fn backend_tls_policies(
+    store: &Store,
+    opts: &Options,
+) -> (
+    HashMap<(NsName, String), Arc<crate::config::BackendTls>>,
+    Vec<PolicyState>,
+) {
+    let _ = opts;
+    let mut policies: Vec<_> = store.backend_tls_policies.iter().collect();
+    policies.sort_by(|a, b| (a.1.created, a.0).cmp(&(b.1.created, b.0)));
+    let mut tls = HashMap::new();
+    let mut states = Vec::new();
+    for (key, p) in policies {
+        let spec = &p.obj.spec;
+        let mut st = PolicyState {
+            key: key.clone(),
+            generation: p.obj.metadata.generation,
+            targets: Vec::new(),
+            accepted: (true, "Accepted", "Policy is accepted".into()),
+            resolved: (true, "ResolvedRefs", "All references are resolved".into()),
+        };
+        let mut roots = Vec::new();
+        let refs = spec
+            .validation
+            .ca_certificate_refs
+            .as_deref()
+            .unwrap_or_default();
+        let mut problem: Option<(&'static str, String)> = None;
+        for r in refs {
+            let cm_key = NsName::new(key.namespace.clone(), r.name.clone());
+            if !r.group.is_empty() || r.kind != "ConfigMap" {
+                problem.get_or_insert((
+                    "InvalidKind",
+                    format!(
+                        "CA certificate kind {}/{} is not supported; use a ConfigMap",
+                        r.group, r.kind
+                    ),
+                ));
+                continue;
+            }
+            match store
+                .config_maps
+                .get(&cm_key)
+                .ok_or(format!("ConfigMap {cm_key} does not exist"))
+                .and_then(|cm| {
+                    ca_certificates(&cm.obj).map_err(|e| format!("ConfigMap {cm_key}: {e}"))
+                }) {
+                Ok(mut c) => roots.append(&mut c),
+                Err(e) => {
+                    problem.get_or_insert(("InvalidCACertificateRef", e));
+                }
+            }
+        }
+        if let Some((reason, msg)) = problem {
+            st.resolved = (false, reason, msg.clone());
+            if roots.is_empty() {
+                st.accepted = (false, "NoValidCACertificate", msg);
+            }
+        }
+        if refs.is_empty() {
+            let wk = spec
+                .validation
+                .well_known_ca_certificates
+                .as_deref()
+                .unwrap_or("");
+            st.accepted = (
+                false,
+                "Invalid",
+                format!(
+                    "wellKnownCACertificates {wk:?} is not supported; reference a CA ConfigMap"
+                ),
+            );
+        }
+        if spec
+            .validation
+            .subject_alt_names
+            .as_ref()
+            .is_some_and(|s| !s.is_empty())
+        {
+            st.accepted = (
+                false,
+                "Invalid",
+                "subjectAltNames are not supported yet; the certificate is checked against hostname".into(),
+            );
+        }
+        let ca: Option<Arc<pingora::protocols::tls::CaType>> = (!roots.is_empty() && st.accepted.0)
+            .then(|| {
+                let wrapped: Vec<pingora::utils::tls::WrappedX509> = roots
+                    .iter()
+                    .map(|der| {
+                        pingora::utils::tls::WrappedX509::new(
+                            der.to_vec(),
+                            pingora::utils::tls::parse_x509,
+                        )
+                    })
+                    .collect();
+                Arc::from(wrapped.into_boxed_slice())
+            });
+        let settings = Arc::new(crate::config::BackendTls {
+            hostname: spec.validation.hostname.clone(),
+            ca,
+            policy: key.to_string(),
+        });
+        for t in &spec.target_refs {
+            if !t.group.is_empty() || t.kind != "Service" {
+                continue;
+            }
+            let svc = NsName::new(key.namespace.clone(), t.name.clone());
+            st.targets.push(svc.clone());
+            let target = (svc, t.section_name.clone().unwrap_or_default());
+            match tls.get(&target) {
+                Some(winner) => {
+                    let winner: &Arc<crate::config::BackendTls> = winner;
+                    st.accepted = (
+                        false,
+                        "Conflicted",
+                        format!(
+                            "policy {} already applies to this target and is older",
+                            winner.policy
+                        ),
+                    );
+                }
+                None => {
+                    tls.insert(target, settings.clone());
+                }
+            }
+        }
+        states.push(st);
+    }
+    (tls, states)
+}
+
+/// A BackendTLSPolicy's status: one ancestor per Gateway of ours whose routes send traffic to a
+/// Service the policy targets.
+fn policy_statuses(
+    store: &Store,
+    states: &[PolicyState],
+    ours: &HashSet<NsName>,
+    opts: &Options,
+) -> Vec<ObjectStatus> {
+    let mut out = Vec::new();
+    for st in states {
+        let mut ancestors: Vec<NsName> = Vec::new();
+        for (rkey, r) in &store.http_routes {
+            let uses = r
+                .obj
+                .spec
+                .rules
+                .iter()
+                .flatten()
+                .flat_map(|rule| rule.backend_refs.iter().flatten())
+                .any(|b| {
+                    b.kind.as_deref().unwrap_or("Service") == "Service"
+                        && b.group.as_deref().unwrap_or("").is_empty()
+                        && st.targets.contains(&NsName::new(
+                            b.namespace
+                                .clone()
+                                .unwrap_or_else(|| rkey.namespace.clone()),
+                            b.name.clone(),
+                        ))
+                });
+            if !uses {
+                continue;
+            }
+            for pref in r.obj.spec.parent_refs.iter().flatten() {
+                let gw = NsName::new(
+                    pref.namespace
+                        .clone()
+                        .unwrap_or_else(|| rkey.namespace.clone()),
+                    pref.name.clone(),
+                );
+                if ours.contains(&gw) && !ancestors.contains(&gw) {
+                    ancestors.push(gw);
+                }
+            }
+        }
+        if ancestors.is_empty() {
+            continue;
+        }
+        ancestors.sort();
+        let g = st.generation;
+        let conds = [
+            condition(
+                "Accepted",
+                st.accepted.0,
+                st.accepted.1,
+                st.accepted.2.clone(),
+                g,
+                opts.now,
+            ),
+            condition(
+                "ResolvedRefs",
+                st.resolved.0,
+                st.resolved.1,
+                st.resolved.2.clone(),
+                g,
+                opts.now,
+            ),
+        ];
+        out.push(ObjectStatus {
+            api_version: format!("{GATEWAY_GROUP}/v1"),
+            kind: "BackendTLSPolicy".into(),
+            metadata: StatusMeta {
+                namespace: Some(st.key.namespace.clone()),
+                name: st.key.name.clone(),
+                generation: g,
+            },
+            status: serde_json::json!({
+                "ancestors": ancestors.iter().map(|a| serde_json::json!({
+                    "ancestorRef": {"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": a.namespace, "name": a.name},
+                    "controllerName": opts.controller_name,
+                    "conditions": conds,
+                })).collect::<Vec<_>>(),
+            }),
+        });
+    }
+    out
 }
 
 fn kind_rank(kind: &str) -> u8 {
@@ -818,7 +1063,7 @@ fn attach_http_route(
     key: &NsName,
     route: &Object<HttpRoute>,
     states: &mut [GatewayState<'_>],
-    clusters: &mut HashMap<String, Arc<Cluster>>,
+    clusters: &mut Clusters,
     warnings: &mut Vec<Warning>,
     opts: &Options,
 ) -> Option<ObjectStatus> {
@@ -1085,7 +1330,7 @@ fn compile_rule(
     route: &Object<HttpRoute>,
     ri: usize,
     rule: &HttpRouteRules,
-    clusters: &mut HashMap<String, Arc<Cluster>>,
+    clusters: &mut Clusters,
 ) -> Result<(CompiledRule, RuleProblems), (String, String)> {
     let default_match = [HttpRouteRulesMatches::default()];
     let matches: &[HttpRouteRulesMatches] = match rule.matches.as_deref() {
@@ -1329,7 +1574,7 @@ fn apply_filter(
     matched_prefix: &str,
     action: &mut RuleAction,
     problems: &mut RuleProblems,
-    clusters: &mut HashMap<String, Arc<Cluster>>,
+    clusters: &mut Clusters,
 ) -> Result<(), (String, String)> {
     let missing = |what: &str| {
         (
@@ -1542,7 +1787,7 @@ fn resolve_backend(
     name: &str,
     namespace: Option<&str>,
     port: Option<i32>,
-    clusters: &mut HashMap<String, Arc<Cluster>>,
+    clusters: &mut Clusters,
 ) -> BackendTarget {
     let group = group.unwrap_or("");
     let kind = kind.unwrap_or("Service");
@@ -1598,13 +1843,19 @@ fn resolve_backend(
             "BackendNotFound: Service {svc_key} has no port {port}"
         ));
     };
-    if let Some(c) = clusters.get(&label) {
+    if let Some(c) = clusters.map.get(&label) {
         return BackendTarget::Cluster(c.clone());
     }
     let mut cluster = Cluster::new(label.clone(), endpoints(store, &svc_key, svc_port));
     cluster.h2c = svc_port.app_protocol.as_deref() == Some("kubernetes.io/h2c");
+    let port_name = svc_port.name.clone().unwrap_or_default();
+    cluster.tls = clusters
+        .tls
+        .get(&(svc_key.clone(), port_name))
+        .or_else(|| clusters.tls.get(&(svc_key.clone(), String::new())))
+        .cloned();
     let cluster = Arc::new(cluster);
-    clusters.insert(label, cluster.clone());
+    clusters.map.insert(label, cluster.clone());
     BackendTarget::Cluster(cluster)
 }
 

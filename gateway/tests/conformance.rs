@@ -104,6 +104,8 @@ struct Expect {
     #[serde(default)]
     absent_response_headers: Vec<String>,
     location: Option<String>,
+    /// The TLS server name the backend saw (backends reached over TLS).
+    tls_server_name: Option<String>,
     /// The request must fail (no TLS handshake, no answer).
     #[serde(default)]
     fails: bool,
@@ -229,6 +231,37 @@ metadata: {{name: gateway-conformance-web-backend, labels: {{gateway-conformance
             indent(&ca.cert_pem)
         ));
     }
+    // A TLS backend for BackendTLSPolicy cases, with a certificate for abc.example.com, and the
+    // CA that signed it in a ConfigMap.
+    let (tls_cert, tls_key) = ca.issue(&["abc.example.com"]);
+    let tls_echo = conformance::echo::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Identity {
+            namespace: "gateway-conformance-infra".into(),
+            service: "tls-backend".into(),
+            pod: "tls-backend-0".into(),
+            ..Identity::default()
+        },
+        Some(conformance::echo::TlsFiles {
+            cert_pem: tls_cert.into_bytes(),
+            key_pem: tls_key.into_bytes(),
+        }),
+    )
+    .await
+    .unwrap();
+    base.push(
+        service("gateway-conformance-infra", "tls-backend", &[tls_echo.addr])
+            .replace(
+                "{name: http, port: 80, targetPort:",
+                "{name: https, port: 443, targetPort:",
+            )
+            .replace("- {name: http, port:", "- {name: https, port:"),
+    );
+    backends.push(("tls-backend".to_string(), tls_echo));
+    base.push(format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: backend-tls-checks-certificate, namespace: gateway-conformance-infra}}\ndata:\n  ca.crt: |\n{}\n",
+        indent(&ca.cert_pem)
+    ));
     let (cert, key) = ca.issue(&["client.example.com"]);
     let other = TestCa::new();
     let (ucert, ukey) = other.issue(&["client.example.com"]);
@@ -380,6 +413,34 @@ fn check_status(all: &serde_json::Value, s: &StatusCheck) -> Result<(), String> 
     match (s.kind.as_str(), obj) {
         (_, None) if s.absent => Ok(()),
         (_, None) => Err("no status".into()),
+        ("BackendTLSPolicy", Some(o)) => {
+            let ancestors = o["status"]["ancestors"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let a = ancestors
+                .iter()
+                .find(|a| {
+                    s.parent.as_deref().is_none_or(|want| {
+                        let (ns, n) = split_name(want, &s.namespace);
+                        a["ancestorRef"]["name"] == n.as_str()
+                            && a["ancestorRef"]["namespace"] == ns.as_str()
+                    })
+                })
+                .ok_or(format!("no ancestor {:?} in {}", s.parent, o["status"]))?;
+            check_conditions(&a["conditions"], &s.conditions)?;
+            if let Some(g) = s.observed_generation {
+                for c in a["conditions"].as_array().into_iter().flatten() {
+                    if c["observedGeneration"] != g {
+                        return Err(format!(
+                            "observedGeneration {} want {g}",
+                            c["observedGeneration"]
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
         ("HTTPRoute", Some(o)) => {
             let parents = o["status"]["parents"]
                 .as_array()
@@ -585,6 +646,14 @@ async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Resu
     if let Some(p) = &e.path {
         if body["path"] != p.as_str() {
             return Err(format!("backend saw path {}, want {p}", body["path"]));
+        }
+    }
+    if let Some(sni) = &e.tls_server_name {
+        if body["tls"]["serverName"] != sni.as_str() {
+            return Err(format!(
+                "backend saw TLS server name {}, want {sni}",
+                body["tls"]["serverName"]
+            ));
         }
     }
     if let Some(h) = &e.host {

@@ -385,8 +385,27 @@ impl ProxyHttp for SluiceProxy {
             }
         }
         ctx.attempts += 1;
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        if cluster.h2c {
+        let mut peer = match &cluster.tls {
+            None => HttpPeer::new(addr, false, String::new()),
+            Some(tls) => {
+                // Without a usable CA the connection must fail rather than go out unverified.
+                let Some(ca) = &tls.ca else {
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(500),
+                        format!(
+                            "BackendTLSPolicy {} has no usable CA certificate",
+                            tls.policy
+                        ),
+                    ));
+                };
+                let mut p = HttpPeer::new(addr, true, tls.hostname.clone());
+                p.options.ca = Some(ca.clone());
+                p.options.verify_cert = true;
+                p.options.verify_hostname = true;
+                p
+            }
+        };
+        if cluster.h2c && cluster.tls.is_none() {
             peer.options.set_http_version(2, 2);
         }
         if let Some(a) = &action {
