@@ -337,9 +337,11 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
 /// Clusters built so far, and the backend TLS settings they take from BackendTLSPolicies.
 struct Clusters {
     map: HashMap<String, Arc<Cluster>>,
-    /// (Service, port name or "" for the whole Service) → TLS settings.
-    tls: HashMap<(NsName, String), Arc<crate::config::BackendTls>>,
+    tls: BackendTlsByTarget,
 }
+
+/// (Service, port name or "" for the whole Service) → TLS settings.
+type BackendTlsByTarget = HashMap<(NsName, String), Arc<crate::config::BackendTls>>;
 
 /// What translation decided about one BackendTLSPolicy.
 struct PolicyState {
@@ -354,13 +356,7 @@ struct PolicyState {
 /// Validates every BackendTLSPolicy and resolves conflicts: for one target (Service and
 /// sectionName), the oldest policy wins, then the first by `namespace/name`; the others are
 /// not accepted (`Conflicted`).
-fn backend_tls_policies(
-    store: &Store,
-    opts: &Options,
-) -> (
-    HashMap<(NsName, String), Arc<crate::config::BackendTls>>,
-    Vec<PolicyState>,
-) {
+fn backend_tls_policies(store: &Store, opts: &Options) -> (BackendTlsByTarget, Vec<PolicyState>) {
     let _ = opts;
     let mut policies: Vec<_> = store.backend_tls_policies.iter().collect();
     policies.sort_by(|a, b| (a.1.created, a.0).cmp(&(b.1.created, b.0)));
