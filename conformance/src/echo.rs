@@ -35,6 +35,9 @@ pub struct Identity {
 pub struct TlsFiles {
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
+    /// When set, client certificates are requested and verified against these CAs (a client
+    /// without one is still served).
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Serialize)]
@@ -46,6 +49,9 @@ struct TlsInfo {
     negotiated_protocol: String,
     #[serde(rename = "cipherSuite")]
     cipher_suite: String,
+    /// The client's certificate chain, PEM encoded.
+    #[serde(rename = "peerCertificates", skip_serializing_if = "Vec::is_empty")]
+    peer_certificates: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -145,7 +151,7 @@ struct Conn {
     id: Identity,
     port: u16,
     peer: SocketAddr,
-    tls: Option<(String, String, String, String)>,
+    tls: Option<(String, String, String, String, Vec<String>)>,
 }
 
 /// `/ws`: a WebSocket that sends every message back.
@@ -303,11 +309,12 @@ async fn handle(
         service: &conn.id.service,
         pod: &conn.id.pod,
         http_port: conn.port.to_string(),
-        tls: conn.tls.as_ref().map(|(v, sni, alpn, cs)| TlsInfo {
+        tls: conn.tls.as_ref().map(|(v, sni, alpn, cs, peers)| TlsInfo {
             version: v.clone(),
             server_name: sni.clone(),
             negotiated_protocol: alpn.clone(),
             cipher_suite: cs.clone(),
+            peer_certificates: peers.clone(),
         }),
     };
     let body = serde_json::to_vec(&echo).unwrap_or_default();
@@ -394,6 +401,12 @@ pub async fn serve(
                                 .negotiated_cipher_suite()
                                 .map(|c| format!("{:?}", c.suite()))
                                 .unwrap_or_default(),
+                            session
+                                .peer_certificates()
+                                .unwrap_or_default()
+                                .iter()
+                                .map(|c| pem_encode(c.as_ref()))
+                                .collect(),
                         );
                         let conn = Arc::new(Conn {
                             seen,
@@ -415,6 +428,18 @@ pub async fn serve(
     Ok(server)
 }
 
+fn pem_encode(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 fn tls_acceptor(files: &TlsFiles) -> std::io::Result<tokio_rustls::TlsAcceptor> {
     let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let certs: Vec<_> = rustls_pemfile::certs(&mut files.cert_pem.as_slice())
@@ -424,10 +449,29 @@ fn tls_acceptor(files: &TlsFiles) -> std::io::Result<tokio_rustls::TlsAcceptor> 
         .map_err(|e| bad(format!("key: {e}")))?
         .ok_or_else(|| bad("no private key".into()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| bad(e.to_string()))?;
+    let builder = match &files.client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+                roots
+                    .add(c.map_err(|e| bad(format!("client CA: {e}")))?)
+                    .map_err(|e| bad(format!("client CA: {e}")))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut cfg = builder
         .with_single_cert(certs, key)
         .map_err(|e| bad(e.to_string()))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -156,6 +156,8 @@ struct GatewayState<'a> {
     obj: &'a Object<Gateway>,
     address: Result<IpAddr, (&'static str, String)>,
     listeners: Vec<ListenerState>,
+    /// `spec.tls.backend.clientCertificateRef`: the certificate, or why it cannot be used.
+    backend_cert: Option<Result<Arc<pingora::utils::tls::CertKey>, (&'static str, String)>>,
 }
 
 /// A route match waiting to be placed in a listener's route table.
@@ -260,6 +262,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
             obj: gw,
             address,
             listeners,
+            backend_cert: backend_client_cert(store, key, gw),
         };
         mark_conflicts(&mut state);
         states.push(state);
@@ -314,6 +317,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
     let mut config = Config {
         version: opts.version,
         binds: HashMap::new(),
+        backend_client_certs: HashMap::new(),
     };
     let our_gateways: HashSet<NsName> = states.iter().map(|s| s.key.clone()).collect();
     for st in states {
@@ -905,6 +909,75 @@ pub fn ca_certificates(
         return Err("ca.crt holds no usable CA certificate".into());
     }
     Ok(certs)
+}
+
+/// The client certificate a Gateway presents to TLS backends, if it names one.
+fn backend_client_cert(
+    store: &Store,
+    gw_key: &NsName,
+    gw: &Object<Gateway>,
+) -> Option<Result<Arc<pingora::utils::tls::CertKey>, (&'static str, String)>> {
+    let r = gw
+        .obj
+        .spec
+        .tls
+        .as_ref()?
+        .backend
+        .as_ref()?
+        .client_certificate_ref
+        .as_ref()?;
+    let group = r.group.as_deref().unwrap_or("");
+    let kind = r.kind.as_deref().unwrap_or("Secret");
+    let ns = r.namespace.as_deref().unwrap_or(&gw_key.namespace);
+    let key = NsName::new(ns, r.name.clone());
+    if !group.is_empty() || kind != "Secret" {
+        return Some(Err((
+            "InvalidClientCertificateRef",
+            format!("client certificate kind {group}/{kind} is not supported; use a Secret"),
+        )));
+    }
+    if ns != gw_key.namespace
+        && !reference_granted(
+            store,
+            GATEWAY_GROUP,
+            "Gateway",
+            &gw_key.namespace,
+            "",
+            "Secret",
+            &key,
+        )
+    {
+        return Some(Err((
+            "RefNotPermitted",
+            format!("no ReferenceGrant in namespace {ns} allows this Gateway to use Secret {key}"),
+        )));
+    }
+    let Some(secret) = store.secrets.get(&key) else {
+        return Some(Err((
+            "InvalidClientCertificateRef",
+            format!("Secret {key} does not exist"),
+        )));
+    };
+    // Checked with rustls first: pingora's certificate type expects well-formed input.
+    if let Err(e) = certified_key(&secret.obj) {
+        return Some(Err((
+            "InvalidClientCertificateRef",
+            format!("Secret {key}: {e}"),
+        )));
+    }
+    let data = secret_data(&secret.obj);
+    let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut data.get("tls.crt")?.as_slice())
+        .filter_map(Result::ok)
+        .map(|c| c.to_vec())
+        .collect();
+    let key_der = rustls_pemfile::private_key(&mut data.get("tls.key")?.as_slice())
+        .ok()
+        .flatten()?
+        .secret_der()
+        .to_vec();
+    Some(Ok(Arc::new(pingora::utils::tls::CertKey::new(
+        certs, key_der,
+    ))))
 }
 
 /// Parses a `kubernetes.io/tls` Secret into a rustls certified key.
@@ -2073,6 +2146,11 @@ fn gateway_status(
         }
     };
 
+    if let Some(Ok(cert)) = &st.backend_cert {
+        config
+            .backend_client_certs
+            .insert(st.key.clone(), cert.clone());
+    }
     if let Ok(ip) = st.address {
         for (port, listeners) in by_port {
             let protocol = listeners[0].protocol.unwrap_or(Protocol::Http);
@@ -2120,10 +2198,42 @@ fn gateway_status(
         },
         status: serde_json::json!({
             "addresses": addresses,
-            "conditions": [accepted, programmed],
+            "conditions": gateway_conditions(st, accepted, programmed, generation, now),
             "listeners": listener_status,
         }),
     }
+}
+
+/// Accepted and Programmed, and ResolvedRefs when the Gateway itself references something
+/// (its backend client certificate).
+fn gateway_conditions(
+    st: &GatewayState<'_>,
+    accepted: Condition,
+    programmed: Condition,
+    generation: Option<i64>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Vec<Condition> {
+    let mut conds = vec![accepted, programmed];
+    match &st.backend_cert {
+        None => {}
+        Some(Ok(_)) => conds.push(condition(
+            "ResolvedRefs",
+            true,
+            "ResolvedRefs",
+            "All references are resolved",
+            generation,
+            now,
+        )),
+        Some(Err((reason, msg))) => conds.push(condition(
+            "ResolvedRefs",
+            false,
+            reason,
+            msg.clone(),
+            generation,
+            now,
+        )),
+    }
+    conds
 }
 
 /// Places route matches into hostname groups, each sorted by precedence.

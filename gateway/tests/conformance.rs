@@ -106,6 +106,8 @@ struct Expect {
     location: Option<String>,
     /// The TLS server name the backend saw (backends reached over TLS).
     tls_server_name: Option<String>,
+    /// Whether the backend saw a client certificate from the gateway.
+    tls_client_certificate: Option<bool>,
     /// The request must fail (no TLS handshake, no answer).
     #[serde(default)]
     fails: bool,
@@ -245,6 +247,7 @@ metadata: {{name: gateway-conformance-web-backend, labels: {{gateway-conformance
         Some(conformance::echo::TlsFiles {
             cert_pem: tls_cert.into_bytes(),
             key_pem: tls_key.into_bytes(),
+            client_ca_pem: Some(ca.cert_pem.clone().into_bytes()),
         }),
     )
     .await
@@ -261,6 +264,11 @@ metadata: {{name: gateway-conformance-web-backend, labels: {{gateway-conformance
     base.push(format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: backend-tls-checks-certificate, namespace: gateway-conformance-infra}}\ndata:\n  ca.crt: |\n{}\n",
         indent(&ca.cert_pem)
+    ));
+    base.push(ca.secret(
+        "gateway-conformance-infra",
+        "tls-checks-client-certificate",
+        &["gateway.example.com"],
     ));
     let (cert, key) = ca.issue(&["client.example.com"]);
     let other = TestCa::new();
@@ -653,6 +661,16 @@ async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Resu
             return Err(format!(
                 "backend saw TLS server name {}, want {sni}",
                 body["tls"]["serverName"]
+            ));
+        }
+    }
+    if let Some(want) = e.tls_client_certificate {
+        let got = body["tls"]["peerCertificates"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
+        if got != want {
+            return Err(format!(
+                "backend saw a client certificate: {got}, want {want}"
             ));
         }
     }

@@ -30,6 +30,9 @@ struct Args {
     /// ... and this key (PEM).
     #[arg(long, env = "TLS_SERVER_PRIVKEY")]
     tls_key: Option<PathBuf>,
+    /// Request client certificates and verify them against these CAs (PEM).
+    #[arg(long, env = "TLS_CLIENT_CACERTS")]
+    tls_client_cacerts: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -39,6 +42,11 @@ async fn main() -> anyhow::Result<()> {
         (Some(c), Some(k)) => Some(TlsFiles {
             cert_pem: std::fs::read(c)?,
             key_pem: std::fs::read(k)?,
+            client_ca_pem: args
+                .tls_client_cacerts
+                .as_ref()
+                .map(std::fs::read)
+                .transpose()?,
         }),
         _ => None,
     };

@@ -402,6 +402,10 @@ impl ProxyHttp for SluiceProxy {
                 p.options.ca = Some(ca.clone());
                 p.options.verify_cert = true;
                 p.options.verify_hostname = true;
+                let gateway = ctx.bind.as_ref().map(|b| &b.gateway);
+                p.client_cert_key = gateway
+                    .zip(ctx.snapshot.as_ref())
+                    .and_then(|(g, snap)| snap.backend_client_certs.get(g).cloned());
                 p
             }
         };
