@@ -14,6 +14,7 @@ use gateway_api::experimental::gatewayclasses::GatewayClass;
 use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::httproutes::HttpRoute;
 use gateway_api::experimental::referencegrants::ReferenceGrant;
+use gateway_api::listenersets::ListenerSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::ByteString;
@@ -80,6 +81,7 @@ pub struct Store {
     pub secrets: BTreeMap<NsName, Object<Secret>>,
     pub config_maps: BTreeMap<NsName, Object<ConfigMap>>,
     pub backend_tls_policies: BTreeMap<NsName, Object<BackendTlsPolicy>>,
+    pub listener_sets: BTreeMap<NsName, Object<ListenerSet>>,
     /// Objects of kinds the gateway does not use (kept so `status` can say they were skipped).
     pub skipped: Vec<(Source, String)>,
 }
@@ -342,6 +344,9 @@ impl Loader {
             (GATEWAY_GROUP, "HTTPRoute") => {
                 insert!(http_routes, HttpRoute, key, ["v1", "v1beta1"])
             }
+            (GATEWAY_GROUP, "ListenerSet") => {
+                insert!(listener_sets, ListenerSet, key, ["v1", "v1alpha1"])
+            }
             (GATEWAY_GROUP, "BackendTLSPolicy") => {
                 insert!(
                     backend_tls_policies,
@@ -447,6 +452,9 @@ impl Generations {
         }
         for (key, o) in store.http_routes.iter_mut() {
             seen.insert(self.next("HTTPRoute", key.clone(), &o.obj.spec, &mut o.obj.metadata));
+        }
+        for (key, o) in store.listener_sets.iter_mut() {
+            seen.insert(self.next("ListenerSet", key.clone(), &o.obj.spec, &mut o.obj.metadata));
         }
         for (key, o) in store.backend_tls_policies.iter_mut() {
             seen.insert(self.next(

@@ -122,6 +122,8 @@ fn condition(
 
 /// A listener's state while routes are attached to it.
 struct ListenerState {
+    /// The ListenerSet that declares this listener; `None` for the Gateway's own listeners.
+    owner: Option<NsName>,
     name: String,
     port: u16,
     protocol: Option<Protocol>,
@@ -156,6 +158,13 @@ struct GatewayState<'a> {
     obj: &'a Object<Gateway>,
     address: Result<IpAddr, (&'static str, String)>,
     listeners: Vec<ListenerState>,
+    /// ListenerSets whose parent is this Gateway, in precedence order, and whether they are
+    /// allowed to attach.
+    listener_sets: Vec<(
+        NsName,
+        &'a Object<gateway_api::listenersets::ListenerSet>,
+        bool,
+    )>,
     /// `spec.tls.backend.clientCertificateRef`: the certificate, or why it cannot be used.
     backend_cert: Option<Result<Arc<pingora::utils::tls::CertKey>, (&'static str, String)>>,
 }
@@ -250,18 +259,36 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
     let mut states: Vec<GatewayState<'_>> = Vec::new();
     for (key, gw) in &gateways {
         let address = gateway_address(gw, &mut pool, opts);
-        let listeners = gw
+        let mut listeners: Vec<ListenerState> = gw
             .obj
             .spec
             .listeners
             .iter()
             .map(|l| listener_state(store, key, l, &mut warnings, gw))
             .collect();
+        let listener_sets = attached_listener_sets(store, key, gw);
+        for (ls_key, ls, allowed) in &listener_sets {
+            if !allowed {
+                continue;
+            }
+            for l in &ls.obj.spec.listeners {
+                // A ListenerSet listener has the schema of a Gateway listener.
+                let Ok(gl) =
+                    serde_json::to_value(l).and_then(serde_json::from_value::<GatewayListeners>)
+                else {
+                    continue;
+                };
+                let mut st = listener_state(store, ls_key, &gl, &mut warnings, gw);
+                st.owner = Some(ls_key.clone());
+                listeners.push(st);
+            }
+        }
         let mut state = GatewayState {
             key: (*key).clone(),
             obj: gw,
             address,
             listeners,
+            listener_sets,
             backend_cert: backend_client_cert(store, key, gw),
         };
         mark_conflicts(&mut state);
@@ -321,7 +348,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
     };
     let our_gateways: HashSet<NsName> = states.iter().map(|s| s.key.clone()).collect();
     for st in states {
-        statuses.push(gateway_status(&st, &mut config, now));
+        statuses.extend(gateway_status(&st, &mut config, now));
     }
     statuses.extend(policy_statuses(store, &policy_states, &our_gateways, opts));
     statuses.sort_by(|a, b| {
@@ -652,6 +679,7 @@ fn listener_state(
         }
     };
     let mut st = ListenerState {
+        owner: None,
         name: l.name.clone(),
         port: u16::try_from(l.port).unwrap_or(0),
         protocol,
@@ -739,7 +767,13 @@ fn listener_state(
             && !reference_granted(
                 store,
                 GATEWAY_GROUP,
-                "Gateway",
+                if gw.obj.metadata.name.as_deref() == Some(gw_key.name.as_str())
+                    && gw.obj.metadata.namespace.as_deref().unwrap_or("default") == gw_key.namespace
+                {
+                    "Gateway"
+                } else {
+                    "ListenerSet"
+                },
                 &gw_key.namespace,
                 "",
                 "Secret",
@@ -1008,7 +1042,10 @@ fn mark_conflicts(st: &mut GatewayState<'_>) {
     let n = st.listeners.len();
     for i in 0..n {
         for j in 0..n {
-            if i == j {
+            // Within the Gateway every conflicting listener is marked; a ListenerSet listener
+            // yields to the listeners before it (the Gateway's, then older ListenerSets').
+            let both_gateway = st.listeners[i].owner.is_none() && st.listeners[j].owner.is_none();
+            if i == j || (!both_gateway && j > i) {
                 continue;
             }
             let (a, b) = (&st.listeners[i], &st.listeners[j]);
@@ -1041,6 +1078,49 @@ fn mark_conflicts(st: &mut GatewayState<'_>) {
             }
         }
     }
+}
+
+/// ListenerSets that name `gw` as their parent, oldest first, and whether the Gateway's
+/// `allowedListeners` lets each attach (the default allows none).
+fn attached_listener_sets<'a>(
+    store: &'a Store,
+    gw_key: &NsName,
+    gw: &Object<Gateway>,
+) -> Vec<(
+    NsName,
+    &'a Object<gateway_api::listenersets::ListenerSet>,
+    bool,
+)> {
+    let mut out: Vec<_> = store
+        .listener_sets
+        .iter()
+        .filter(|(k, ls)| {
+            let p = &ls.obj.spec.parent_ref;
+            p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+                && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+                && p.name == gw_key.name
+                && p.namespace.as_deref().unwrap_or(&k.namespace) == gw_key.namespace
+        })
+        .map(|(k, ls)| {
+            use gateway_api::experimental::gateways::GatewayAllowedListenersNamespacesFrom as From;
+            let ns = gw.obj.spec.allowed_listeners.as_ref().and_then(|a| a.namespaces.as_ref());
+            let allowed = match ns.and_then(|n| n.from.as_ref()) {
+                None | Some(From::None) => false,
+                Some(From::Same) => k.namespace == gw_key.namespace,
+                Some(From::All) => true,
+                Some(From::Selector) => {
+                    let sel = ns.and_then(|n| n.selector.as_ref());
+                    let sel = sel.map(|s| serde_json::to_value(s).unwrap_or_default()).unwrap_or_default();
+                    let sel: gateway_api::experimental::gateways::GatewayListenersAllowedRoutesNamespacesSelector =
+                        serde_json::from_value(sel).unwrap_or_default();
+                    namespace_allowed(store, &AllowedNamespaces::Selector(sel), &gw_key.namespace, &k.namespace)
+                }
+            };
+            (k.clone(), ls, allowed)
+        })
+        .collect();
+    out.sort_by(|a, b| (a.1.created, &a.0).cmp(&(b.1.created, &b.0)));
+    out
 }
 
 fn reference_granted(
@@ -1176,14 +1256,36 @@ fn attach_http_route(
     for (pi, pref) in parent_refs.iter().enumerate() {
         let group = pref.group.as_deref().unwrap_or(GATEWAY_GROUP);
         let kind = pref.kind.as_deref().unwrap_or("Gateway");
-        if group != GATEWAY_GROUP || kind != "Gateway" {
+        if group != GATEWAY_GROUP || !matches!(kind, "Gateway" | "ListenerSet") {
             continue;
         }
-        let gw_ns = pref
+        let parent_ns = pref
             .namespace
             .clone()
             .unwrap_or_else(|| key.namespace.clone());
-        let gw_key = NsName::new(gw_ns, pref.name.clone());
+        let parent_key = NsName::new(parent_ns, pref.name.clone());
+        // A ListenerSet parent selects its own listeners on its Gateway.
+        let (gw_key, owner) = if kind == "ListenerSet" {
+            let Some(ls) = store.listener_sets.get(&parent_key) else {
+                warn(
+                    format!(".spec.parentRefs[{pi}]"),
+                    format!("ListenerSet {parent_key} does not exist"),
+                );
+                continue;
+            };
+            let p = &ls.obj.spec.parent_ref;
+            (
+                NsName::new(
+                    p.namespace
+                        .clone()
+                        .unwrap_or_else(|| parent_key.namespace.clone()),
+                    p.name.clone(),
+                ),
+                Some(parent_key.clone()),
+            )
+        } else {
+            (parent_key.clone(), None)
+        };
         // Parents that are not our Gateways get no status from us.
         let Some(gw) = states.iter_mut().find(|s| s.key == gw_key) else {
             if !store.gateways.contains_key(&gw_key) {
@@ -1198,6 +1300,9 @@ fn attach_http_route(
         let mut allowed_any = false;
         let mut hostname_any = false;
         for l in &mut gw.listeners {
+            if l.owner != owner {
+                continue;
+            }
             if pref.section_name.as_ref().is_some_and(|s| *s != l.name) {
                 continue;
             }
@@ -1206,7 +1311,12 @@ fn attach_http_route(
             }
             matched_section = true;
             if !l.kinds.iter().any(|k| k == "HTTPRoute")
-                || !namespace_allowed(store, &l.allowed, &gw_key.namespace, &key.namespace)
+                || !namespace_allowed(
+                    store,
+                    &l.allowed,
+                    &l.owner.as_ref().unwrap_or(&gw_key).namespace,
+                    &key.namespace,
+                )
             {
                 continue;
             }
@@ -1302,9 +1412,9 @@ fn attach_http_route(
         }
         let mut parent_ref = serde_json::json!({
             "group": GATEWAY_GROUP,
-            "kind": "Gateway",
-            "namespace": gw_key.namespace,
-            "name": gw_key.name,
+            "kind": kind,
+            "namespace": parent_key.namespace,
+            "name": parent_key.name,
         });
         if let Some(s) = &pref.section_name {
             parent_ref["sectionName"] = s.clone().into();
@@ -1977,11 +2087,12 @@ fn gateway_status(
     st: &GatewayState<'_>,
     config: &mut Config,
     now: k8s_openapi::jiff::Timestamp,
-) -> ObjectStatus {
+) -> Vec<ObjectStatus> {
     let generation = st.obj.obj.metadata.generation;
     let mut listener_status = Vec::new();
     let mut by_port: BTreeMap<u16, Vec<&ListenerState>> = BTreeMap::new();
     let mut port_unavailable = false;
+    let mut ls_listener_status: HashMap<NsName, Vec<serde_json::Value>> = HashMap::new();
     for l in &st.listeners {
         let programmed = l.programmed() && st.address.is_ok();
         if l.accepted.1 == "PortUnavailable" {
@@ -2039,7 +2150,11 @@ fn gateway_status(
                 now,
             )
         });
-        listener_status.push(serde_json::json!({
+        let target = match &l.owner {
+            None => &mut listener_status,
+            Some(o) => ls_listener_status.entry(o.clone()).or_default(),
+        };
+        target.push(serde_json::json!({
             "name": l.name,
             "attachedRoutes": l.attached,
             "supportedKinds": l.kinds.iter().map(|k| serde_json::json!({"group": GATEWAY_GROUP, "kind": k})).collect::<Vec<_>>(),
@@ -2049,8 +2164,8 @@ fn gateway_status(
             by_port.entry(l.port).or_default().push(l);
         }
     }
-    let valid = st
-        .listeners
+    let own: Vec<&ListenerState> = st.listeners.iter().filter(|l| l.owner.is_none()).collect();
+    let valid = own
         .iter()
         .filter(|l| l.accepted.0 && l.resolved_refs.0 && l.conflicted.is_none())
         .count();
@@ -2087,7 +2202,7 @@ fn gateway_status(
                     generation,
                     now,
                 )
-            } else if valid == st.listeners.len() {
+            } else if valid == own.len() {
                 condition(
                     "Accepted",
                     true,
@@ -2103,8 +2218,8 @@ fn gateway_status(
                     "ListenersNotValid",
                     format!(
                         "{} of {} listeners are not valid",
-                        st.listeners.len() - valid,
-                        st.listeners.len()
+                        own.len() - valid,
+                        own.len()
                     ),
                     generation,
                     now,
@@ -2188,7 +2303,21 @@ fn gateway_status(
         }
     }
 
-    ObjectStatus {
+    let gateway_ok = accepted.status == "True" && programmed.status == "True";
+    let mut gw_status = serde_json::json!({
+        "addresses": addresses,
+        "conditions": gateway_conditions(st, accepted, programmed, generation, now),
+        "listeners": listener_status,
+    });
+    if !st.listener_sets.is_empty() {
+        gw_status["attachedListenerSets"] = st
+            .listener_sets
+            .iter()
+            .filter(|(_, _, a)| *a)
+            .count()
+            .into();
+    }
+    let mut out = vec![ObjectStatus {
         api_version: format!("{GATEWAY_GROUP}/v1"),
         kind: "Gateway".into(),
         metadata: StatusMeta {
@@ -2196,12 +2325,94 @@ fn gateway_status(
             name: st.key.name.clone(),
             generation,
         },
-        status: serde_json::json!({
-            "addresses": addresses,
-            "conditions": gateway_conditions(st, accepted, programmed, generation, now),
-            "listeners": listener_status,
-        }),
+        status: gw_status,
+    }];
+    for (ls_key, ls, allowed) in &st.listener_sets {
+        let g = ls.obj.metadata.generation;
+        let listeners = ls_listener_status.remove(ls_key).unwrap_or_default();
+        let conditions = if !allowed {
+            let msg = format!(
+                "Gateway {} does not allow ListenerSets from namespace {}",
+                st.key, ls_key.namespace
+            );
+            vec![
+                condition("Accepted", false, "NotAllowed", msg.clone(), g, now),
+                condition("Programmed", false, "NotAllowed", msg, g, now),
+            ]
+        } else if !gateway_ok {
+            let msg = format!("parent Gateway {} is not accepted and programmed", st.key);
+            vec![
+                condition("Accepted", false, "ParentNotAccepted", msg.clone(), g, now),
+                condition("Programmed", false, "ParentNotProgrammed", msg, g, now),
+            ]
+        } else {
+            let own: Vec<&ListenerState> = st
+                .listeners
+                .iter()
+                .filter(|l| l.owner.as_ref() == Some(ls_key))
+                .collect();
+            let valid = own.iter().filter(|l| l.programmed()).count();
+            if valid == own.len() {
+                vec![
+                    condition(
+                        "Accepted",
+                        true,
+                        "Accepted",
+                        "ListenerSet is accepted",
+                        g,
+                        now,
+                    ),
+                    condition(
+                        "Programmed",
+                        true,
+                        "Programmed",
+                        "ListenerSet is serving",
+                        g,
+                        now,
+                    ),
+                ]
+            } else {
+                let msg = format!(
+                    "{} of {} listeners are not valid",
+                    own.len() - valid,
+                    own.len()
+                );
+                vec![
+                    condition(
+                        "Accepted",
+                        valid > 0,
+                        "ListenersNotValid",
+                        msg.clone(),
+                        g,
+                        now,
+                    ),
+                    if valid > 0 {
+                        condition(
+                            "Programmed",
+                            true,
+                            "Programmed",
+                            "ListenerSet is serving its valid listeners",
+                            g,
+                            now,
+                        )
+                    } else {
+                        condition("Programmed", false, "Invalid", msg, g, now)
+                    },
+                ]
+            }
+        };
+        out.push(ObjectStatus {
+            api_version: format!("{GATEWAY_GROUP}/v1"),
+            kind: "ListenerSet".into(),
+            metadata: StatusMeta {
+                namespace: Some(ls_key.namespace.clone()),
+                name: ls_key.name.clone(),
+                generation: g,
+            },
+            status: serde_json::json!({"conditions": conditions, "listeners": listeners}),
+        });
     }
+    out
 }
 
 /// Accepted and Programmed, and ResolvedRefs when the Gateway itself references something
