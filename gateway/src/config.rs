@@ -23,6 +23,8 @@ pub struct Config {
     pub version: u64,
     /// Every socket the engine listens on, with what it serves.
     pub binds: HashMap<SocketAddr, Arc<Bind>>,
+    /// Egress allow-lists.
+    pub egress: Arc<crate::egress::policy::EgressPolicies>,
     /// The client certificate each Gateway presents to TLS backends (`spec.tls.backend`).
     pub backend_client_certs: HashMap<NsName, Arc<pingora::utils::tls::CertKey>>,
 }

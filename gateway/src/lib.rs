@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod egress;
 pub mod engine;
 pub mod metrics;
 pub mod resources;

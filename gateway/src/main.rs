@@ -62,6 +62,26 @@ enum Output {
 }
 
 #[derive(Subcommand)]
+enum EgressCommand {
+    /// Explain the decision for a connection without sending traffic. Exits 0 when allowed,
+    /// 3 when denied.
+    Check {
+        /// A manifest file or a folder of them.
+        #[arg(long, short = 'm')]
+        manifests: PathBuf,
+        /// The client address.
+        #[arg(long)]
+        from: IpAddr,
+        /// The destination, HOST:PORT.
+        #[arg(long)]
+        to: String,
+        /// HTTP (forward proxy), HTTPS (TLS, CONNECT or SNI) or TCP (CONNECT).
+        #[arg(long, default_value = "HTTPS")]
+        protocol: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Serve the Gateways of a folder of manifests, reloading on every change.
     Run {
@@ -79,6 +99,15 @@ enum Command {
         /// How long shutdown waits for open connections, in seconds.
         #[arg(long, default_value = "10")]
         drain_timeout: u64,
+        /// Run the egress forward proxy (HTTP absolute-form and CONNECT) on this address,
+        /// enforcing the EgressPolicies of the manifests.
+        #[arg(long)]
+        egress_listen: Option<SocketAddr>,
+    },
+    /// Egress policy tools.
+    Egress {
+        #[command(subcommand)]
+        command: EgressCommand,
     },
     /// Print the status a Gateway API controller would write for the manifests.
     Status {
@@ -105,6 +134,15 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
+        Command::Egress {
+            command:
+                EgressCommand::Check {
+                    manifests,
+                    from,
+                    to,
+                    protocol,
+                },
+        } => egress_check(&manifests, from, &to, &protocol),
         Command::Status { common, output } => {
             let mut opts = common.options();
             opts.now = k8s_openapi::jiff::Timestamp::now();
@@ -152,6 +190,7 @@ fn main() -> std::process::ExitCode {
             access_log,
             threads,
             drain_timeout,
+            egress_listen,
         } => {
             init_logging();
             let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -171,6 +210,7 @@ fn main() -> std::process::ExitCode {
                 admin_addr,
                 access_log: matches!(access_log, AccessLog::Json),
                 drain_timeout: Duration::from_secs(drain_timeout),
+                egress_addr: egress_listen,
             };
             match rt.block_on(standalone::run(opts)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
@@ -180,5 +220,67 @@ fn main() -> std::process::ExitCode {
                 }
             }
         }
+    }
+}
+
+fn egress_check(
+    manifests: &std::path::Path,
+    from: IpAddr,
+    to: &str,
+    protocol: &str,
+) -> std::process::ExitCode {
+    use gateway::egress::policy::{EgressPolicies, Host, Protocol};
+    let fail = |msg: String| {
+        eprintln!("error: {msg}");
+        std::process::ExitCode::FAILURE
+    };
+    let protocol = match protocol.to_ascii_uppercase().as_str() {
+        "HTTP" => Protocol::HTTP,
+        "HTTPS" | "TLS" => Protocol::HTTPS,
+        "TCP" => Protocol::TCP,
+        other => return fail(format!("--protocol {other:?}: use HTTP, HTTPS or TCP")),
+    };
+    let Some((host, port)) = to.rsplit_once(':') else {
+        return fail(format!("--to {to:?}: use HOST:PORT"));
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return fail(format!("--to {to:?}: {port:?} is not a port"));
+    };
+    let store = match gateway::resources::load_path(manifests) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string().trim_end().to_string()),
+    };
+    let policies = match EgressPolicies::compile(
+        store.egress_policies.iter().map(|(k, p)| (k, &p.obj.spec)),
+    ) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("{e:?}")),
+    };
+    let host = Host::parse(host);
+    let d = policies.decide(from, &host, port, protocol);
+    let verdict = if !d.allowed {
+        "DENIED"
+    } else if d.audit {
+        "ALLOWED (audit)"
+    } else {
+        "ALLOWED"
+    };
+    let mut out = format!("{verdict}: {from} -> {host}:{port} ({protocol:?})\n");
+    match (&d.policy, &d.rule) {
+        (Some(p), Some(r)) => out.push_str(&format!("  by EgressPolicy {p}, rule {r}\n")),
+        _ => out.push_str(&format!("  {}\n", d.reason)),
+    }
+    if !d.static_endpoints.is_empty() {
+        let eps: Vec<String> = d.static_endpoints.iter().map(|e| e.to_string()).collect();
+        out.push_str(&format!(
+            "  connects to static endpoints {}\n",
+            eps.join(", ")
+        ));
+    }
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
+    if d.allowed {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(3)
     }
 }

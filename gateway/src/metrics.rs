@@ -18,6 +18,8 @@ pub struct Metrics {
     /// Configuration reloads by result (applied, rejected).
     pub reloads: IntCounterVec,
     pub config_version: IntGauge,
+    /// Egress decisions by decision (allowed, audit, denied), policy and destination.
+    pub egress_decisions: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -72,8 +74,14 @@ impl Metrics {
             "Version of the configuration being served",
         )
         .expect("valid metric");
+        let egress_decisions = IntCounterVec::new(
+            Opts::new("sluice_egress_decisions_total", "Egress decisions"),
+            &["decision", "policy", "destination"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(egress_decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(upstream_connect_errors.clone()),
             Box::new(tls_handshake_errors.clone()),
@@ -90,6 +98,7 @@ impl Metrics {
             tls_handshake_errors,
             reloads,
             config_version,
+            egress_decisions,
         }
     }
 

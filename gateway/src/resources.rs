@@ -82,6 +82,7 @@ pub struct Store {
     pub config_maps: BTreeMap<NsName, Object<ConfigMap>>,
     pub backend_tls_policies: BTreeMap<NsName, Object<BackendTlsPolicy>>,
     pub listener_sets: BTreeMap<NsName, Object<ListenerSet>>,
+    pub egress_policies: BTreeMap<NsName, Object<crate::egress::policy::EgressPolicy>>,
     /// Objects of kinds the gateway does not use (kept so `status` can say they were skipped).
     pub skipped: Vec<(Source, String)>,
 }
@@ -344,6 +345,14 @@ impl Loader {
             (GATEWAY_GROUP, "HTTPRoute") => {
                 insert!(http_routes, HttpRoute, key, ["v1", "v1beta1"])
             }
+            (crate::egress::POLICY_GROUP, "EgressPolicy") => {
+                insert!(
+                    egress_policies,
+                    crate::egress::policy::EgressPolicy,
+                    key,
+                    ["v1alpha1"]
+                )
+            }
             (GATEWAY_GROUP, "ListenerSet") => {
                 insert!(listener_sets, ListenerSet, key, ["v1", "v1alpha1"])
             }
@@ -366,6 +375,22 @@ impl Loader {
     /// translation, which reports them in status as the Gateway API defines).
     pub fn finish(mut self) -> Result<Store, LoadErrors> {
         self.errors.extend(crate::validate::validate(&self.store));
+        let specs = self
+            .store
+            .egress_policies
+            .iter()
+            .map(|(k, p)| (k, &p.obj.spec));
+        if let Err(errs) = crate::egress::policy::EgressPolicies::compile(specs) {
+            for (key, (field, message)) in errs {
+                let origin = self.store.egress_policies[&key].source.clone();
+                self.errors.push(ManifestError {
+                    origin,
+                    object: format!("EgressPolicy {key}"),
+                    field,
+                    message,
+                });
+            }
+        }
         if self.errors.is_empty() {
             Ok(self.store)
         } else {

@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub access_log: bool,
     /// How long shutdown waits for open connections.
     pub drain_timeout: Duration,
+    /// Where the egress forward proxy listens, if anywhere.
+    pub egress_addr: Option<SocketAddr>,
 }
 
 /// Loads and translates the manifests under `path`. Objects without `metadata.generation`
@@ -66,6 +68,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on admin address {}: {e}", opts.admin_addr))?;
 
     apply(&engine, &admin_state, first, &metrics).await;
+    if let Some(addr) = opts.egress_addr {
+        crate::egress::serve(addr, engine.state.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on egress address {addr}: {e}"))?;
+    }
     admin_state.ready.store(true, Ordering::Release);
 
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();

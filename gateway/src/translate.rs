@@ -345,6 +345,13 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         version: opts.version,
         binds: HashMap::new(),
         backend_client_certs: HashMap::new(),
+        // Checked when the manifests were loaded; a store built otherwise gets no policies.
+        egress: Arc::new(
+            crate::egress::policy::EgressPolicies::compile(
+                store.egress_policies.iter().map(|(k, p)| (k, &p.obj.spec)),
+            )
+            .unwrap_or_default(),
+        ),
     };
     let our_gateways: HashSet<NsName> = states.iter().map(|s| s.key.clone()).collect();
     for st in states {

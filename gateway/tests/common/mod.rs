@@ -31,6 +31,27 @@ pub async fn echo(name: &str) -> EchoServer {
     echo_in("default", name).await
 }
 
+/// An echo backend serving TLS with a certificate from `ca` for `names`.
+pub async fn tls_echo(name: &str, ca: &TestCa, names: &[&str]) -> EchoServer {
+    let (cert, key) = ca.issue(names);
+    conformance::echo::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Identity {
+            namespace: "default".into(),
+            service: name.into(),
+            pod: format!("{name}-0"),
+            ..Identity::default()
+        },
+        Some(conformance::echo::TlsFiles {
+            cert_pem: cert.into_bytes(),
+            key_pem: key.into_bytes(),
+            client_ca_pem: None,
+        }),
+    )
+    .await
+    .expect("TLS echo backend starts")
+}
+
 pub async fn echo_in(namespace: &str, name: &str) -> EchoServer {
     conformance::echo::serve(
         "127.0.0.1:0".parse().unwrap(),

@@ -1,0 +1,277 @@
+//! The egress gateway: an HTTP forward proxy (absolute-form requests and `CONNECT`) that lets
+//! workloads reach only what EgressPolicies allow.
+//!
+//! Decisions use the name the client asked for (absolute URI host or CONNECT authority), and the
+//! gateway resolves that name itself: a client never chooses the IP address behind an allowed
+//! name. Inside a CONNECT tunnel, a TLS ClientHello whose SNI differs from the CONNECT host is
+//! refused. Every decision is logged with its policy and rule, and counted in `/metrics`.
+
+pub mod policy;
+pub mod sni;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
+
+use crate::engine::EngineState;
+use policy::{Decision, Host, Protocol};
+
+/// The API group of our own policies.
+pub const POLICY_GROUP: &str = "policy.sluice.dev";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+fn text(code: StatusCode, reason: &str) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "text/plain")
+        .header("x-sluice-egress-reason", reason)
+        .body(
+            Full::new(Bytes::from(format!("{reason}\n")))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .unwrap_or_default()
+}
+
+/// Starts the forward proxy on `addr`; policies are read from the current snapshot per request.
+pub async fn serve(addr: SocketAddr, state: Arc<EngineState>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    info!(addr = %local, "egress proxy listening");
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "egress accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let state = state.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(state, peer, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+fn record(state: &EngineState, peer: SocketAddr, host: &Host, port: u16, kind: &str, d: &Decision) {
+    let decision = if !d.allowed {
+        "denied"
+    } else if d.audit {
+        "audit"
+    } else {
+        "allowed"
+    };
+    let destination = format!("{host}:{port}");
+    state
+        .metrics
+        .egress_decisions
+        .with_label_values(&[decision, d.policy.as_deref().unwrap_or(""), &destination])
+        .inc();
+    if state.access_log {
+        crate::access_log::write_line(&serde_json::json!({
+            "time": k8s_openapi::jiff::Timestamp::now().to_string(),
+            "egress": kind,
+            "source": peer.to_string(),
+            "destination": destination,
+            "decision": decision,
+            "policy": d.policy,
+            "rule": d.rule,
+            "reason": d.reason,
+        }));
+    }
+}
+
+/// The addresses to connect to: the rule's static endpoints, the IP literal a CIDR rule
+/// allowed, or the name resolved by the gateway.
+async fn addresses(host: &Host, port: u16, d: &Decision) -> std::io::Result<Vec<SocketAddr>> {
+    if !d.static_endpoints.is_empty() {
+        return Ok(d.static_endpoints.clone());
+    }
+    match host {
+        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
+        Host::Name(n) => Ok(tokio::net::lookup_host((n.as_str(), port)).await?.collect()),
+    }
+}
+
+async fn connect(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    for a in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(a)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => last = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+        }
+    }
+    Err(last)
+}
+
+async fn handle(
+    state: Arc<EngineState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let policies = state.config.load().egress.clone();
+    if req.method() == Method::CONNECT {
+        let Some(authority) = req.uri().authority().cloned() else {
+            return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+        };
+        let Some(port) = authority.port_u16() else {
+            return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+        };
+        let host = Host::parse(authority.host());
+        let d = policies.decide_any(peer.ip(), &host, port, &[Protocol::HTTPS, Protocol::TCP]);
+        record(&state, peer, &host, port, "connect", &d);
+        if !d.allowed {
+            return text(StatusCode::FORBIDDEN, &d.reason);
+        }
+        let upstream = match addresses(&host, port, &d).await {
+            Ok(a) => match connect(&a).await {
+                Ok(s) => s,
+                Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("cannot connect: {e}")),
+            },
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("cannot resolve {host}: {e}"),
+                )
+            }
+        };
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => tunnel(TokioIo::new(upgraded), upstream, host).await,
+                Err(e) => debug!(error = %e, "CONNECT upgrade failed"),
+            }
+        });
+        return Response::new(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+    }
+
+    // Absolute-form: http://host[:port]/path
+    let Some(authority) = req.uri().authority().cloned() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "a forward proxy needs an absolute URI or CONNECT",
+        );
+    };
+    if req.uri().scheme_str() != Some("http") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "only http:// is proxied in absolute form; use CONNECT for TLS",
+        );
+    }
+    let port = authority.port_u16().unwrap_or(80);
+    let host = Host::parse(authority.host());
+    // The Host header must name the same destination as the URI.
+    if let Some(h) = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        let hh = Host::parse(h.rsplit_once(':').map(|(a, _)| a).unwrap_or(h));
+        if hh != host {
+            let d = Decision {
+                allowed: false,
+                audit: false,
+                policy: None,
+                rule: None,
+                reason: "denied: Host header does not match the request URI".into(),
+                static_endpoints: Vec::new(),
+            };
+            record(&state, peer, &host, port, "http", &d);
+            return text(StatusCode::FORBIDDEN, &d.reason);
+        }
+    }
+    let d = policies.decide(peer.ip(), &host, port, Protocol::HTTP);
+    record(&state, peer, &host, port, "http", &d);
+    if !d.allowed {
+        return text(StatusCode::FORBIDDEN, &d.reason);
+    }
+    let upstream = match addresses(&host, port, &d).await {
+        Ok(a) => match connect(&a).await {
+            Ok(s) => s,
+            Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("cannot connect: {e}")),
+        },
+        Err(e) => {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                &format!("cannot resolve {host}: {e}"),
+            )
+        }
+    };
+    let (mut sender, conn) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
+            Ok(x) => x,
+            Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("upstream: {e}")),
+        };
+    tokio::spawn(conn);
+    let (mut parts, body) = req.into_parts();
+    // Origin-form towards the destination.
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .parse()
+        .unwrap_or_default();
+    parts.headers.remove("proxy-connection");
+    parts.headers.remove("proxy-authorization");
+    match sender.send_request(Request::from_parts(parts, body)).await {
+        Ok(resp) => resp.map(|b| b.boxed()),
+        Err(e) => text(StatusCode::BAD_GATEWAY, &format!("upstream: {e}")),
+    }
+}
+
+/// Copies bytes both ways. The first bytes from the client are checked first: a TLS
+/// ClientHello must name the CONNECT host in its SNI.
+async fn tunnel<C>(mut client: C, mut upstream: TcpStream, host: Host)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut first = vec![0u8; 16 * 1024];
+    let n = match tokio::time::timeout(Duration::from_secs(30), client.read(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => n,
+        _ => return,
+    };
+    first.truncate(n);
+    if let Some(sni) = sni::server_name(&first) {
+        if Host::parse(&sni) != host {
+            warn!(%sni, %host, "CONNECT tunnel refused: SNI does not match the CONNECT host");
+            return;
+        }
+    }
+    if upstream.write_all(&first).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}

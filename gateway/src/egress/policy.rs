@@ -1,0 +1,434 @@
+//! EgressPolicy: which destinations which sources may reach. Default deny; the first rule that
+//! matches decides, and every decision names the policy and rule that made it.
+//!
+//! Policies are evaluated in `namespace/name` order, rules in the order written. A rule matches
+//! when the source is one of its policy's sources, and the destination matches its hosts (or
+//! CIDRs), ports and protocols.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::resources::NsName;
+
+/// The EgressPolicy resource (`policy.sluice.dev/v1alpha1`), as written in manifests.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EgressPolicy {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    pub spec: EgressPolicySpec,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EgressPolicySpec {
+    /// Who the policy applies to. Empty: every source.
+    #[serde(default)]
+    pub sources: Vec<Source>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Source {
+    /// Client addresses (standalone mode, or sources outside the mesh).
+    pub cidr: Option<String>,
+    /// Workloads of a namespace (cluster mode).
+    pub namespace: Option<String>,
+    /// Workloads running as this service account (cluster mode).
+    pub service_account: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum Action {
+    /// Allow the connection.
+    #[default]
+    Allow,
+    /// Allow it and log it as audited: a rule being rolled out.
+    Audit,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// Plain HTTP through the forward proxy.
+    HTTP,
+    /// TLS: CONNECT tunnels and SNI passthrough.
+    HTTPS,
+    /// Any TCP through CONNECT.
+    TCP,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rule {
+    pub name: String,
+    #[serde(default)]
+    pub action: Action,
+    /// Exact names, or `*.` wildcards that match one or more labels (never the bare domain).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Destination networks; the only way to allow a destination given as an IP address.
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    /// Destination ports. Empty: any port.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Empty: any protocol.
+    #[serde(default)]
+    pub protocols: Vec<Protocol>,
+    /// Send allowed connections to these addresses instead of resolving the name with DNS
+    /// (like an Istio ServiceEntry with STATIC resolution).
+    #[serde(default)]
+    pub static_endpoints: Vec<SocketAddr>,
+}
+
+/// A destination as the client asked for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Host {
+    Name(String),
+    Ip(IpAddr),
+}
+
+impl Host {
+    pub fn parse(s: &str) -> Host {
+        let s = s.trim_start_matches('[').trim_end_matches(']');
+        match s.parse::<IpAddr>() {
+            Ok(ip) => Host::Ip(ip),
+            Err(_) => Host::Name(s.trim_end_matches('.').to_ascii_lowercase()),
+        }
+    }
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Host::Name(n) => f.write_str(n),
+            Host::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// What evaluation decided, and why.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    pub allowed: bool,
+    pub audit: bool,
+    /// `namespace/name` of the deciding policy, if a rule matched.
+    pub policy: Option<String>,
+    pub rule: Option<String>,
+    pub reason: String,
+    /// Where to connect instead of resolving the name (static endpoints of the rule).
+    #[serde(skip)]
+    pub static_endpoints: Vec<SocketAddr>,
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+struct CompiledRule {
+    name: String,
+    action: Action,
+    exact: Vec<String>,
+    /// Suffixes with their leading dot.
+    wildcards: Vec<String>,
+    cidrs: Vec<IpNet>,
+    ports: Vec<u16>,
+    protocols: Vec<Protocol>,
+    static_endpoints: Vec<SocketAddr>,
+}
+
+#[derive(Debug)]
+struct CompiledPolicy {
+    key: NsName,
+    sources: Vec<IpNet>,
+    any_source: bool,
+    rules: Vec<CompiledRule>,
+}
+
+/// All policies, ready to evaluate.
+#[derive(Debug, Default)]
+pub struct EgressPolicies {
+    policies: Vec<CompiledPolicy>,
+}
+
+/// A policy field that does not parse: (field path, message).
+pub type FieldError = (String, String);
+
+/// Checks one policy and compiles it.
+fn compile(key: &NsName, spec: &EgressPolicySpec) -> Result<CompiledPolicy, FieldError> {
+    let mut sources = Vec::new();
+    let any_source = spec.sources.is_empty();
+    for (i, s) in spec.sources.iter().enumerate() {
+        match (&s.cidr, &s.namespace, &s.service_account) {
+            (Some(c), None, None) => sources.push(
+                c.parse::<IpNet>()
+                    .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|e| (format!(".spec.sources[{i}].cidr"), format!("{c:?}: {e}")))?,
+            ),
+            (None, Some(_), _) | (None, None, Some(_)) => {
+                // Workload identity is known only in cluster mode (the mesh). Standalone, such a
+                // source matches nothing; it is not an error, the policy is shared with the mesh.
+            }
+            (None, None, None) => {
+                return Err((
+                    format!(".spec.sources[{i}]"),
+                    "a source needs cidr, namespace or serviceAccount".into(),
+                ))
+            }
+            _ => {
+                return Err((
+                    format!(".spec.sources[{i}]"),
+                    "cidr cannot be combined with namespace or serviceAccount".into(),
+                ))
+            }
+        }
+    }
+    let mut rules = Vec::new();
+    for (i, r) in spec.rules.iter().enumerate() {
+        let f = |s: &str| format!(".spec.rules[{i}].{s}");
+        if r.name.is_empty() {
+            return Err((f("name"), "every rule needs a name".into()));
+        }
+        if r.hosts.is_empty() && r.cidrs.is_empty() {
+            return Err((f("hosts"), "a rule needs hosts or cidrs".into()));
+        }
+        let mut exact = Vec::new();
+        let mut wildcards = Vec::new();
+        for (j, h) in r.hosts.iter().enumerate() {
+            let h = h.to_ascii_lowercase();
+            match h.strip_prefix('*') {
+                Some(suffix)
+                    if suffix.starts_with('.') && crate::validate::is_hostname(&h, true) =>
+                {
+                    wildcards.push(suffix.to_string())
+                }
+                None if crate::validate::is_hostname(&h, false) => exact.push(h),
+                _ => {
+                    return Err((
+                        f(&format!("hosts[{j}]")),
+                        format!(
+                            "{h:?} is not a hostname or a `*.` wildcard (IP addresses go in cidrs)"
+                        ),
+                    ))
+                }
+            }
+        }
+        let mut cidrs = Vec::new();
+        for (j, c) in r.cidrs.iter().enumerate() {
+            cidrs.push(
+                c.parse::<IpNet>()
+                    .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|e| (f(&format!("cidrs[{j}]")), format!("{c:?}: {e}")))?,
+            );
+        }
+        if r.ports.contains(&0) {
+            return Err((f("ports"), "port 0 is not a port".into()));
+        }
+        rules.push(CompiledRule {
+            name: r.name.clone(),
+            action: r.action,
+            exact,
+            wildcards,
+            cidrs,
+            ports: r.ports.clone(),
+            protocols: r.protocols.clone(),
+            static_endpoints: r.static_endpoints.clone(),
+        });
+    }
+    Ok(CompiledPolicy {
+        key: key.clone(),
+        sources,
+        any_source,
+        rules,
+    })
+}
+
+impl EgressPolicies {
+    /// Compiles every policy, in `namespace/name` order. Errors name the policy's field.
+    pub fn compile<'a>(
+        policies: impl IntoIterator<Item = (&'a NsName, &'a EgressPolicySpec)>,
+    ) -> Result<Self, Vec<(NsName, FieldError)>> {
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        for (key, spec) in policies {
+            match compile(key, spec) {
+                Ok(p) => out.push(p),
+                Err(e) => errors.push((key.clone(), e)),
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        if errors.is_empty() {
+            Ok(EgressPolicies { policies: out })
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// Decides whether `source` may reach `host:port` with `protocol`.
+    pub fn decide(&self, source: IpAddr, host: &Host, port: u16, protocol: Protocol) -> Decision {
+        self.decide_any(source, host, port, &[protocol])
+    }
+
+    /// Like `decide`, for a connection that may carry any of `protocols` (a CONNECT tunnel
+    /// carries TLS or plain TCP).
+    pub fn decide_any(
+        &self,
+        source: IpAddr,
+        host: &Host,
+        port: u16,
+        protocols: &[Protocol],
+    ) -> Decision {
+        for p in &self.policies {
+            if !p.any_source && !p.sources.iter().any(|n| n.contains(&source)) {
+                continue;
+            }
+            for r in &p.rules {
+                if !r.ports.is_empty() && !r.ports.contains(&port) {
+                    continue;
+                }
+                if !r.protocols.is_empty() && !r.protocols.iter().any(|p| protocols.contains(p)) {
+                    continue;
+                }
+                let matched = match host {
+                    Host::Name(n) => {
+                        r.exact.iter().any(|e| e == n)
+                            || r.wildcards
+                                .iter()
+                                .any(|w| crate::config::wildcard_matches(w, n))
+                    }
+                    // An IP literal is allowed only by a CIDR, never by a hostname rule.
+                    Host::Ip(ip) => r.cidrs.iter().any(|c| c.contains(ip)),
+                };
+                if matched {
+                    return Decision {
+                        allowed: true,
+                        audit: r.action == Action::Audit,
+                        policy: Some(p.key.to_string()),
+                        rule: Some(r.name.clone()),
+                        reason: match r.action {
+                            Action::Allow => "allowed".into(),
+                            Action::Audit => "allowed (audit)".into(),
+                        },
+                        static_endpoints: r.static_endpoints.clone(),
+                    };
+                }
+            }
+        }
+        Decision {
+            allowed: false,
+            audit: false,
+            policy: None,
+            rule: None,
+            reason: match host {
+                Host::Ip(_) => {
+                    "denied: no rule allows this IP address (IP destinations need a cidrs rule)"
+                        .into()
+                }
+                Host::Name(_) => "denied: no rule allows this destination".into(),
+            },
+            static_endpoints: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policies(yaml: &str) -> EgressPolicies {
+        let spec: EgressPolicySpec = serde_yaml::from_str(yaml).unwrap();
+        let key = NsName::new("default", "p");
+        EgressPolicies::compile([(&key, &spec)]).unwrap()
+    }
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn wildcards_need_a_label() {
+        let p = policies("rules: [{name: r, hosts: ['*.example.com']}]");
+        assert!(
+            p.decide(LOCAL, &Host::parse("api.example.com"), 443, Protocol::HTTPS)
+                .allowed
+        );
+        assert!(
+            p.decide(LOCAL, &Host::parse("a.b.example.com"), 443, Protocol::HTTPS)
+                .allowed
+        );
+        assert!(
+            !p.decide(LOCAL, &Host::parse("example.com"), 443, Protocol::HTTPS)
+                .allowed
+        );
+        assert!(
+            !p.decide(LOCAL, &Host::parse("badexample.com"), 443, Protocol::HTTPS)
+                .allowed
+        );
+    }
+
+    #[test]
+    fn default_deny_and_explanations() {
+        let p = policies(
+            "rules: [{name: github, hosts: [api.github.com], ports: [443], protocols: [HTTPS]}]",
+        );
+        let d = p.decide(LOCAL, &Host::parse("api.github.com"), 443, Protocol::HTTPS);
+        assert_eq!(
+            (d.allowed, d.policy.as_deref(), d.rule.as_deref()),
+            (true, Some("default/p"), Some("github"))
+        );
+        assert!(
+            !p.decide(LOCAL, &Host::parse("api.github.com"), 80, Protocol::HTTP)
+                .allowed
+        );
+        assert!(
+            !p.decide(LOCAL, &Host::parse("evil.example"), 443, Protocol::HTTPS)
+                .allowed
+        );
+    }
+
+    #[test]
+    fn ip_literals_only_by_cidr() {
+        let p = policies(
+            "rules: [{name: n, hosts: [localhost.example]}, {name: c, cidrs: [10.0.0.0/8]}]",
+        );
+        assert!(
+            !p.decide(LOCAL, &Host::parse("127.0.0.1"), 80, Protocol::HTTP)
+                .allowed
+        );
+        let d = p.decide(LOCAL, &Host::parse("10.1.2.3"), 80, Protocol::HTTP);
+        assert_eq!(d.rule.as_deref(), Some("c"));
+        assert!(d.allowed);
+    }
+
+    #[test]
+    fn sources_and_audit() {
+        let p = policies(
+            "sources: [{cidr: 127.0.0.0/8}]\nrules: [{name: a, action: Audit, hosts: [x.example]}]",
+        );
+        let d = p.decide(LOCAL, &Host::parse("x.example"), 80, Protocol::HTTP);
+        assert!(d.allowed && d.audit);
+        assert!(
+            !p.decide(
+                "192.0.2.1".parse().unwrap(),
+                &Host::parse("x.example"),
+                80,
+                Protocol::HTTP
+            )
+            .allowed
+        );
+    }
+
+    #[test]
+    fn invalid_rules_name_the_field() {
+        let spec: EgressPolicySpec =
+            serde_yaml::from_str("rules: [{name: r, hosts: ['exa mple.com']}]").unwrap();
+        let key = NsName::new("default", "p");
+        let err = EgressPolicies::compile([(&key, &spec)]).unwrap_err();
+        assert_eq!(err[0].1 .0, ".spec.rules[0].hosts[0]");
+    }
+}

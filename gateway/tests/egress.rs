@@ -1,0 +1,317 @@
+//! The egress gateway through the real binary: allow-lists for HTTP (absolute form) and CONNECT,
+//! wildcard depth, IP-literal and Host/SNI mismatch refusal, audit mode, live policy changes
+//! and the explain command. Destinations are local servers reached through static endpoints.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn policy(http: SocketAddr, tls: SocketAddr, extra_rule: &str) -> String {
+    format!(
+        "apiVersion: policy.sluice.dev/v1alpha1
+kind: EgressPolicy
+metadata: {{name: outbound, namespace: default}}
+spec:
+  sources: [{{cidr: 127.0.0.0/8}}]
+  rules:
+  - name: api
+    hosts: [api.example.test]
+    ports: [80]
+    protocols: [HTTP]
+    staticEndpoints: ['{http}']
+  - name: secure
+    hosts: ['*.secure.test']
+    ports: [443]
+    protocols: [HTTPS]
+    staticEndpoints: ['{tls}']
+  - name: audited
+    action: Audit
+    hosts: [audited.test]
+    staticEndpoints: ['{http}']
+{extra_rule}"
+    )
+}
+
+struct Egress {
+    gw: Gateway,
+    proxy: SocketAddr,
+    ca: TestCa,
+    http: EchoServer,
+}
+
+async fn start(extra_rule: &str) -> Egress {
+    let ca = TestCa::new();
+    let http = echo("api").await;
+    let tls = tls_echo("secure", &ca, &["www.secure.test", "other.secure.test"]).await;
+    let ip = unique_ip();
+    let proxy = SocketAddr::new(ip, 3128);
+    let gw = Gateway::start_with(
+        &[("egress.yaml", policy(http.addr, tls.addr, extra_rule))],
+        &["--egress-listen", &proxy.to_string()],
+    )
+    .await;
+    // The proxy listens once the gateway is ready; the first connection proves it.
+    Egress {
+        gw,
+        proxy,
+        ca,
+        http,
+    }
+}
+
+fn proxied(e: &Egress) -> reqwest::Client {
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{}", e.proxy)).unwrap())
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(e.ca.reqwest_cert())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_and_connect_allow_lists() {
+    let e = start("").await;
+    let c = proxied(&e);
+    // Allowed plain HTTP in absolute form, sent to the static endpoint.
+    let r = c.get("http://api.example.test/hello").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["service"].as_str(), body["path"].as_str()),
+        (Some("api"), Some("/hello"))
+    );
+    assert_eq!(body["host"], "api.example.test");
+    // Denied: another name, another port, and the allowed name over HTTPS (not allowed).
+    let r = c.get("http://evil.example.test/").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers()["x-sluice-egress-reason"]
+        .to_str()
+        .unwrap()
+        .starts_with("denied"));
+    assert_eq!(
+        c.get("http://api.example.test:8080/")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert!(c.get("https://api.example.test/").send().await.is_err());
+
+    // CONNECT to a wildcard name: TLS end to end with the destination's certificate.
+    let r = c
+        .get("https://www.secure.test/tunnel")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["service"], "secure");
+    assert_eq!(body["tls"]["serverName"], "www.secure.test");
+    // `*.secure.test` does not allow `secure.test`.
+    assert!(c.get("https://secure.test/").send().await.is_err());
+
+    // IP literals need a CIDR rule, even when the IP is where an allowed name points.
+    let r = c
+        .get(format!("http://{}/", e.http.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers()["x-sluice-egress-reason"]
+        .to_str()
+        .unwrap()
+        .contains("IP"));
+
+    // Every decision is counted.
+    let metrics = e.gw.admin_text("/metrics").await;
+    assert!(metrics.contains(r#"sluice_egress_decisions_total{decision="allowed",destination="api.example.test:80",policy="default/outbound"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"decision="denied""#), "{metrics}");
+}
+
+/// Absolute-form with a Host header naming another destination, and a CONNECT tunnel whose TLS
+/// ClientHello names another host, are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_and_sni_mismatch_are_refused() {
+    let e = start("").await;
+    // Host header mismatch.
+    let mut s = tokio::net::TcpStream::connect(e.proxy).await.unwrap();
+    s.write_all(b"GET http://api.example.test/ HTTP/1.1\r\nHost: evil.example.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+
+    // CONNECT www.secure.test, then a ClientHello for other.secure.test (also allowed by the
+    // wildcard, and covered by the destination's certificate): refused all the same.
+    let handshake = |sni: &'static str| {
+        let ca = e.ca.cert_pem.clone();
+        let proxy = e.proxy;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+            s.write_all(
+                b"CONNECT www.secure.test:443 HTTP/1.1\r\nHost: www.secure.test:443\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                .connect(sni.try_into().unwrap(), s)
+                .await
+                .map(|_| ())
+        }
+    };
+    assert!(handshake("www.secure.test").await.is_ok());
+    assert!(handshake("other.secure.test").await.is_err());
+}
+
+/// Audit rules allow and say so in the access log.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_rules_allow_and_log() {
+    let e = start("").await;
+    let r = proxied(&e)
+        .get("http://audited.test/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let lines = e.gw.stdout.lock().unwrap().clone();
+        if let Some(l) = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["destination"] == "audited.test:80")
+        {
+            assert_eq!(l["decision"], "audit");
+            assert_eq!(l["rule"], "audited");
+            assert_eq!(l["policy"], "default/outbound");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access log line for the audited request"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A policy change applies live; an invalid policy is refused with its field and the last good
+/// policies stay in force.
+#[tokio::test(flavor = "multi_thread")]
+async fn policies_reload_live() {
+    let e = start("").await;
+    let c = proxied(&e);
+    assert_eq!(
+        c.get("http://new.example.test/")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let v = e.gw.config_version().await;
+    let tls_addr = "127.0.0.1:9"; // not used by this test
+    let text = policy(
+        e.http.addr,
+        tls_addr.parse().unwrap(),
+        "  - name: new\n    hosts: [new.example.test]\n",
+    );
+    e.gw.write("egress.yaml", &text);
+    let v = e.gw.wait_version_above(v).await;
+    assert_eq!(
+        c.get("http://new.example.test/")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        502,
+        "allowed now; DNS cannot resolve it"
+    );
+    e.gw.write(
+        "egress.yaml",
+        &text.replace("hosts: [new.example.test]", "hosts: ['bad host']"),
+    );
+    let line = e.gw.wait_stderr("bad host").await;
+    assert!(
+        line.contains("EgressPolicy default/outbound") && line.contains(".spec.rules[3].hosts[0]"),
+        "{line}"
+    );
+    assert_eq!(e.gw.config_version().await, v);
+    assert_eq!(
+        c.get("http://api.example.test/")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+/// `gateway egress check` explains decisions without traffic.
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_command() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        policy(
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+            "",
+        ),
+    )
+    .unwrap();
+    let check = |to: &str, protocol: &str| {
+        std::process::Command::new(gateway_bin())
+            .args([
+                "egress",
+                "check",
+                "--from",
+                "127.0.0.1",
+                "--to",
+                to,
+                "--protocol",
+                protocol,
+                "--manifests",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = check("www.secure.test:443", "HTTPS");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("ALLOWED: 127.0.0.1 -> www.secure.test:443"),
+        "{text}"
+    );
+    assert!(
+        text.contains("by EgressPolicy default/outbound, rule secure"),
+        "{text}"
+    );
+    assert!(text.contains("static endpoints 127.0.0.1:2"), "{text}");
+    let out = check("secure.test:443", "HTTPS");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("DENIED"));
+    let out = check("audited.test:80", "HTTP");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ALLOWED (audit)"));
+}
