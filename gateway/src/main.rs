@@ -103,6 +103,11 @@ enum Command {
         /// enforcing the EgressPolicies of the manifests.
         #[arg(long)]
         egress_listen: Option<SocketAddr>,
+        /// Run the egress TLS passthrough listener on this address: it decides on each
+        /// connection's SNI (the destination port is this listener's port) without terminating
+        /// TLS.
+        #[arg(long)]
+        egress_tls_listen: Option<SocketAddr>,
     },
     /// Egress policy tools.
     Egress {
@@ -191,6 +196,7 @@ fn main() -> std::process::ExitCode {
             threads,
             drain_timeout,
             egress_listen,
+            egress_tls_listen,
         } => {
             init_logging();
             let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -211,6 +217,7 @@ fn main() -> std::process::ExitCode {
                 access_log: matches!(access_log, AccessLog::Json),
                 drain_timeout: Duration::from_secs(drain_timeout),
                 egress_addr: egress_listen,
+                egress_sni_addr: egress_tls_listen,
             };
             match rt.block_on(standalone::run(opts)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,

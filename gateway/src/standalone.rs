@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// Where the egress forward proxy listens, if anywhere.
     pub egress_addr: Option<SocketAddr>,
+    /// Where the egress TLS passthrough (SNI) listener listens, if anywhere.
+    pub egress_sni_addr: Option<SocketAddr>,
 }
 
 /// Loads and translates the manifests under `path`. Objects without `metadata.generation`
@@ -72,6 +74,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         crate::egress::serve(addr, engine.state.clone())
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on egress address {addr}: {e}"))?;
+    }
+    if let Some(addr) = opts.egress_sni_addr {
+        crate::egress::serve_sni(addr, engine.state.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on egress TLS address {addr}: {e}"))?;
     }
     admin_state.ready.store(true, Ordering::Release);
 

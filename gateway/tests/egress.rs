@@ -315,3 +315,98 @@ async fn explain_command() {
     let out = check("audited.test:80", "HTTP");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ALLOWED (audit)"));
 }
+
+/// The TLS passthrough listener decides on the SNI without terminating TLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_passthrough_by_sni() {
+    let ca = TestCa::new();
+    let http = echo("api").await;
+    let tls = tls_echo("secure", &ca, &["www.secure.test"]).await;
+    let ip = unique_ip();
+    let sni_addr = SocketAddr::new(ip, 443);
+    let gw = Gateway::start_with(
+        &[("egress.yaml", policy(http.addr, tls.addr, ""))],
+        &["--egress-tls-listen", &sni_addr.to_string()],
+    )
+    .await;
+    let client = |name: &str| {
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca.reqwest_cert())
+            .resolve(name, sni_addr)
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap()
+    };
+    let r = client("www.secure.test")
+        .get("https://www.secure.test/sni")
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["service"].as_str(), body["tls"]["serverName"].as_str()),
+        (Some("secure"), Some("www.secure.test"))
+    );
+    // Not allowed: the connection is closed before any TLS answer.
+    assert!(client("evil.test")
+        .get("https://evil.test/")
+        .send()
+        .await
+        .is_err());
+    let metrics = gw.admin_text("/metrics").await;
+    assert!(metrics.contains(r#"sluice_egress_decisions_total{decision="denied",destination="evil.test:443",policy=""} 1"#), "{metrics}");
+}
+
+/// Policy changes under load: allowed requests never fail while the policies change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn policy_changes_under_load_fail_no_allowed_request() {
+    let e = start("").await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (stop, failures, ok) = (stop.clone(), failures.clone(), ok.clone());
+        let c = proxied(&e);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match c.get("http://api.example.test/load").send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let _ = r.bytes().await;
+                        ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("status {}", r.status())),
+                    Err(err) => failures.lock().unwrap().push(err.to_string()),
+                }
+            }
+        }));
+    }
+    let mut v = e.gw.config_version().await;
+    for i in 0..15 {
+        let extra = format!("  - name: extra-{i}\n    hosts: [extra-{i}.example.test]\n");
+        e.gw.write(
+            "egress.yaml",
+            &policy(e.http.addr, "127.0.0.1:9".parse().unwrap(), &extra),
+        );
+        v = e.gw.wait_version_above(v).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed, first {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert!(ok.load(std::sync::atomic::Ordering::Relaxed) > 50);
+}

@@ -252,6 +252,83 @@ async fn handle(
     }
 }
 
+/// Starts the transparent TLS listener on `addr`: it reads the SNI of each connection's
+/// ClientHello without terminating TLS, decides with the destination port being the listener's
+/// port, and splices the connection to the allowed destination. Denied connections are closed.
+pub async fn serve_sni(addr: SocketAddr, state: Arc<EngineState>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    info!(addr = %local, "egress TLS passthrough listening");
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "egress accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let state = state.clone();
+            tokio::spawn(async move { passthrough(tcp, peer, local.port(), state).await });
+        }
+    });
+    Ok(local)
+}
+
+async fn passthrough(mut client: TcpStream, peer: SocketAddr, port: u16, state: Arc<EngineState>) {
+    let _ = client.set_nodelay(true);
+    // Read until the first TLS record (the ClientHello) is complete.
+    let mut buf = Vec::with_capacity(4096);
+    let sni = loop {
+        let mut chunk = [0u8; 4096];
+        let n = match tokio::time::timeout(Duration::from_secs(10), client.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(name) = sni::server_name(&buf) {
+            break name;
+        }
+        let record_len = buf
+            .get(3..5)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+        if buf.first() != Some(&22)
+            || record_len.is_some_and(|l| buf.len() >= l + 5)
+            || buf.len() > 64 * 1024
+        {
+            // Not TLS, or a ClientHello without SNI: nothing to decide on.
+            let d = Decision {
+                allowed: false,
+                audit: false,
+                policy: None,
+                rule: None,
+                reason: "denied: no TLS server name (SNI) to decide on".into(),
+                static_endpoints: Vec::new(),
+            };
+            record(&state, peer, &Host::Name(String::new()), port, "tls", &d);
+            return;
+        }
+    };
+    let host = Host::parse(&sni);
+    let policies = state.config.load().egress.clone();
+    let d = policies.decide(peer.ip(), &host, port, Protocol::HTTPS);
+    record(&state, peer, &host, port, "tls", &d);
+    if !d.allowed {
+        return;
+    }
+    let Ok(addrs) = addresses(&host, port, &d).await else {
+        return;
+    };
+    let Ok(mut upstream) = connect(&addrs).await else {
+        return;
+    };
+    if upstream.write_all(&buf).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
 /// Copies bytes both ways. The first bytes from the client are checked first: a TLS
 /// ClientHello must name the CONNECT host in its SNI.
 async fn tunnel<C>(mut client: C, mut upstream: TcpStream, host: Host)
