@@ -257,8 +257,10 @@ fn egress_check(
         Ok(s) => s,
         Err(e) => return fail(e.to_string().trim_end().to_string()),
     };
+    let ca = gateway::egress::policy::store_ca_lookup(&store);
     let policies = match EgressPolicies::compile(
         store.egress_policies.iter().map(|(k, p)| (k, &p.obj.spec)),
+        &ca,
     ) {
         Ok(p) => p,
         Err(e) => return fail(format!("{e:?}")),

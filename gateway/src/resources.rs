@@ -375,21 +375,25 @@ impl Loader {
     /// translation, which reports them in status as the Gateway API defines).
     pub fn finish(mut self) -> Result<Store, LoadErrors> {
         self.errors.extend(crate::validate::validate(&self.store));
-        let specs = self
-            .store
-            .egress_policies
-            .iter()
-            .map(|(k, p)| (k, &p.obj.spec));
-        if let Err(errs) = crate::egress::policy::EgressPolicies::compile(specs) {
-            for (key, (field, message)) in errs {
-                let origin = self.store.egress_policies[&key].source.clone();
-                self.errors.push(ManifestError {
-                    origin,
-                    object: format!("EgressPolicy {key}"),
-                    field,
-                    message,
-                });
-            }
+        let egress_errors = {
+            let specs = self
+                .store
+                .egress_policies
+                .iter()
+                .map(|(k, p)| (k, &p.obj.spec));
+            let ca = crate::egress::policy::store_ca_lookup(&self.store);
+            crate::egress::policy::EgressPolicies::compile(specs, &ca)
+                .err()
+                .unwrap_or_default()
+        };
+        for (key, (field, message)) in egress_errors {
+            let origin = self.store.egress_policies[&key].source.clone();
+            self.errors.push(ManifestError {
+                origin,
+                object: format!("EgressPolicy {key}"),
+                field,
+                message,
+            });
         }
         if self.errors.is_empty() {
             Ok(self.store)

@@ -349,6 +349,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         egress: Arc::new(
             crate::egress::policy::EgressPolicies::compile(
                 store.egress_policies.iter().map(|(k, p)| (k, &p.obj.spec)),
+                &crate::egress::policy::store_ca_lookup(store),
             )
             .unwrap_or_default(),
         ),

@@ -410,3 +410,72 @@ async fn policy_changes_under_load_fail_no_allowed_request() {
     );
     assert!(ok.load(std::sync::atomic::Ordering::Relaxed) > 50);
 }
+
+/// TLS origination: plain HTTP in, TLS out with the requested name as SNI, verified against the
+/// CA named by the rule.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_origination() {
+    let ca = TestCa::new();
+    let other_ca = TestCa::new();
+    let tls = tls_echo("secure", &ca, &["www.secure.test", "bad.secure.test"]).await;
+    let indent = |s: &str| {
+        s.lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let cms = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: egress-ca, namespace: default}}\ndata:\n  ca.crt: |\n{}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: wrong-ca, namespace: default}}\ndata:\n  ca.crt: |\n{}\n",
+        indent(&ca.cert_pem),
+        indent(&other_ca.cert_pem)
+    );
+    let policy = format!(
+        "apiVersion: policy.sluice.dev/v1alpha1
+kind: EgressPolicy
+metadata: {{name: originate, namespace: default}}
+spec:
+  rules:
+  - name: good
+    hosts: [www.secure.test]
+    protocols: [HTTP]
+    staticEndpoints: ['{0}']
+    tlsOrigination: {{caCertificateRefs: [{{name: egress-ca}}]}}
+  - name: untrusted
+    hosts: [bad.secure.test]
+    protocols: [HTTP]
+    staticEndpoints: ['{0}']
+    tlsOrigination: {{caCertificateRefs: [{{name: wrong-ca}}]}}
+",
+        tls.addr
+    );
+    let ip = unique_ip();
+    let proxy = SocketAddr::new(ip, 3128);
+    let gw = Gateway::start_with(
+        &[("cm.yaml", cms), ("policy.yaml", policy)],
+        &["--egress-listen", &proxy.to_string()],
+    )
+    .await;
+    let c = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{proxy}")).unwrap())
+        .build()
+        .unwrap();
+    let r = c
+        .get("http://www.secure.test/originated")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["tls"]["serverName"], "www.secure.test");
+    assert_eq!(body["path"], "/originated");
+    // A destination whose certificate the rule's CA did not sign is not reached.
+    assert_eq!(
+        c.get("http://bad.secure.test/")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        502
+    );
+    drop(gw);
+}

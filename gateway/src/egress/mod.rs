@@ -207,6 +207,7 @@ async fn handle(
                 rule: None,
                 reason: "denied: Host header does not match the request URI".into(),
                 static_endpoints: Vec::new(),
+                originate_tls: None,
             };
             record(&state, peer, &host, port, "http", &d);
             return text(StatusCode::FORBIDDEN, &d.reason);
@@ -229,12 +230,38 @@ async fn handle(
             )
         }
     };
-    let (mut sender, conn) =
-        match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
-            Ok(x) => x,
+    let mut sender = match &d.originate_tls {
+        None => match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
+            Ok((sender, conn)) => {
+                tokio::spawn(conn);
+                sender
+            }
             Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("upstream: {e}")),
-        };
-    tokio::spawn(conn);
+        },
+        Some(cfg) => {
+            // TLS origination: the requested name is the SNI and what the certificate must show.
+            let Ok(name) = rustls_pki_types::ServerName::try_from(host.to_string()) else {
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    "destination name is not a TLS server name",
+                );
+            };
+            let tls = match tokio_rustls::TlsConnector::from(cfg.clone())
+                .connect(name, upstream)
+                .await
+            {
+                Ok(t) => t,
+                Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("TLS to {host}: {e}")),
+            };
+            match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
+                Ok((sender, conn)) => {
+                    tokio::spawn(conn);
+                    sender
+                }
+                Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("upstream: {e}")),
+            }
+        }
+    };
     let (mut parts, body) = req.into_parts();
     // Origin-form towards the destination.
     parts.uri = parts
@@ -305,6 +332,7 @@ async fn passthrough(mut client: TcpStream, peer: SocketAddr, port: u16, state: 
                 rule: None,
                 reason: "denied: no TLS server name (SNI) to decide on".into(),
                 static_endpoints: Vec::new(),
+                originate_tls: None,
             };
             record(&state, peer, &Host::Name(String::new()), port, "tls", &d);
             return;

@@ -6,6 +6,7 @@
 //! CIDRs), ports and protocols.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -84,7 +85,28 @@ pub struct Rule {
     /// (like an Istio ServiceEntry with STATIC resolution).
     #[serde(default)]
     pub static_endpoints: Vec<SocketAddr>,
+    /// Plain HTTP in, TLS out: the gateway opens TLS to the destination, with the requested
+    /// name as SNI, verified against these CAs or the system's.
+    pub tls_origination: Option<TlsOrigination>,
 }
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsOrigination {
+    /// ConfigMaps (key `ca.crt`) in the policy's namespace. Empty: the system's CAs.
+    #[serde(default)]
+    pub ca_certificate_refs: Vec<CaRef>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CaRef {
+    pub name: String,
+}
+
+/// Finds the CA certificates of a ConfigMap.
+pub type CaLookup<'a> =
+    &'a dyn Fn(&NsName) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String>;
 
 /// A destination as the client asked for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,7 +135,7 @@ impl std::fmt::Display for Host {
 }
 
 /// What evaluation decided, and why.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Decision {
     pub allowed: bool,
     pub audit: bool,
@@ -124,6 +146,9 @@ pub struct Decision {
     /// Where to connect instead of resolving the name (static endpoints of the rule).
     #[serde(skip)]
     pub static_endpoints: Vec<SocketAddr>,
+    /// TLS to open towards the destination (TLS origination).
+    #[serde(skip)]
+    pub originate_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A compiled rule.
@@ -138,6 +163,7 @@ struct CompiledRule {
     ports: Vec<u16>,
     protocols: Vec<Protocol>,
     static_endpoints: Vec<SocketAddr>,
+    originate_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug)]
@@ -158,7 +184,36 @@ pub struct EgressPolicies {
 pub type FieldError = (String, String);
 
 /// Checks one policy and compiles it.
-fn compile(key: &NsName, spec: &EgressPolicySpec) -> Result<CompiledPolicy, FieldError> {
+fn origination(
+    key: &NsName,
+    t: &TlsOrigination,
+    field: &str,
+    ca: CaLookup<'_>,
+) -> Result<Arc<rustls::ClientConfig>, FieldError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if t.ca_certificate_refs.is_empty() {
+        let found = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(found.certs);
+    }
+    for (i, r) in t.ca_certificate_refs.iter().enumerate() {
+        let certs = ca(&NsName::new(key.namespace.clone(), r.name.clone()))
+            .map_err(|e| (format!("{field}.caCertificateRefs[{i}]"), e))?;
+        roots.add_parsable_certificates(certs);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| (field.to_string(), e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+fn compile(
+    key: &NsName,
+    spec: &EgressPolicySpec,
+    ca: CaLookup<'_>,
+) -> Result<CompiledPolicy, FieldError> {
     let mut sources = Vec::new();
     let any_source = spec.sources.is_empty();
     for (i, s) in spec.sources.iter().enumerate() {
@@ -227,7 +282,12 @@ fn compile(key: &NsName, spec: &EgressPolicySpec) -> Result<CompiledPolicy, Fiel
         if r.ports.contains(&0) {
             return Err((f("ports"), "port 0 is not a port".into()));
         }
+        let originate_tls = match &r.tls_origination {
+            None => None,
+            Some(t) => Some(origination(key, t, &f("tlsOrigination"), ca)?),
+        };
         rules.push(CompiledRule {
+            originate_tls,
             name: r.name.clone(),
             action: r.action,
             exact,
@@ -250,11 +310,12 @@ impl EgressPolicies {
     /// Compiles every policy, in `namespace/name` order. Errors name the policy's field.
     pub fn compile<'a>(
         policies: impl IntoIterator<Item = (&'a NsName, &'a EgressPolicySpec)>,
+        ca: CaLookup<'_>,
     ) -> Result<Self, Vec<(NsName, FieldError)>> {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         for (key, spec) in policies {
-            match compile(key, spec) {
+            match compile(key, spec, ca) {
                 Ok(p) => out.push(p),
                 Err(e) => errors.push((key.clone(), e)),
             }
@@ -317,6 +378,7 @@ impl EgressPolicies {
                             Action::Audit => "allowed (audit)".into(),
                         },
                         static_endpoints: r.static_endpoints.clone(),
+                        originate_tls: r.originate_tls.clone(),
                     };
                 }
             }
@@ -334,7 +396,21 @@ impl EgressPolicies {
                 Host::Name(_) => "denied: no rule allows this destination".into(),
             },
             static_endpoints: Vec::new(),
+            originate_tls: None,
         }
+    }
+}
+
+/// A CA lookup over the ConfigMaps of a store.
+pub fn store_ca_lookup(
+    store: &crate::resources::Store,
+) -> impl Fn(&NsName) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> + '_ {
+    move |key: &NsName| {
+        let cm = store
+            .config_maps
+            .get(key)
+            .ok_or(format!("ConfigMap {key} does not exist"))?;
+        crate::translate::ca_certificates(&cm.obj).map_err(|e| format!("ConfigMap {key}: {e}"))
     }
 }
 
@@ -345,7 +421,10 @@ mod tests {
     fn policies(yaml: &str) -> EgressPolicies {
         let spec: EgressPolicySpec = serde_yaml::from_str(yaml).unwrap();
         let key = NsName::new("default", "p");
-        EgressPolicies::compile([(&key, &spec)]).unwrap()
+        EgressPolicies::compile([(&key, &spec)], &|_| {
+            Err("no ConfigMaps in unit tests".to_string())
+        })
+        .unwrap()
     }
 
     const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -428,7 +507,10 @@ mod tests {
         let spec: EgressPolicySpec =
             serde_yaml::from_str("rules: [{name: r, hosts: ['exa mple.com']}]").unwrap();
         let key = NsName::new("default", "p");
-        let err = EgressPolicies::compile([(&key, &spec)]).unwrap_err();
+        let err = EgressPolicies::compile([(&key, &spec)], &|_| {
+            Err("no ConfigMaps in unit tests".to_string())
+        })
+        .unwrap_err();
         assert_eq!(err[0].1 .0, ".spec.rules[0].hosts[0]");
     }
 }
