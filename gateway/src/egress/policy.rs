@@ -24,7 +24,7 @@ pub struct EgressPolicy {
     pub spec: EgressPolicySpec,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EgressPolicySpec {
     /// Who the policy applies to. Empty: every source.
@@ -33,7 +33,7 @@ pub struct EgressPolicySpec {
     pub rules: Vec<Rule>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Source {
     /// Client addresses (standalone mode, or sources outside the mesh).
@@ -42,9 +42,13 @@ pub struct Source {
     pub namespace: Option<String>,
     /// Workloads running as this service account (cluster mode).
     pub service_account: Option<String>,
+    /// Workloads whose labels include all of these (cluster mode, with `namespace`).
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum Action {
     /// Allow the connection.
     #[default]
@@ -53,7 +57,7 @@ pub enum Action {
     Audit,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub enum Protocol {
     /// Plain HTTP through the forward proxy.
     HTTP,
@@ -63,7 +67,7 @@ pub enum Protocol {
     TCP,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Rule {
     pub name: String,
@@ -90,7 +94,7 @@ pub struct Rule {
     pub tls_origination: Option<TlsOrigination>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TlsOrigination {
     /// ConfigMaps (key `ca.crt`) in the policy's namespace. Empty: the system's CAs.
@@ -98,7 +102,7 @@ pub struct TlsOrigination {
     pub ca_certificate_refs: Vec<CaRef>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CaRef {
     pub name: String,
@@ -217,26 +221,27 @@ fn compile(
     let mut sources = Vec::new();
     let any_source = spec.sources.is_empty();
     for (i, s) in spec.sources.iter().enumerate() {
-        match (&s.cidr, &s.namespace, &s.service_account) {
-            (Some(c), None, None) => sources.push(
+        let workload = s.namespace.is_some() || s.service_account.is_some() || s.labels.is_some();
+        match (&s.cidr, workload) {
+            (Some(c), false) => sources.push(
                 c.parse::<IpNet>()
                     .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
                     .map_err(|e| (format!(".spec.sources[{i}].cidr"), format!("{c:?}: {e}")))?,
             ),
-            (None, Some(_), _) | (None, None, Some(_)) => {
+            (None, true) => {
                 // Workload identity is known only in cluster mode (the mesh). Standalone, such a
                 // source matches nothing; it is not an error, the policy is shared with the mesh.
             }
-            (None, None, None) => {
+            (None, false) => {
                 return Err((
                     format!(".spec.sources[{i}]"),
-                    "a source needs cidr, namespace or serviceAccount".into(),
+                    "a source needs cidr, namespace, serviceAccount or labels".into(),
                 ))
             }
-            _ => {
+            (Some(_), true) => {
                 return Err((
                     format!(".spec.sources[{i}]"),
-                    "cidr cannot be combined with namespace or serviceAccount".into(),
+                    "cidr cannot be combined with namespace, serviceAccount or labels".into(),
                 ))
             }
         }
@@ -500,6 +505,63 @@ mod tests {
             )
             .allowed
         );
+    }
+
+    /// The CRD's schema (deploy/crds) and the types the file provider reads describe the same
+    /// fields, so the cluster and the files accept the same policies.
+    #[test]
+    fn crd_schema_matches_the_types() {
+        fn resolve<'a>(
+            schema: &'a serde_json::Value,
+            defs: &'a serde_json::Value,
+        ) -> &'a serde_json::Value {
+            let schema = match schema.get("$ref").and_then(|r| r.as_str()) {
+                Some(r) => &defs[r.trim_start_matches("#/$defs/")],
+                None => schema,
+            };
+            let schema = schema
+                .get("anyOf")
+                .and_then(|a| a.as_array())
+                .and_then(|a| a.iter().find(|s| s.get("type") != Some(&"null".into())))
+                .unwrap_or(schema);
+            match schema.get("$ref").and_then(|r| r.as_str()) {
+                Some(r) => &defs[r.trim_start_matches("#/$defs/")],
+                None => schema,
+            }
+        }
+        fn props(
+            schema: &serde_json::Value,
+            defs: &serde_json::Value,
+            path: &str,
+            out: &mut Vec<String>,
+        ) {
+            let schema = resolve(schema, defs);
+            if let Some(p) = schema.get("properties").and_then(|p| p.as_object()) {
+                for (k, v) in p {
+                    let here = format!("{path}.{k}");
+                    out.push(here.clone());
+                    props(v, defs, &here, out);
+                }
+            }
+            if let Some(items) = schema.get("items") {
+                props(items, defs, &format!("{path}[]"), out);
+            }
+        }
+        let generated = serde_json::to_value(schemars::schema_for!(EgressPolicySpec)).unwrap();
+        let mut from_types = Vec::new();
+        props(&generated, &generated["$defs"], "spec", &mut from_types);
+        let crd: serde_json::Value = serde_yaml::from_str(include_str!(
+            "../../../deploy/crds/policy.sluice.dev_egresspolicies.yaml"
+        ))
+        .unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let mut from_crd = Vec::new();
+        props(schema, &serde_json::Value::Null, "spec", &mut from_crd);
+        from_types.sort();
+        from_crd.sort();
+        assert!(from_types
+            .contains(&"spec.rules[].tlsOrigination.caCertificateRefs[].name".to_string()));
+        assert_eq!(from_types, from_crd);
     }
 
     #[test]
