@@ -66,6 +66,8 @@ pub struct Bind {
     pub addr: SocketAddr,
     pub protocol: Protocol,
     pub gateway: NsName,
+    /// `namespace/name` of the Gateway, formatted once for metrics and logs.
+    pub gateway_label: String,
     pub listeners: ListenerSet,
     /// Present for HTTPS: certificates chosen by SNI among the listeners.
     pub tls: Option<Arc<rustls::ServerConfig>>,

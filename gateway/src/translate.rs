@@ -2304,6 +2304,7 @@ fn gateway_status(
                     addr,
                     protocol,
                     gateway: st.key.clone(),
+                    gateway_label: st.key.to_string(),
                     listeners: set,
                     tls,
                 }),

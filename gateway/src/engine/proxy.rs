@@ -525,7 +525,7 @@ impl ProxyHttp for SluiceProxy {
         self.state
             .metrics
             .upstream_connect_errors
-            .with_label_values(&[backend.as_str()])
+            .with_label_values(&[backend])
             .inc();
         // A retry policy retries connection failures too (GEP-1731), on another endpoint.
         if let Some(policy) = ctx.route.as_ref().and_then(|r| r.action.retry.as_ref()) {
@@ -555,8 +555,8 @@ impl ProxyHttp for SluiceProxy {
         let gateway = ctx
             .bind
             .as_ref()
-            .map(|b| b.gateway.to_string())
-            .unwrap_or_default();
+            .map(|b| b.gateway_label.as_str())
+            .unwrap_or("");
         let listener = ctx.listener.as_ref().map(|l| l.name.as_str()).unwrap_or("");
         let route = ctx
             .route
@@ -564,20 +564,15 @@ impl ProxyHttp for SluiceProxy {
             .map(|r| r.action.route_label.as_str())
             .unwrap_or("");
         let backend = backend_label(ctx);
-        let code_s = code.to_string();
+        let mut code_buf = itoa::Buffer::new();
+        let code_s = code_buf.format(code);
         let m = &self.state.metrics;
         m.requests
-            .with_label_values(&[
-                gateway.as_str(),
-                listener,
-                route,
-                backend.as_str(),
-                code_s.as_str(),
-            ])
+            .with_label_values(&[gateway, listener, route, backend, code_s])
             .inc();
         let elapsed = ctx.start.elapsed();
         m.duration
-            .with_label_values(&[gateway.as_str(), route])
+            .with_label_values(&[gateway, route])
             .observe(elapsed.as_secs_f64());
         if self.state.access_log {
             let req = session.req_header();
@@ -689,13 +684,13 @@ fn cors_preflight(
     Ok(resp)
 }
 
-fn backend_label(ctx: &Ctx) -> String {
+fn backend_label(ctx: &Ctx) -> &str {
     ctx.route
         .as_ref()
         .zip(ctx.backend)
         .and_then(|(r, i)| r.action.backends.get(i))
-        .map(|b| b.target.label().to_string())
-        .unwrap_or_default()
+        .map(|b| b.target.label())
+        .unwrap_or("")
 }
 
 #[cfg(test)]
