@@ -1688,12 +1688,7 @@ fn compile_rule(
             b.port,
             clusters,
         );
-        if let BackendTarget::Invalid { reason, .. } = &target {
-            let (r, msg) = reason
-                .split_once(": ")
-                .unwrap_or(("BackendNotFound", reason));
-            problems.push((field.clone(), static_reason(r), msg.to_string()));
-        }
+        note_invalid(&target, field.clone(), &mut problems);
         let mut backend = WeightedBackend {
             weight,
             target,
@@ -1742,6 +1737,16 @@ fn compile_rule(
         },
         problems,
     ))
+}
+
+/// Records why a backend reference did not resolve, with the spec's reason.
+fn note_invalid(target: &BackendTarget, field: String, problems: &mut RuleProblems) {
+    if let BackendTarget::Invalid { reason, .. } = target {
+        let (r, msg) = reason
+            .split_once(": ")
+            .unwrap_or(("BackendNotFound", reason));
+        problems.push((field, static_reason(r), msg.to_string()));
+    }
 }
 
 fn static_reason(r: &str) -> &'static str {
@@ -1864,16 +1869,11 @@ fn apply_filter(
                 b.port,
                 clusters,
             );
-            if let BackendTarget::Invalid { reason, .. } = &target {
-                let (r, msg) = reason
-                    .split_once(": ")
-                    .unwrap_or(("BackendNotFound", reason));
-                problems.push((
-                    format!("{field}.requestMirror.backendRef"),
-                    static_reason(r),
-                    msg.to_string(),
-                ));
-            }
+            note_invalid(
+                &target,
+                format!("{field}.requestMirror.backendRef"),
+                problems,
+            );
             let fraction_ppm = match (&m.fraction, m.percent) {
                 (Some(fr), _) => {
                     let den = fr.denominator.unwrap_or(100).max(1) as u64;

@@ -118,6 +118,20 @@ async fn addresses(host: &Host, port: u16, d: &Decision) -> std::io::Result<Vec<
     }
 }
 
+/// Resolves (or takes the static endpoints of) an allowed destination and connects to it; the
+/// error is the answer to send back.
+async fn open(host: &Host, port: u16, d: &Decision) -> Result<TcpStream, Response<Body>> {
+    let addrs = addresses(host, port, d).await.map_err(|e| {
+        text(
+            StatusCode::BAD_GATEWAY,
+            &format!("cannot resolve {host}: {e}"),
+        )
+    })?;
+    connect(&addrs)
+        .await
+        .map_err(|e| text(StatusCode::BAD_GATEWAY, &format!("cannot connect: {e}")))
+}
+
 async fn connect(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
     for a in addrs {
@@ -152,17 +166,9 @@ async fn handle(
         if !d.allowed {
             return text(StatusCode::FORBIDDEN, &d.reason);
         }
-        let upstream = match addresses(&host, port, &d).await {
-            Ok(a) => match connect(&a).await {
-                Ok(s) => s,
-                Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("cannot connect: {e}")),
-            },
-            Err(e) => {
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("cannot resolve {host}: {e}"),
-                )
-            }
+        let upstream = match open(&host, port, &d).await {
+            Ok(s) => s,
+            Err(resp) => return resp,
         };
         tokio::spawn(async move {
             match hyper::upgrade::on(req).await {
@@ -218,17 +224,9 @@ async fn handle(
     if !d.allowed {
         return text(StatusCode::FORBIDDEN, &d.reason);
     }
-    let upstream = match addresses(&host, port, &d).await {
-        Ok(a) => match connect(&a).await {
-            Ok(s) => s,
-            Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("cannot connect: {e}")),
-        },
-        Err(e) => {
-            return text(
-                StatusCode::BAD_GATEWAY,
-                &format!("cannot resolve {host}: {e}"),
-            )
-        }
+    let upstream = match open(&host, port, &d).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
     };
     let mut sender = match &d.originate_tls {
         None => match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {

@@ -634,36 +634,31 @@ fn cors_preflight(
         http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
         cors.allow_origin_value(origin),
     )?;
-    let wildcard = |list: &[String]| list.iter().any(|m| m == "*");
-    let methods = if wildcard(&cors.allow_methods) {
-        if cors.allow_credentials {
+    // `*` is only valid without credentials; with them, echo what the preflight asked for.
+    let allowed = |list: &[String], requested: http::header::HeaderName| {
+        if !list.iter().any(|m| m == "*") {
+            list.join(", ")
+        } else if cors.allow_credentials {
             req.headers
-                .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+                .get(requested)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string()
         } else {
             "*".to_string()
         }
-    } else {
-        cors.allow_methods.join(", ")
     };
+    let methods = allowed(
+        &cors.allow_methods,
+        http::header::ACCESS_CONTROL_REQUEST_METHOD,
+    );
     if !methods.is_empty() {
         resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_METHODS, methods)?;
     }
-    let headers = if wildcard(&cors.allow_headers) {
-        if cors.allow_credentials {
-            req.headers
-                .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string()
-        } else {
-            "*".to_string()
-        }
-    } else {
-        cors.allow_headers.join(", ")
-    };
+    let headers = allowed(
+        &cors.allow_headers,
+        http::header::ACCESS_CONTROL_REQUEST_HEADERS,
+    );
     if !headers.is_empty() {
         resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_HEADERS, headers)?;
     }
