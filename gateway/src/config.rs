@@ -114,6 +114,11 @@ impl ListenerSet {
         self.any.as_ref()
     }
 
+    /// More than one listener: a request could name another listener than its connection's SNI.
+    pub fn is_shared(&self) -> bool {
+        self.exact.len() + self.wildcard.len() + usize::from(self.any.is_some()) > 1
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Listener>> {
         self.exact
             .values()

@@ -156,11 +156,13 @@ async fn serve_connection(
     let _ = digest.local_addr.set(Some(PSocketAddr::Inet(local)));
     l4.set_socket_digest(digest);
 
-    let tls = {
+    // The SNI is kept only where a misdirected request is possible: several listeners on the
+    // port. Single-listener ports pay nothing for it.
+    let (tls, keep_sni) = {
         let snapshot = state.config.load();
         match snapshot.bind_for(local) {
-            Some(b) if b.protocol == Protocol::Https => b.tls.clone(),
-            Some(_) => None,
+            Some(b) if b.protocol == Protocol::Https => (b.tls.clone(), b.listeners.is_shared()),
+            Some(_) => (None, false),
             None => return,
         }
     };
@@ -171,7 +173,11 @@ async fn serve_connection(
             let acceptor = Acceptor::from_server_config(cfg);
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4)).await {
                 Ok(Ok(s)) => {
-                    if let Some(name) = s.get_ssl().and_then(|t| t.server_name()) {
+                    if let Some(name) = s
+                        .get_ssl()
+                        .and_then(|t| t.server_name())
+                        .filter(|_| keep_sni)
+                    {
                         state
                             .sni
                             .insert(peer, local, Arc::from(name.to_ascii_lowercase()));

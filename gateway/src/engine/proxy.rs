@@ -180,7 +180,7 @@ impl ProxyHttp for SluiceProxy {
         };
         // A request whose Host selects another listener than the one its TLS handshake (SNI)
         // selected is misdirected: its certificate was not chosen for this host.
-        if bind.protocol == Protocol::Https {
+        if bind.protocol == Protocol::Https && bind.listeners.is_shared() {
             let sni = session
                 .client_addr()
                 .and_then(|p| p.as_inet())
