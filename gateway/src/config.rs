@@ -447,6 +447,8 @@ pub struct BackendTls {
     pub ca: Option<Arc<pingora::protocols::tls::CaType>>,
     /// `namespace/name` of the policy.
     pub policy: String,
+    /// With subjectAltNames: the engine's own TLS connector, which checks the SANs.
+    pub san: Option<Arc<crate::engine::backend_tls::SanTlsConnector>>,
 }
 
 impl Cluster {

@@ -462,18 +462,6 @@ fn backend_tls_policies(store: &Store, opts: &Options) -> (BackendTlsByTarget, V
                 ),
             );
         }
-        if spec
-            .validation
-            .subject_alt_names
-            .as_ref()
-            .is_some_and(|s| !s.is_empty())
-        {
-            st.accepted = (
-                false,
-                "Invalid",
-                "subjectAltNames are not supported yet; the certificate is checked against hostname".into(),
-            );
-        }
         let ca: Option<Arc<pingora::protocols::tls::CaType>> = (!roots.is_empty() && st.accepted.0)
             .then(|| {
                 let wrapped: Vec<pingora::utils::tls::WrappedX509> = roots
@@ -487,10 +475,49 @@ fn backend_tls_policies(store: &Store, opts: &Options) -> (BackendTlsByTarget, V
                     .collect();
                 Arc::from(wrapped.into_boxed_slice())
             });
+        // subjectAltNames: the certificate must name one of them; the hostname is the SNI only.
+        let sans = spec
+            .validation
+            .subject_alt_names
+            .as_deref()
+            .unwrap_or_default();
+        let san = if sans.is_empty() || roots.is_empty() || !st.accepted.0 {
+            None
+        } else {
+            use gateway_api::backendtlspolicies::BackendTlsPolicyValidationSubjectAltNamesType as T;
+            let dns: Vec<String> = sans
+                .iter()
+                .filter(|s| s.r#type == T::Hostname)
+                .filter_map(|s| s.hostname.clone())
+                .collect();
+            let uris: Vec<String> = sans
+                .iter()
+                .filter(|s| s.r#type == T::Uri)
+                .filter_map(|s| s.uri.clone())
+                .collect();
+            let c = crate::engine::backend_tls::SanTlsConnector::new(
+                roots.clone(),
+                &spec.validation.hostname,
+                &dns,
+                &uris,
+            );
+            if c.is_none() {
+                st.accepted = (
+                    false,
+                    "Invalid",
+                    format!(
+                        "hostname {:?} is not a TLS server name",
+                        spec.validation.hostname
+                    ),
+                );
+            }
+            c.map(Arc::new)
+        };
         let settings = Arc::new(crate::config::BackendTls {
             hostname: spec.validation.hostname.clone(),
-            ca,
+            ca: if st.accepted.0 { ca } else { None },
             policy: key.to_string(),
+            san,
         });
         for t in &spec.target_refs {
             if !t.group.is_empty() || t.kind != "Service" {

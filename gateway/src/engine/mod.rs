@@ -5,6 +5,7 @@
 //! each accepted connection to one shared pingora `HttpProxy` (which also owns the upstream
 //! connection pool).
 
+pub mod backend_tls;
 pub mod listeners;
 pub mod mirror;
 pub mod proxy;

@@ -398,7 +398,16 @@ impl ProxyHttp for SluiceProxy {
                         ),
                     ));
                 };
-                let mut p = HttpPeer::new(addr, true, tls.hostname.clone());
+                let mut p = match &tls.san {
+                    // Our own connector makes the TLS connection; pingora sees a plain stream.
+                    Some(san) => {
+                        let mut p = HttpPeer::new(addr, false, tls.hostname.clone());
+                        p.options.custom_l4 = Some(san.clone());
+                        p.group_key = pool_group(&tls.policy);
+                        p
+                    }
+                    None => HttpPeer::new(addr, true, tls.hostname.clone()),
+                };
                 p.options.ca = Some(ca.clone());
                 p.options.verify_cert = true;
                 p.options.verify_hostname = true;
@@ -677,6 +686,14 @@ fn cors_preflight(
     }
     resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
     Ok(resp)
+}
+
+/// Keeps pooled connections of one BackendTLSPolicy apart from any other connection.
+fn pool_group(policy: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    policy.hash(&mut h);
+    h.finish()
 }
 
 fn backend_label(ctx: &Ctx) -> &str {
