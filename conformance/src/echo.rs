@@ -72,7 +72,7 @@ struct Echo<'a> {
 }
 
 /// Go's canonical header form (`x-foo-bar` → `X-Foo-Bar`), as the upstream echo server shows.
-fn canonical(name: &str) -> String {
+pub fn canonical(name: &str) -> String {
     name.split('-')
         .map(|p| {
             let mut c = p.chars();

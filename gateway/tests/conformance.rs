@@ -679,17 +679,7 @@ async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Resu
             return Err(format!("backend saw host {}, want {h}", body["host"]));
         }
     }
-    let canonical = |n: &str| {
-        n.split('-')
-            .map(|p| {
-                let mut c = p.chars();
-                c.next()
-                    .map(|f| f.to_ascii_uppercase().to_string() + &c.as_str().to_ascii_lowercase())
-                    .unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join("-")
-    };
+    let canonical = conformance::echo::canonical;
     for (k, v) in &e.headers {
         let got = body["headers"][canonical(k)].as_array().map(|a| {
             a.iter()
