@@ -107,7 +107,7 @@ large=$(measure "$N")
 python3 - "$small" "$large" <<'PY'
 import sys
 rows = [l.split() for l in sys.argv[1:]]
-print("| routes | req/s | load+translate ms | reload applied ms (incl. 150 ms debounce) | RSS MiB | non-2xx |")
+print("| routes | req/s | load+translate ms | reload applied ms (incl. 50 ms debounce) | RSS MiB | non-2xx |")
 print("|---|---|---|---|---|---|")
 for n, rps, load, reload, rss, bad in rows:
     print(f"| {n} | {float(rps):.0f} | {load} | {reload} | {int(rss)/1024:.1f} | {bad} |")

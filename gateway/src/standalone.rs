@@ -19,8 +19,9 @@ use crate::resources::{self, LoadErrors};
 use crate::status::carry_transition_times;
 use crate::translate::{self, Options, Translation};
 
-/// How long the folder must be quiet before a reload: editors write files in several steps.
-const DEBOUNCE: Duration = Duration::from_millis(150);
+/// How long the folder must be quiet before a reload: editors and tools write a file in several
+/// steps (write, rename) within microseconds, so a short quiet time coalesces them.
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 pub struct RunOptions {
     pub manifests: PathBuf,
