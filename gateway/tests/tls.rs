@@ -44,9 +44,9 @@ spec:
   rules: [{backendRefs: [{name: wild, port: 80}]}]
 ";
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sni_selects_certificate_and_listener() {
-    let ca = TestCa::new();
+/// The HTTPS Gateway above, with foo-cert issued by `foo_ca` and wild-cert by `wild_ca`, and
+/// its two echo backends.
+async fn start_https(foo_ca: &TestCa, wild_ca: &TestCa) -> (Gateway, EchoServer, EchoServer) {
     let foo = echo("foo").await;
     let wild = echo("wild").await;
     let gw = Gateway::start(&[
@@ -57,11 +57,11 @@ async fn sni_selects_certificate_and_listener() {
         ("routes.yaml", ROUTES.to_string()),
         (
             "foo-cert.yaml",
-            ca.secret("default", "foo-cert", &["foo.example.com"]),
+            foo_ca.secret("default", "foo-cert", &["foo.example.com"]),
         ),
         (
             "wild-cert.yaml",
-            ca.secret("default", "wild-cert", &["*.example.com"]),
+            wild_ca.secret("default", "wild-cert", &["*.example.com"]),
         ),
         (
             "svc.yaml",
@@ -73,6 +73,13 @@ async fn sni_selects_certificate_and_listener() {
         ),
     ])
     .await;
+    (gw, foo, wild)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sni_selects_certificate_and_listener() {
+    let ca = TestCa::new();
+    let (gw, _foo, _wild) = start_https(&ca, &ca).await;
     // HTTP/1.1 over TLS: the certificate verifies for each name and the request reaches the
     // listener's route.
     let c1 = reqwest::Client::builder()
@@ -136,32 +143,7 @@ async fn sni_selects_certificate_and_listener() {
 async fn exact_listener_certificate_wins_over_wildcard() {
     let ca_foo = TestCa::new();
     let ca_wild = TestCa::new();
-    let foo = echo("foo").await;
-    let wild = echo("wild").await;
-    let gw = Gateway::start(&[
-        (
-            "gw.yaml",
-            format!("{GATEWAY_CLASS}---\n{}", https_gateway()),
-        ),
-        ("routes.yaml", ROUTES.to_string()),
-        (
-            "foo-cert.yaml",
-            ca_foo.secret("default", "foo-cert", &["foo.example.com"]),
-        ),
-        (
-            "wild-cert.yaml",
-            ca_wild.secret("default", "wild-cert", &["*.example.com"]),
-        ),
-        (
-            "svc.yaml",
-            format!(
-                "{}---\n{}",
-                service("default", "foo", &[foo.addr]),
-                service("default", "wild", &[wild.addr])
-            ),
-        ),
-    ])
-    .await;
+    let (gw, _foo, _wild) = start_https(&ca_foo, &ca_wild).await;
     let only = |ca: &TestCa| {
         reqwest::Client::builder()
             .tls_built_in_root_certs(false)

@@ -51,31 +51,43 @@ pub async fn serve(addr: SocketAddr, state: Arc<EngineState>) -> std::io::Result
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     info!(addr = %local, "egress proxy listening");
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(error = %e, "egress accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let state = state.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(state, peer, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .with_upgrades()
-                    .await;
+    accept_forever(listener, move |tcp, peer| {
+        let _ = tcp.set_nodelay(true);
+        let state = state.clone();
+        async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(state, peer, req).await) }
             });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .with_upgrades()
+                .await;
         }
     });
     Ok(local)
+}
+
+/// Accepts connections in the background and runs `serve` for each; accept errors (out of file
+/// descriptors and the like) back off instead of spinning.
+fn accept_forever<F, Fut>(listener: TcpListener, serve: F)
+where
+    F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, peer)) => {
+                    tokio::spawn(serve(tcp, peer));
+                }
+                Err(e) => {
+                    warn!(error = %e, "egress accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
 }
 
 fn record(state: &EngineState, peer: SocketAddr, host: &Host, port: u16, kind: &str, d: &Decision) {
@@ -284,19 +296,8 @@ pub async fn serve_sni(addr: SocketAddr, state: Arc<EngineState>) -> std::io::Re
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     info!(addr = %local, "egress TLS passthrough listening");
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(error = %e, "egress accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let state = state.clone();
-            tokio::spawn(async move { passthrough(tcp, peer, local.port(), state).await });
-        }
+    accept_forever(listener, move |tcp, peer| {
+        passthrough(tcp, peer, local.port(), state.clone())
     });
     Ok(local)
 }
