@@ -47,8 +47,8 @@ spec:
 /// The HTTPS Gateway above, with foo-cert issued by `foo_ca` and wild-cert by `wild_ca`, and
 /// its two echo backends.
 async fn start_https(foo_ca: &TestCa, wild_ca: &TestCa) -> (Gateway, EchoServer, EchoServer) {
-    let foo = echo("foo").await;
-    let wild = echo("wild").await;
+    let foo_echo = echo("foo").await;
+    let wild_echo = echo("wild").await;
     let gw = Gateway::start(&[
         (
             "gw.yaml",
@@ -67,13 +67,13 @@ async fn start_https(foo_ca: &TestCa, wild_ca: &TestCa) -> (Gateway, EchoServer,
             "svc.yaml",
             format!(
                 "{}---\n{}",
-                service("default", "foo", &[foo.addr]),
-                service("default", "wild", &[wild.addr])
+                service("default", "foo", &[foo_echo.addr]),
+                service("default", "wild", &[wild_echo.addr])
             ),
         ),
     ])
     .await;
-    (gw, foo, wild)
+    (gw, foo_echo, wild_echo)
 }
 
 #[tokio::test(flavor = "multi_thread")]
