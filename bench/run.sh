@@ -5,6 +5,9 @@
 # answering 100 bytes) on core 1. HTTP/1.1 keep-alive on both sides. Rounds alternate between
 # the proxies so drift on the machine hits both; the table shows the median of the rounds.
 #
+# Scenarios (SCENARIOS, default "http tls"): plain HTTP/1.1, and HTTP/1.1 over TLS 1.3 with an
+# ECDSA P-256 certificate (TLS terminated by the proxy, plain HTTP to the backend).
+#
 # Usage: bench/run.sh [ROUNDS] [SECONDS]     (defaults: 3 rounds of 10 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +20,7 @@ need=()
 command -v nginx >/dev/null || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
 command -v taskset >/dev/null || need+=(util-linux)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
@@ -35,6 +39,11 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 BACKEND_PORT=18000; NGINX_PORT=18081; SLUICE_PORT=18080; ADMIN=127.0.0.1:18901
+NGINX_TLS_PORT=18444; SLUICE_TLS_PORT=18443
+SCENARIOS="${SCENARIOS:-http tls}"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj "/CN=bench.example.com" -addext "subjectAltName=DNS:bench.example.com" \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 BODY=$(printf 'x%.0s' $(seq 100))
 
 mkdir -p "$WORK/backend" "$WORK/proxy"
@@ -65,6 +74,10 @@ http {
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
   server {
     listen 127.0.0.1:$NGINX_PORT reuseport;
+    listen 127.0.0.1:$NGINX_TLS_PORT ssl reuseport;
+    ssl_certificate $WORK/cert.pem;
+    ssl_certificate_key $WORK/key.pem;
+    ssl_protocols TLSv1.3;
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -86,7 +99,19 @@ kind: Gateway
 metadata: {name: bench, namespace: default}
 spec:
   gatewayClassName: sluice
-  listeners: [{name: http, protocol: HTTP, port: $SLUICE_PORT}]
+  listeners:
+  - {name: http, protocol: HTTP, port: $SLUICE_PORT}
+  - {name: https, protocol: HTTPS, port: $SLUICE_TLS_PORT, tls: {certificateRefs: [{name: bench-cert}]}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bench-cert, namespace: default}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+$(sed 's/^/    /' "$WORK/cert.pem")
+  tls.key: |
+$(sed 's/^/    /' "$WORK/key.pem")
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -130,10 +155,10 @@ worker_of() { pgrep -P "$1" | head -1; }
 NGINX_WORKER=$(worker_of "$NGINX_PID")
 TICK=$(getconf CLK_TCK)
 
-run_one() { # name port pid -> "rps p50_ms p99_ms user_us system_us requests rss_kb"
-  local port=$2 pid=$3
+run_one() { # url pid -> "rps p50_ms p99_ms user_us system_us requests rss_kb"
+  local url=$1 pid=$2
   read -r u0 s0 < <(cpu "$pid")
-  local out; out=$(taskset -c 1 wrk -t1 -c$CONNS -d"${SECS}s" --latency "http://127.0.0.1:$port/" 2>&1)
+  local out; out=$(taskset -c 1 wrk -t1 -c$CONNS -d"${SECS}s" --latency "$url" 2>&1)
   read -r u1 s1 < <(cpu "$pid")
   local rss; rss=$(awk '/VmRSS/{print $2}' "/proc/$pid/status")
   python3 - "$out" "$u0" "$s0" "$u1" "$s1" "$TICK" "$rss" <<'PY'
@@ -153,18 +178,22 @@ print(f"{rps:.0f} {lat(50):.3f} {lat(99):.3f} {us(u0, u1):.2f} {us(s0, s1):.2f} 
 PY
 }
 
-# Warm both up (connection pools, page cache).
-taskset -c 1 wrk -t1 -c$CONNS -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null
-taskset -c 1 wrk -t1 -c$CONNS -d2s "http://127.0.0.1:$SLUICE_PORT/" >/dev/null
-
-: > "$WORK/results"
-for r in $(seq "$ROUNDS"); do
-  echo "round $r/$ROUNDS" >&2
-  echo "nginx $(run_one nginx $NGINX_PORT "$NGINX_WORKER")" >> "$WORK/results"
-  echo "sluice $(run_one sluice $SLUICE_PORT "$SLUICE_PID")" >> "$WORK/results"
-done
-
-python3 - "$WORK/results" "$ROUNDS" "$SECS" "$CONNS" <<'PY'
+for scenario in $SCENARIOS; do
+  case $scenario in
+    http) nginx_url="http://127.0.0.1:$NGINX_PORT/"; sluice_url="http://127.0.0.1:$SLUICE_PORT/"; title="HTTP/1.1 keep-alive" ;;
+    tls) nginx_url="https://127.0.0.1:$NGINX_TLS_PORT/"; sluice_url="https://127.0.0.1:$SLUICE_TLS_PORT/"; title="HTTP/1.1 keep-alive over TLS 1.3 (ECDSA P-256)" ;;
+    *) echo "unknown scenario $scenario" >&2; exit 2 ;;
+  esac
+  # Warm both up (connection pools, page cache).
+  taskset -c 1 wrk -t1 -c$CONNS -d2s "$nginx_url" >/dev/null
+  taskset -c 1 wrk -t1 -c$CONNS -d2s "$sluice_url" >/dev/null
+  : > "$WORK/results"
+  for r in $(seq "$ROUNDS"); do
+    echo "$scenario: round $r/$ROUNDS" >&2
+    echo "nginx $(run_one "$nginx_url" "$NGINX_WORKER")" >> "$WORK/results"
+    echo "sluice $(run_one "$sluice_url" "$SLUICE_PID")" >> "$WORK/results"
+  done
+  python3 - "$WORK/results" "$ROUNDS" "$SECS" "$CONNS" "$title" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -172,7 +201,7 @@ for line in open(sys.argv[1]):
     rows.setdefault(name, []).append([float(v) for v in vals])
 med = {n: [statistics.median(col) for col in zip(*v)] for n, v in rows.items()}
 cols = ["req/s", "p50 ms", "p99 ms", "user µs/req", "sys µs/req", "total µs/req", "RSS MiB"]
-print(f"HTTP/1.1 keep-alive, {sys.argv[4]} connections, proxy pinned to core 0 with 1 worker; median of {sys.argv[2]} rounds of {sys.argv[3]} s")
+print(f"\n{sys.argv[5]}, {sys.argv[4]} connections, proxy pinned to core 0 with 1 worker; median of {sys.argv[2]} rounds of {sys.argv[3]} s")
 print(f"| {'proxy':8} | " + " | ".join(f"{c:>12}" for c in cols) + " |")
 print("|" + "---|" * (len(cols) + 1))
 def fmt(v):
@@ -184,3 +213,4 @@ n, s = med["nginx"], med["sluice"]
 ratio = [s[0]/n[0], s[1]/n[1], s[2]/n[2], s[3]/max(n[3],1e-9), s[4]/max(n[4],1e-9), (s[3]+s[4])/max(n[3]+n[4],1e-9), s[6]/n[6]]
 print(f"| {'ratio':8} | " + " | ".join(f"{r:>11.2f}x" for r in ratio) + " |")
 PY
+done
