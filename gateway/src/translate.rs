@@ -466,6 +466,8 @@ fn backend_tls_policies(store: &Store, opts: &Options) -> (BackendTlsByTarget, V
             .then(|| {
                 let wrapped: Vec<pingora::utils::tls::WrappedX509> = roots
                     .iter()
+                    // pingora's certificate type panics on what x509-parser cannot read.
+                    .filter(|der| x509_der_ok(der))
                     .map(|der| {
                         pingora::utils::tls::WrappedX509::new(
                             der.to_vec(),
@@ -980,6 +982,12 @@ pub fn ca_certificates(
     Ok(certs)
 }
 
+/// Whether x509-parser reads `der`: pingora's certificate types expect it to.
+fn x509_der_ok(der: &[u8]) -> bool {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    X509Certificate::from_der(der).is_ok()
+}
+
 /// The client certificate a Gateway presents to TLS backends, if it names one.
 fn backend_client_cert(
     store: &Store,
@@ -1044,6 +1052,12 @@ fn backend_client_cert(
         .flatten()?
         .secret_der()
         .to_vec();
+    if certs.is_empty() || !certs.iter().all(|c| x509_der_ok(c)) {
+        return Some(Err((
+            "InvalidClientCertificateRef",
+            format!("Secret {key}: tls.crt holds a certificate that cannot be parsed"),
+        )));
+    }
     Some(Ok(Arc::new(pingora::utils::tls::CertKey::new(
         certs, key_der,
     ))))
