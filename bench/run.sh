@@ -5,8 +5,9 @@
 # answering 100 bytes) on core 1. HTTP/1.1 keep-alive on both sides. Rounds alternate between
 # the proxies so drift on the machine hits both; the table shows the median of the rounds.
 #
-# Scenarios (SCENARIOS, default "http tls"): plain HTTP/1.1, and HTTP/1.1 over TLS 1.3 with an
-# ECDSA P-256 certificate (TLS terminated by the proxy, plain HTTP to the backend).
+# Scenarios (SCENARIOS, default "http tls h2"): plain HTTP/1.1 (wrk); HTTP/1.1 over TLS 1.3
+# with an ECDSA P-256 certificate (wrk); HTTP/2 over the same TLS (h2load, 10 streams per
+# connection). TLS is terminated by the proxy; the backend is reached with HTTP/1.1.
 #
 # Usage: bench/run.sh [ROUNDS] [SECONDS]     (defaults: 3 rounds of 10 s)
 set -euo pipefail
@@ -21,6 +22,7 @@ command -v nginx >/dev/null || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v openssl >/dev/null || need+=(openssl)
+command -v h2load >/dev/null || need+=(nghttp2-client)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
@@ -40,7 +42,7 @@ trap cleanup EXIT INT TERM
 
 BACKEND_PORT=18000; NGINX_PORT=18081; SLUICE_PORT=18080; ADMIN=127.0.0.1:18901
 NGINX_TLS_PORT=18444; SLUICE_TLS_PORT=18443
-SCENARIOS="${SCENARIOS:-http tls}"
+SCENARIOS="${SCENARIOS:-http tls h2}"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj "/CN=bench.example.com" -addext "subjectAltName=DNS:bench.example.com" \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
@@ -74,7 +76,7 @@ http {
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
   server {
     listen 127.0.0.1:$NGINX_PORT reuseport;
-    listen 127.0.0.1:$NGINX_TLS_PORT ssl reuseport;
+    listen 127.0.0.1:$NGINX_TLS_PORT ssl http2 reuseport;
     ssl_certificate $WORK/cert.pem;
     ssl_certificate_key $WORK/key.pem;
     ssl_protocols TLSv1.3;
@@ -158,18 +160,30 @@ TICK=$(getconf CLK_TCK)
 run_one() { # url pid -> "rps p50_ms p99_ms user_us system_us requests rss_kb"
   local url=$1 pid=$2
   read -r u0 s0 < <(cpu "$pid")
-  local out; out=$(taskset -c 1 wrk -t1 -c$CONNS -d"${SECS}s" --latency "$url" 2>&1)
+  local out
+  if [ "$LOAD" = h2load ]; then
+    out=$(taskset -c 1 h2load -c$CONNS -m10 -D"$SECS" "$url" 2>&1)
+  else
+    out=$(taskset -c 1 wrk -t1 -c$CONNS -d"${SECS}s" --latency "$url" 2>&1)
+  fi
   read -r u1 s1 < <(cpu "$pid")
   local rss; rss=$(awk '/VmRSS/{print $2}' "/proc/$pid/status")
   python3 - "$out" "$u0" "$s0" "$u1" "$s1" "$TICK" "$rss" <<'PY'
 import re, sys
 out, u0, s0, u1, s1, tick, rss = sys.argv[1], *map(int, sys.argv[2:])
-reqs = int(re.search(r"(\d+) requests in", out).group(1))
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-def lat(p):
-    m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
-    v, unit = float(m.group(1)), m.group(2)
+def ms(v, unit):
     return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+if "Requests/sec" in out:  # wrk
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    def lat(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        return ms(float(m.group(1)), m.group(2))
+else:  # h2load: no percentiles; the mean and the max of request times stand in for p50 and p99
+    reqs = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", out).group(1))
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    m = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", out)
+    lat = lambda p: ms(float(m.group(5)), m.group(6)) if p == 50 else ms(float(m.group(3)), m.group(4))
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 if errors or "Socket errors" in out:
     print("WARNING: errors in run:", out, file=sys.stderr)
@@ -182,11 +196,18 @@ for scenario in $SCENARIOS; do
   case $scenario in
     http) nginx_url="http://127.0.0.1:$NGINX_PORT/"; sluice_url="http://127.0.0.1:$SLUICE_PORT/"; title="HTTP/1.1 keep-alive" ;;
     tls) nginx_url="https://127.0.0.1:$NGINX_TLS_PORT/"; sluice_url="https://127.0.0.1:$SLUICE_TLS_PORT/"; title="HTTP/1.1 keep-alive over TLS 1.3 (ECDSA P-256)" ;;
+    h2) nginx_url="https://127.0.0.1:$NGINX_TLS_PORT/"; sluice_url="https://127.0.0.1:$SLUICE_TLS_PORT/"; title="HTTP/2 over TLS 1.3, 10 streams per connection (h2load; p50 = mean, p99 = max)" ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
+  LOAD=wrk; [ "$scenario" = h2 ] && LOAD=h2load
   # Warm both up (connection pools, page cache).
-  taskset -c 1 wrk -t1 -c$CONNS -d2s "$nginx_url" >/dev/null
-  taskset -c 1 wrk -t1 -c$CONNS -d2s "$sluice_url" >/dev/null
+  if [ "$LOAD" = h2load ]; then
+    taskset -c 1 h2load -c$CONNS -m10 -D2 "$nginx_url" >/dev/null
+    taskset -c 1 h2load -c$CONNS -m10 -D2 "$sluice_url" >/dev/null
+  else
+    taskset -c 1 wrk -t1 -c$CONNS -d2s "$nginx_url" >/dev/null
+    taskset -c 1 wrk -t1 -c$CONNS -d2s "$sluice_url" >/dev/null
+  fi
   : > "$WORK/results"
   for r in $(seq "$ROUNDS"); do
     echo "$scenario: round $r/$ROUNDS" >&2
