@@ -163,11 +163,44 @@ pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, LoadErrors> {
 
 /// Reads every manifest under `path` into a store, or reports every invalid object.
 pub fn load_path(path: &Path) -> Result<Store, LoadErrors> {
+    load_path_cached(path, &mut ParseCache::default())
+}
+
+/// The parsed documents of each file, kept between reloads so that only files whose content
+/// changed are parsed again (parsing dominates loading a large folder).
+#[derive(Default)]
+pub struct ParseCache {
+    files: std::collections::HashMap<PathBuf, (u64, std::sync::Arc<Vec<ParsedDoc>>)>,
+}
+
+type ParsedDoc = Result<serde_json::Value, String>;
+
+fn content_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// Like `load_path`, parsing again only the files whose content changed since the last call.
+pub fn load_path_cached(path: &Path, cache: &mut ParseCache) -> Result<Store, LoadErrors> {
     let files = manifest_files(path)?;
+    cache.files.retain(|f, _| files.contains(f));
     let mut loader = Loader::default();
     for file in files {
         match std::fs::read_to_string(&file) {
-            Ok(text) => loader.add_text(&file, &text),
+            Ok(text) => {
+                let hash = content_hash(&text);
+                let docs = match cache.files.get(&file) {
+                    Some((h, docs)) if *h == hash => docs.clone(),
+                    _ => {
+                        let docs = std::sync::Arc::new(parse_docs(&file, &text));
+                        cache.files.insert(file.clone(), (hash, docs.clone()));
+                        docs
+                    }
+                };
+                loader.add_docs(&file, &docs);
+            }
             Err(e) => loader.errors.push(ManifestError {
                 origin: Source {
                     file: file.clone(),
@@ -182,6 +215,30 @@ pub fn load_path(path: &Path) -> Result<Store, LoadErrors> {
     loader.finish()
 }
 
+/// Splits a file into documents and parses each into JSON data. After a YAML syntax error the
+/// rest of the file cannot be split into documents, so parsing stops there.
+fn parse_docs(file: &Path, text: &str) -> Vec<ParsedDoc> {
+    if file.extension().and_then(|e| e.to_str()) == Some("json") {
+        // A JSON file holds one object (possibly a List).
+        return vec![serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))];
+    }
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let parsed = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+            .map_err(|e| format!("invalid YAML: {e}"))
+            .and_then(|v| {
+                serde_json::to_value(v)
+                    .map_err(|e| format!("YAML that is not valid JSON data: {e}"))
+            });
+        let stop = parsed.is_err();
+        docs.push(parsed);
+        if stop {
+            break;
+        }
+    }
+    docs
+}
+
 /// Reads manifests from in-memory text (used by tests and by `load_path`).
 #[derive(Default)]
 pub struct Loader {
@@ -192,29 +249,12 @@ pub struct Loader {
 
 impl Loader {
     pub fn add_text(&mut self, file: &Path, text: &str) {
-        let is_json = file.extension().and_then(|e| e.to_str()) == Some("json");
-        let docs: Vec<Result<serde_json::Value, String>> = if is_json {
-            // A JSON file holds one object (possibly a List).
-            vec![serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))]
-        } else {
-            let mut docs = Vec::new();
-            for doc in serde_yaml::Deserializer::from_str(text) {
-                let parsed = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-                    .map_err(|e| format!("invalid YAML: {e}"))
-                    .and_then(|v| {
-                        serde_json::to_value(v)
-                            .map_err(|e| format!("YAML that is not valid JSON data: {e}"))
-                    });
-                // After a syntax error the rest of the file cannot be split into documents.
-                let stop = parsed.is_err();
-                docs.push(parsed);
-                if stop {
-                    break;
-                }
-            }
-            docs
-        };
-        for (i, doc) in docs.into_iter().enumerate() {
+        let docs = parse_docs(file, text);
+        self.add_docs(file, &docs);
+    }
+
+    fn add_docs(&mut self, file: &Path, docs: &[ParsedDoc]) {
+        for (i, doc) in docs.iter().enumerate() {
             let source = Source {
                 file: file.to_path_buf(),
                 document: i + 1,
@@ -224,10 +264,10 @@ impl Loader {
                     origin: source,
                     object: "-".into(),
                     field: ".".into(),
-                    message,
+                    message: message.clone(),
                 }),
                 Ok(serde_json::Value::Null) => {}
-                Ok(value) => self.add_value(&source, value),
+                Ok(value) => self.add_value(&source, value.clone()),
             }
         }
     }
@@ -574,6 +614,31 @@ mod tests {
     fn bad_yaml_is_reported() {
         let err = load("kind: [unclosed\n").unwrap_err();
         assert!(err.0[0].message.starts_with("invalid YAML"));
+    }
+
+    #[test]
+    fn parse_cache_reparses_only_changed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = |name: &str| {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: 80}}]}}\n")
+        };
+        std::fs::write(dir.path().join("a.yaml"), svc("a")).unwrap();
+        std::fs::write(dir.path().join("b.yaml"), svc("b")).unwrap();
+        let mut cache = ParseCache::default();
+        load_path_cached(dir.path(), &mut cache).unwrap();
+        let a_before = cache.files[&dir.path().join("a.yaml")].1.clone();
+        std::fs::write(dir.path().join("b.yaml"), svc("c")).unwrap();
+        let store = load_path_cached(dir.path(), &mut cache).unwrap();
+        assert!(store.services.contains_key(&NsName::new("default", "c")));
+        assert!(!store.services.contains_key(&NsName::new("default", "b")));
+        assert!(std::sync::Arc::ptr_eq(
+            &a_before,
+            &cache.files[&dir.path().join("a.yaml")].1
+        ));
+        std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+        let store = load_path_cached(dir.path(), &mut cache).unwrap();
+        assert!(store.services.get(&NsName::new("default", "a")).is_none());
+        assert_eq!(cache.files.len(), 1);
     }
 
     #[test]

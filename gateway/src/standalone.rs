@@ -43,7 +43,22 @@ pub fn load_and_translate(
     opts: &Options,
     generations: &mut resources::Generations,
 ) -> Result<Translation, LoadErrors> {
-    let mut store = resources::load_path(path)?;
+    load_and_translate_cached(
+        path,
+        opts,
+        generations,
+        &mut resources::ParseCache::default(),
+    )
+}
+
+/// `load_and_translate`, parsing again only the files that changed since the last call.
+pub fn load_and_translate_cached(
+    path: &Path,
+    opts: &Options,
+    generations: &mut resources::Generations,
+    cache: &mut resources::ParseCache,
+) -> Result<Translation, LoadErrors> {
+    let mut store = resources::load_path_cached(path, cache)?;
     generations.assign(&mut store);
     Ok(translate::translate(&store, opts))
 }
@@ -60,7 +75,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     topts.now = now();
     topts.version = 1;
     let mut generations = resources::Generations::default();
-    let first = load_and_translate(&opts.manifests, &topts, &mut generations)
+    let mut cache = resources::ParseCache::default();
+    let first = load_and_translate_cached(&opts.manifests, &topts, &mut generations, &mut cache)
         .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
 
     let metrics = Metrics::new();
@@ -114,7 +130,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 let mut topts = opts.translate.clone();
                 topts.now = now();
                 topts.version = version;
-                match load_and_translate(&opts.manifests, &topts, &mut generations) {
+                match load_and_translate_cached(&opts.manifests, &topts, &mut generations, &mut cache) {
                     Ok(t) => {
                         admin_state.last_error.store(Arc::new(None));
                         apply(&engine, &admin_state, t, &metrics).await;
