@@ -637,7 +637,7 @@ mod tests {
         ));
         std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
         let store = load_path_cached(dir.path(), &mut cache).unwrap();
-        assert!(store.services.get(&NsName::new("default", "a")).is_none());
+        assert!(!store.services.contains_key(&NsName::new("default", "a")));
         assert_eq!(cache.files.len(), 1);
     }
 
