@@ -158,30 +158,29 @@ spec:
     assert_eq!(r.headers()["access-control-expose-headers"], "x-exposed");
 }
 
-/// A Service port with appProtocol kubernetes.io/h2c is reached over HTTP/2 cleartext.
-#[tokio::test(flavor = "multi_thread")]
-async fn h2c_backend() {
+/// A Gateway routing everything to one echo backend whose Service port has `app_protocol`.
+async fn start_with_app_protocol(app_protocol: &str) -> (Gateway, EchoServer) {
     let app = echo("app").await;
     let svc = service("default", "app", &[app.addr]).replace(
         "{name: http, port: 80,",
-        "{name: http, port: 80, appProtocol: kubernetes.io/h2c,",
+        &format!("{{name: http, port: 80, appProtocol: {app_protocol},"),
     );
     let route = "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {name: h2c, namespace: default}
+metadata: {name: app, namespace: default}
 spec:
   parentRefs: [{name: gw}]
   rules: [{backendRefs: [{name: app, port: 80}]}]
 ";
-    let gw = Gateway::start(&[
-        (
-            "gw.yaml".to_string(),
-            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
-        ),
-        ("route.yaml".to_string(), route.to_string()),
-        ("app.yaml".to_string(), svc),
-    ])
-    .await;
+    let mut files = gateway_files(route, &[]);
+    files.push(("app.yaml".to_string(), svc));
+    (Gateway::start(&files).await, app)
+}
+
+/// A Service port with appProtocol kubernetes.io/h2c is reached over HTTP/2 cleartext.
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_backend() {
+    let (gw, _app) = start_with_app_protocol("kubernetes.io/h2c").await;
     let c = client_for(gw.addr(8080), &[]);
     let (code, body, _) = get_json(&c, &gw.url(8080, "/")).await;
     assert_eq!((code, body["proto"].as_str()), (200, Some("HTTP/2.0")));
@@ -258,27 +257,7 @@ spec:
 /// WebSocket upgrades pass through to a backend whose port says kubernetes.io/ws.
 #[tokio::test(flavor = "multi_thread")]
 async fn websocket_backend() {
-    let app = echo("app").await;
-    let svc = service("default", "app", &[app.addr]).replace(
-        "{name: http, port: 80,",
-        "{name: http, port: 80, appProtocol: kubernetes.io/ws,",
-    );
-    let route = "apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: ws, namespace: default}
-spec:
-  parentRefs: [{name: gw}]
-  rules: [{backendRefs: [{name: app, port: 80}]}]
-";
-    let gw = Gateway::start(&[
-        (
-            "gw.yaml".to_string(),
-            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
-        ),
-        ("route.yaml".to_string(), route.to_string()),
-        ("app.yaml".to_string(), svc),
-    ])
-    .await;
+    let (gw, _app) = start_with_app_protocol("kubernetes.io/ws").await;
     let reply = websocket_echo(gw.addr(8080), "ws.example", "/ws", "hello over the gateway").await;
     assert_eq!(reply.as_deref(), Ok("hello over the gateway"));
     // A plain request on the same route still works.
