@@ -1,5 +1,5 @@
-//! The admin listener: readiness, status of every object, the effective configuration and
-//! Prometheus metrics.
+//! The admin listener: readiness, status of every object, the effective configuration, the
+//! resources that would run each Gateway in a cluster, and Prometheus metrics.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::engine::EngineState;
+use crate::infra::GatewayInfra;
 use crate::translate::{ObjectStatus, Warning};
 
 /// What the admin endpoints show, updated by the provider on every reload.
@@ -24,6 +25,8 @@ pub struct AdminState {
     pub ready: AtomicBool,
     pub statuses: ArcSwap<Vec<ObjectStatus>>,
     pub warnings: ArcSwap<Vec<Warning>>,
+    /// What would run each Gateway in a cluster (`gateway render`).
+    pub infrastructure: ArcSwap<Vec<GatewayInfra>>,
     /// The last rejected reload, if the newest files could not be applied.
     pub last_error: ArcSwap<Option<String>>,
 }
@@ -35,6 +38,7 @@ impl AdminState {
             ready: AtomicBool::new(false),
             statuses: ArcSwap::from_pointee(Vec::new()),
             warnings: ArcSwap::from_pointee(Vec::new()),
+            infrastructure: ArcSwap::from_pointee(Vec::new()),
             last_error: ArcSwap::from_pointee(None),
         }
     }
@@ -97,6 +101,7 @@ fn handle(state: &AdminState, req: Request<hyper::body::Incoming>) -> Response<F
             "lastRejectedReload": &**state.last_error.load(),
         })),
         "/config" => json(&state.engine.config.load().dump()),
+        "/infrastructure" => json(&crate::infra::list(&state.infrastructure.load())),
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -105,7 +110,7 @@ fn handle(state: &AdminState, req: Request<hyper::body::Incoming>) -> Response<F
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "endpoints: /ready /status /warnings /config /metrics\n",
+            "endpoints: /ready /status /warnings /config /infrastructure /metrics\n",
         ),
     }
 }

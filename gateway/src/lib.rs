@@ -7,6 +7,7 @@ pub mod admin;
 pub mod config;
 pub mod egress;
 pub mod engine;
+pub mod infra;
 pub mod metrics;
 pub mod resources;
 pub mod standalone;

@@ -119,6 +119,19 @@ enum Command {
         #[command(subcommand)]
         command: EgressCommand,
     },
+    /// Print the Kubernetes resources that run each accepted Gateway in a cluster
+    /// (ServiceAccount, Service, Deployment), with its spec.infrastructure labels and
+    /// annotations.
+    Render {
+        #[command(flatten)]
+        common: Common,
+        /// The gateway container image of the Deployments.
+        #[arg(long)]
+        image: Option<String>,
+        /// YAML documents, or one JSON List.
+        #[arg(long, short = 'o', value_enum, default_value = "yaml")]
+        output: Output,
+    },
     /// Print the status a Gateway API controller would write for the manifests.
     Status {
         #[command(flatten)]
@@ -153,6 +166,42 @@ fn main() -> std::process::ExitCode {
                     protocol,
                 },
         } => egress_check(&manifests, from, &to, &protocol),
+        Command::Render {
+            common,
+            image,
+            output,
+        } => {
+            let mut opts = common.options();
+            if let Some(image) = image {
+                opts.infra.image = image;
+            }
+            match standalone::load_and_translate(&common.manifests, &opts, &mut Default::default())
+            {
+                Err(e) => {
+                    eprint!("error: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+                Ok(t) => {
+                    let out = match output {
+                        Output::Json => {
+                            let list = gateway::infra::list(&t.infrastructure);
+                            serde_json::to_string_pretty(&list).unwrap_or_default() + "\n"
+                        }
+                        Output::Text | Output::Yaml => t
+                            .infrastructure
+                            .iter()
+                            .flat_map(|i| i.objects())
+                            .map(|o| {
+                                format!("---\n{}", serde_yaml::to_string(&o).unwrap_or_default())
+                            })
+                            .collect(),
+                    };
+                    let _ =
+                        std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
+                    std::process::ExitCode::SUCCESS
+                }
+            }
+        }
         Command::Status { common, output } => {
             let mut opts = common.options();
             opts.now = k8s_openapi::jiff::Timestamp::now();

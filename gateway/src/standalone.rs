@@ -192,6 +192,7 @@ async fn apply(engine: &Engine, admin: &AdminState, t: Translation, metrics: &Me
     carry_transition_times(&admin.statuses.load(), &mut statuses);
     admin.statuses.store(Arc::new(statuses));
     admin.warnings.store(Arc::new(t.warnings));
+    admin.infrastructure.store(Arc::new(t.infrastructure));
     metrics
         .config_version
         .set(i64::try_from(version).unwrap_or(i64::MAX));

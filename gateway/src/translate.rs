@@ -43,6 +43,8 @@ pub struct Options {
     pub now: k8s_openapi::jiff::Timestamp,
     /// Snapshot version.
     pub version: u64,
+    /// How the resources that run each Gateway in a cluster are rendered.
+    pub infra: crate::infra::InfraOptions,
 }
 
 impl Default for Options {
@@ -53,6 +55,7 @@ impl Default for Options {
             address_pool: None,
             now: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             version: 0,
+            infra: crate::infra::InfraOptions::default(),
         }
     }
 }
@@ -100,6 +103,8 @@ pub struct Translation {
     pub config: Config,
     pub statuses: Vec<ObjectStatus>,
     pub warnings: Vec<Warning>,
+    /// What runs each accepted Gateway in a cluster, with its `spec.infrastructure` metadata.
+    pub infrastructure: Vec<crate::infra::GatewayInfra>,
 }
 
 fn condition(
@@ -355,8 +360,26 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         ),
     };
     let our_gateways: HashSet<NsName> = states.iter().map(|s| s.key.clone()).collect();
+    let mut infrastructure = Vec::new();
     for st in states {
-        statuses.extend(gateway_status(&st, &mut config, now));
+        let ports: Vec<u16> = st
+            .listeners
+            .iter()
+            .filter(|l| l.accepted.0)
+            .map(|l| l.port)
+            .collect();
+        let out = gateway_status(&st, &mut config, now);
+        let accepted = out.iter().any(|s| {
+            s.kind == "Gateway"
+                && s.status["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Accepted" && c["status"] == "True")
+                })
+        });
+        if accepted {
+            infrastructure.push(crate::infra::render(&st.obj.obj, &ports, &opts.infra));
+        }
+        statuses.extend(out);
     }
     statuses.extend(policy_statuses(store, &policy_states, &our_gateways, opts));
     statuses.sort_by(|a, b| {
@@ -370,6 +393,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         config,
         statuses,
         warnings,
+        infrastructure,
     }
 }
 

@@ -50,6 +50,40 @@ pub fn validate(store: &Store) -> Vec<ManifestError> {
                 e.push(&f("tls"), "tls is required for protocol HTTPS");
             }
         }
+        if let Some(infra) = &gw.obj.spec.infrastructure {
+            for (field, map, max_value) in [
+                ("labels", &infra.labels, 63),
+                ("annotations", &infra.annotations, 4096),
+            ] {
+                let Some(map) = map else { continue };
+                let at = format!(".spec.infrastructure.{field}");
+                if map.len() > 8 {
+                    e.push(&at, format!("{} entries, at most 8 are allowed", map.len()));
+                }
+                for (k, v) in map {
+                    if !is_qualified_key(k) {
+                        e.push(
+                            &format!("{at}[{k:?}]"),
+                            "keys are an optional DNS subdomain prefix and '/', then a name of up to 63 characters (alphanumerics, '-', '_', '.'; alphanumeric at both ends)",
+                        );
+                    }
+                    if v.len() > max_value {
+                        e.push(
+                            &format!("{at}[{k:?}]"),
+                            format!(
+                                "the value has {} characters, at most {max_value} are allowed",
+                                v.len()
+                            ),
+                        );
+                    } else if field == "labels" && !v.is_empty() && !is_label_name(v) {
+                        e.push(
+                            &format!("{at}[{k:?}]"),
+                            format!("{v:?} is not a label value (alphanumerics, '-', '_', '.'; alphanumeric at both ends)"),
+                        );
+                    }
+                }
+            }
+        }
     }
     for (key, route) in &store.http_routes {
         let mut e = Errs::new(route, format!("HTTPRoute {key}"), &mut errors);
@@ -174,6 +208,28 @@ fn is_section_name(s: &str) -> bool {
         })
 }
 
+/// A label or annotation key: `[prefix/]name`, the prefix a DNS subdomain shorter than 253
+/// characters.
+fn is_qualified_key(k: &str) -> bool {
+    let (prefix, name) = match k.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    prefix.is_none_or(|p| p.len() < 253 && is_section_name(p))
+        && name.len() <= 63
+        && is_label_name(name)
+}
+
+/// The name part of a label key, or a non-empty label value.
+fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
 /// A hostname as the Gateway API accepts it: lowercase DNS labels, optionally with a leading
 /// `*.` wildcard label; no IP addresses, no port.
 pub fn is_hostname(s: &str, allow_wildcard: bool) -> bool {
@@ -201,5 +257,17 @@ mod tests {
         assert!(!is_hostname("10.0.0.1", true));
         assert!(!is_hostname("a.*.com", true));
         assert!(!is_hostname("", true));
+    }
+
+    #[test]
+    fn label_keys() {
+        assert!(is_qualified_key("team"));
+        assert!(is_qualified_key("example.com/owner"));
+        assert!(is_qualified_key("a"));
+        assert!(!is_qualified_key("Example.com/owner"));
+        assert!(!is_qualified_key("a/b/c"));
+        assert!(!is_qualified_key("-team"));
+        assert!(!is_qualified_key(&"x".repeat(64)));
+        assert!(!is_qualified_key("example.com/"));
     }
 }

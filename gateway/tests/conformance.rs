@@ -27,6 +27,8 @@ struct Case {
     requests: Vec<Req>,
     #[serde(default)]
     status: Vec<StatusCheck>,
+    #[serde(default)]
+    infrastructure: Vec<InfraCheck>,
     /// Later states: each replaces the case's manifests (when given), then is checked.
     #[serde(default)]
     steps: Vec<Step>,
@@ -40,6 +42,28 @@ struct Step {
     requests: Vec<Req>,
     #[serde(default)]
     status: Vec<StatusCheck>,
+    #[serde(default)]
+    infrastructure: Vec<InfraCheck>,
+}
+
+/// The resources rendered for a Gateway (admin `/infrastructure`), found as the upstream test
+/// finds them: by kind and the `gateway.networking.k8s.io/gateway-name` label in the Gateway's
+/// namespace. `Pod` means the Deployment's Pod template.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct InfraCheck {
+    kind: String,
+    #[serde(default = "infra")]
+    namespace: String,
+    gateway: String,
+    /// Labels and annotations the object must have (others may be there too).
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    /// Keys the object must not have.
+    #[serde(default)]
+    absent_labels: Vec<String>,
 }
 
 fn default_gateway() -> String {
@@ -319,14 +343,14 @@ async fn run_case(env: &Env, case: &Case) -> Result<(), String> {
         &["--address-pool", &pool_net, "--access-log", "off"],
     )
     .await;
-    check_state(env, &gw, &case.requests, &case.status).await?;
+    check_state(env, &gw, &case.requests, &case.status, &case.infrastructure).await?;
     for (i, step) in case.steps.iter().enumerate() {
         if let Some(m) = &step.manifests {
             let v = gw.config_version().await;
             gw.write("case.yaml", &render(env, m, pool_base));
             gw.wait_version_above(v).await;
         }
-        check_state(env, &gw, &step.requests, &step.status)
+        check_state(env, &gw, &step.requests, &step.status, &step.infrastructure)
             .await
             .map_err(|e| format!("step {}: {e}", i + 1))?;
     }
@@ -338,10 +362,18 @@ async fn check_state(
     gw: &Gateway,
     requests: &[Req],
     status: &[StatusCheck],
+    infrastructure: &[InfraCheck],
 ) -> Result<(), String> {
     let all = gw.admin_json("/status").await;
     for s in status {
         check_status(&all, s).map_err(|e| format!("{} {}/{}: {e}", s.kind, s.namespace, s.name))?;
+    }
+    if !infrastructure.is_empty() {
+        let list = gw.admin_json("/infrastructure").await;
+        for c in infrastructure {
+            check_infra(&list, c)
+                .map_err(|e| format!("{} of Gateway {}/{}: {e}", c.kind, c.namespace, c.gateway))?;
+        }
     }
     for r in requests {
         check_request(env, &all, r).await.map_err(|e| {
@@ -405,6 +437,42 @@ fn check_conditions(
                 "{ty} is {got} ({}), want {expect}",
                 c["message"].as_str().unwrap_or("")
             ));
+        }
+    }
+    Ok(())
+}
+
+fn check_infra(list: &serde_json::Value, c: &InfraCheck) -> Result<(), String> {
+    let (kind, pod) = match c.kind.as_str() {
+        "Pod" => ("Deployment", true),
+        k => (k, false),
+    };
+    let obj = list["items"]
+        .as_array()
+        .and_then(|items| {
+            items.iter().find(|o| {
+                o["kind"] == kind
+                    && o["metadata"]["namespace"] == c.namespace.as_str()
+                    && o["metadata"]["labels"]["gateway.networking.k8s.io/gateway-name"]
+                        == c.gateway.as_str()
+            })
+        })
+        .ok_or("no such object")?;
+    let meta = if pod {
+        &obj["spec"]["template"]["metadata"]
+    } else {
+        &obj["metadata"]
+    };
+    for (field, want) in [("labels", &c.labels), ("annotations", &c.annotations)] {
+        for (k, v) in want {
+            if meta[field][k] != v.as_str() {
+                return Err(format!("{field} {} lack {k}={v}", meta[field]));
+            }
+        }
+    }
+    for k in &c.absent_labels {
+        if !meta["labels"][k].is_null() {
+            return Err(format!("label {k} is still there: {}", meta["labels"]));
         }
     }
     Ok(())

@@ -418,6 +418,14 @@ fn invalid_manifests_name_file_object_and_field() {
             "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  rules:\n  - matches: [{path: {value: no-slash}}]\n",
             ".spec.rules[0].matches[0].path.value: \"no-slash\" must be an absolute path",
         ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  gatewayClassName: sluice\n  infrastructure: {labels: {team: \"-bad-\"}}\n  listeners: [{name: a, protocol: HTTP, port: 80}]\n",
+            "Gateway default/g: .spec.infrastructure.labels[\"team\"]: \"-bad-\" is not a label value",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  gatewayClassName: sluice\n  infrastructure: {annotations: {\"Example.com/x\": y}}\n  listeners: [{name: a, protocol: HTTP, port: 80}]\n",
+            "Gateway default/g: .spec.infrastructure.annotations[\"Example.com/x\"]: keys are",
+        ),
     ];
     for (text, want) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -464,4 +472,82 @@ fn status_text_output() {
         text.contains("kind: Gateway") && text.contains("type: Programmed"),
         "{text}"
     );
+}
+
+/// `gateway render` prints the ServiceAccount, Service and Deployment of each accepted Gateway,
+/// carrying `spec.infrastructure` labels and annotations; a refused Gateway gets none.
+#[test]
+fn render_prints_the_resources_of_accepted_gateways() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gw.yaml"),
+        format!(
+            "{GATEWAY_CLASS}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  gatewayClassName: sluice
+  infrastructure:
+    labels: {{team: payments}}
+    annotations: {{example.com/owner: ops}}
+  listeners:
+  - {{name: http, port: 80, protocol: HTTP}}
+  - {{name: alt, port: 8080, protocol: HTTP}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: refused, namespace: default}}
+spec:
+  gatewayClassName: sluice
+  infrastructure: {{parametersRef: {{group: example.com, kind: Params, name: p}}}}
+  listeners: [{{name: http, port: 81, protocol: HTTP}}]
+"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(gateway_bin())
+        .args([
+            "render",
+            "-o",
+            "json",
+            "--image",
+            "registry.example/gw:1",
+            "--manifests",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = list["items"].as_array().unwrap();
+    let kinds: Vec<&str> = items.iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert_eq!(kinds, ["ServiceAccount", "Service", "Deployment"], "{list}");
+    for o in items {
+        assert_eq!(o["metadata"]["name"], "edge-sluice");
+        assert_eq!(o["metadata"]["labels"]["team"], "payments");
+        assert_eq!(
+            o["metadata"]["labels"]["gateway.networking.k8s.io/gateway-name"],
+            "edge"
+        );
+        assert_eq!(o["metadata"]["annotations"]["example.com/owner"], "ops");
+    }
+    let ports: Vec<i64> = items[1]["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["port"].as_i64())
+        .collect();
+    assert_eq!(ports, [80, 8080]);
+    let pod = &items[2]["spec"]["template"];
+    assert_eq!(pod["metadata"]["labels"]["team"], "payments");
+    assert_eq!(
+        pod["spec"]["containers"][0]["image"],
+        "registry.example/gw:1"
+    );
+    assert_eq!(pod["spec"]["serviceAccountName"], "edge-sluice");
 }

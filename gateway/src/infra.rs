@@ -1,0 +1,345 @@
+//! The Kubernetes resources that run one Gateway in a cluster: its ServiceAccount, Service and
+//! Deployment. Rendering them is pure, like `translate`, so standalone mode shows exactly what the
+//! controller applies (`gateway render`, admin `/infrastructure`).
+//!
+//! `spec.infrastructure.labels` and `.annotations` go on every object and on the Deployment's
+//! Pods (GEP-1867). Changing a label or annotation therefore rolls the Pods, as it does in Istio.
+
+use std::collections::BTreeMap;
+
+use gateway_api::experimental::gateways::Gateway;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext, Service, ServiceAccount,
+    ServicePort, ServiceSpec, Sysctl, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+
+use crate::resources::GATEWAY_GROUP;
+
+/// The label every object of a Gateway carries, and the Pods' selector.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+pub const GATEWAY_CLASS_LABEL: &str = "gateway.networking.k8s.io/gateway-class-name";
+const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// Where the gateway Pod reads its manifests until the controller feeds it.
+pub const MANIFESTS_MOUNT: &str = "/etc/sluice/manifests";
+pub const ADMIN_PORT: u16 = 9901;
+
+/// What rendering needs besides the Gateway.
+#[derive(Clone, Debug)]
+pub struct InfraOptions {
+    /// The gateway container image.
+    pub image: String,
+}
+
+impl Default for InfraOptions {
+    fn default() -> Self {
+        InfraOptions {
+            image: concat!("sluice/gateway:", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+}
+
+/// The objects deployed for one Gateway, all in its namespace and named [`GatewayInfra::name`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GatewayInfra {
+    pub name: String,
+    pub service_account: ServiceAccount,
+    pub service: Service,
+    pub deployment: Deployment,
+}
+
+impl GatewayInfra {
+    /// The objects as Kubernetes would store them (with `apiVersion` and `kind`).
+    pub fn objects(&self) -> Vec<serde_json::Value> {
+        [
+            serde_json::to_value(&self.service_account),
+            serde_json::to_value(&self.service),
+            serde_json::to_value(&self.deployment),
+        ]
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect()
+    }
+}
+
+/// The objects of every Gateway as one Kubernetes `List`.
+pub fn list(infra: &[GatewayInfra]) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": infra.iter().flat_map(GatewayInfra::objects).collect::<Vec<_>>(),
+    })
+}
+
+/// Renders the resources of `gw`, exposing `ports` (the ports of its accepted listeners,
+/// including those of attached ListenerSets).
+pub fn render(gw: &Gateway, ports: &[u16], opts: &InfraOptions) -> GatewayInfra {
+    let gw_name = gw.metadata.name.clone().unwrap_or_default();
+    let namespace = gw.metadata.namespace.clone();
+    let name = object_name(&gw_name);
+    let infra = gw.spec.infrastructure.as_ref();
+
+    // The user's labels first; ours win, since the Service selects Pods by them.
+    let mut labels: BTreeMap<String, String> =
+        infra.and_then(|i| i.labels.clone()).unwrap_or_default();
+    labels.insert(GATEWAY_NAME_LABEL.into(), gw_name.clone());
+    labels.insert(
+        GATEWAY_CLASS_LABEL.into(),
+        gw.spec.gateway_class_name.clone(),
+    );
+    labels.insert(MANAGED_BY_LABEL.into(), "sluice".into());
+    let annotations: BTreeMap<String, String> = infra
+        .and_then(|i| i.annotations.clone())
+        .unwrap_or_default();
+    let selector = BTreeMap::from([(GATEWAY_NAME_LABEL.to_string(), gw_name.clone())]);
+
+    // Deleting the Gateway deletes its resources (when it has a uid, as it does in a cluster).
+    let owner = gw.metadata.uid.as_ref().map(|uid| OwnerReference {
+        api_version: format!("{GATEWAY_GROUP}/v1"),
+        kind: "Gateway".into(),
+        name: gw_name.clone(),
+        uid: uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    });
+    let meta = ObjectMeta {
+        name: Some(name.clone()),
+        namespace: namespace.clone(),
+        labels: Some(labels.clone()),
+        annotations: (!annotations.is_empty()).then(|| annotations.clone()),
+        owner_references: owner.map(|o| vec![o]),
+        ..ObjectMeta::default()
+    };
+
+    let mut ports: Vec<u16> = ports.to_vec();
+    ports.sort_unstable();
+    ports.dedup();
+
+    let service = Service {
+        metadata: meta.clone(),
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            selector: Some(selector.clone()),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|&p| ServicePort {
+                        name: Some(format!("port-{p}")),
+                        port: i32::from(p),
+                        target_port: Some(IntOrString::Int(i32::from(p))),
+                        protocol: Some("TCP".into()),
+                        ..ServicePort::default()
+                    })
+                    .collect(),
+            ),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+
+    let container = Container {
+        name: "gateway".into(),
+        image: Some(opts.image.clone()),
+        args: Some(
+            [
+                "run",
+                "--manifests",
+                MANIFESTS_MOUNT,
+                "--bind",
+                "0.0.0.0",
+                "--admin-addr",
+                &format!("0.0.0.0:{ADMIN_PORT}"),
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        ports: Some(
+            ports
+                .iter()
+                .map(|&p| ContainerPort {
+                    name: Some(format!("port-{p}")),
+                    container_port: i32::from(p),
+                    protocol: Some("TCP".into()),
+                    ..ContainerPort::default()
+                })
+                .chain(std::iter::once(ContainerPort {
+                    name: Some("admin".into()),
+                    container_port: i32::from(ADMIN_PORT),
+                    protocol: Some("TCP".into()),
+                    ..ContainerPort::default()
+                }))
+                .collect(),
+        ),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/ready".into()),
+                port: IntOrString::Int(i32::from(ADMIN_PORT)),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(2),
+            ..Probe::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "manifests".into(),
+            mount_path: MANIFESTS_MOUNT.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+    let deployment = Deployment {
+        metadata: meta.clone(),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: (!annotations.is_empty()).then_some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(name.clone()),
+                    // Listeners on ports below 1024 without NET_BIND_SERVICE or root.
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        sysctls: Some(vec![Sysctl {
+                            name: "net.ipv4.ip_unprivileged_port_start".into(),
+                            value: "0".into(),
+                        }]),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "manifests".into(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: format!("{name}-manifests"),
+                            optional: Some(true),
+                            ..ConfigMapVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+
+    GatewayInfra {
+        name,
+        service_account: ServiceAccount {
+            metadata: meta,
+            ..ServiceAccount::default()
+        },
+        service,
+        deployment,
+    }
+}
+
+/// `<gateway>-sluice`, made a valid Service name (an RFC 1035 label of at most 63 characters):
+/// dots become dashes, a leading digit gets a `gw-` prefix, and a longer name is cut and keeps a
+/// hash of the whole, so two long names stay distinct.
+pub fn object_name(gateway: &str) -> String {
+    const SUFFIX: &str = "-sluice";
+    let mut base = gateway.replace('.', "-");
+    if base.starts_with(|c: char| c.is_ascii_digit()) {
+        base.insert_str(0, "gw-");
+    }
+    if base.len() + SUFFIX.len() <= 63 {
+        return format!("{base}{SUFFIX}");
+    }
+    let hash = fnv1a(gateway.as_bytes()) as u32;
+    let head = base[..63 - SUFFIX.len() - 9].trim_end_matches('-');
+    format!("{head}-{hash:08x}{SUFFIX}")
+}
+
+/// FNV-1a: a stable hash (std's `DefaultHasher` may change between Rust releases, and these
+/// names must not).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(yaml: &str) -> Gateway {
+        serde_yaml::from_str(yaml).expect("gateway yaml")
+    }
+
+    #[test]
+    fn labels_and_annotations_reach_every_object_and_the_pods() {
+        let gw = gateway(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: infra, uid: 1234}
+spec:
+  gatewayClassName: sluice
+  infrastructure:
+    labels: {team: payments, gateway.networking.k8s.io/gateway-name: spoofed}
+    annotations: {example.com/owner: ops}
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"#,
+        );
+        let out = render(&gw, &[443, 80, 443], &InfraOptions::default());
+        assert_eq!(out.name, "edge-sluice");
+        let objects = out.objects();
+        assert_eq!(objects.len(), 3);
+        for o in &objects {
+            let m = &o["metadata"];
+            assert_eq!(m["namespace"], "infra", "{o}");
+            assert_eq!(m["labels"]["team"], "payments", "{o}");
+            // Ours win over the user's: the Service selects Pods by it.
+            assert_eq!(m["labels"][GATEWAY_NAME_LABEL], "edge", "{o}");
+            assert_eq!(m["annotations"]["example.com/owner"], "ops", "{o}");
+            assert_eq!(m["ownerReferences"][0]["uid"], "1234", "{o}");
+        }
+        let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+        assert_eq!(kinds, ["ServiceAccount", "Service", "Deployment"]);
+        let pod = &objects[2]["spec"]["template"]["metadata"];
+        assert_eq!(pod["labels"]["team"], "payments");
+        assert_eq!(pod["annotations"]["example.com/owner"], "ops");
+        let ports: Vec<i64> = objects[1]["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["port"].as_i64())
+            .collect();
+        assert_eq!(ports, [80, 443]);
+    }
+
+    #[test]
+    fn long_names_are_cut_and_stay_distinct() {
+        let a = object_name(&"a".repeat(100));
+        let b = object_name(&format!("{}b", "a".repeat(99)));
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(a.ends_with("-sluice"));
+        assert_eq!(object_name("edge"), "edge-sluice");
+        assert_eq!(object_name("1.edge"), "gw-1-edge-sluice");
+    }
+}
