@@ -600,3 +600,61 @@ async fn gateways_on_pool_addresses_and_json_manifests() {
         .unwrap();
     assert_eq!(r.status(), 404, "regex matches the whole value");
 }
+
+/// A response body that the backend streams reaches the client piece by piece: the gateway
+/// collects small writes into one send, and must still pass on each chunk as it comes. The
+/// backend holds back its second chunk until the client has received the first, so a gateway
+/// that waited for more data would never deliver it.
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_bodies_are_not_held_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let (first_seen_tx, first_seen_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut s, _) = backend.accept().await.unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "request ended early");
+            req.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+            .await
+            .unwrap();
+        first_seen_rx.await.unwrap();
+        s.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await.unwrap();
+        // Keep the connection open until the gateway is done with it.
+        let _ = s.read(&mut buf).await;
+    });
+    let gw = Gateway::start(&[
+        ("gw.yaml", format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw"))),
+        ("svc.yaml", service("default", "stream", &[backend_addr])),
+        (
+            "route.yaml",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: gw}]\n  rules: [{backendRefs: [{name: stream, port: 80}]}]\n".to_string(),
+        ),
+    ])
+    .await;
+    let c = client_for(gw.addr(8080), &[]);
+    let mut resp = c.get(gw.url(8080, "/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let wait = std::time::Duration::from_secs(10);
+    let first = tokio::time::timeout(wait, resp.chunk())
+        .await
+        .expect("the first chunk was held back")
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"first");
+    first_seen_tx.send(()).unwrap();
+    let mut rest = Vec::new();
+    while let Some(c) = tokio::time::timeout(wait, resp.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        rest.extend_from_slice(&c);
+    }
+    assert_eq!(rest, b"second");
+}

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Mutex};
 use tracing::{debug, info, warn};
 
+use super::buffered::Buffered;
 use super::proxy::SluiceHttpProxy;
 use super::{BindError, EngineState};
 use crate::config::Protocol;
@@ -168,7 +169,7 @@ async fn serve_connection(
     };
     let mut sni_guard = None;
     let stream: Stream = match tls {
-        None => Box::new(l4),
+        None => Box::new(Buffered::new(l4)),
         Some(cfg) => {
             let acceptor = Acceptor::from_server_config(cfg);
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4)).await {
@@ -187,7 +188,7 @@ async fn serve_connection(
                             local,
                         });
                     }
-                    Box::new(s)
+                    Box::new(Buffered::new(s))
                 }
                 Ok(Err(e)) => {
                     debug!(%peer, %local, error = %e, "TLS handshake failed");

@@ -6,6 +6,7 @@
 //! connection pool).
 
 pub mod backend_tls;
+pub mod buffered;
 pub mod listeners;
 pub mod mirror;
 pub mod proxy;
