@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Sluice vs nginx as reverse proxies in front of the same backend, measured with wrk.
+# Sluice, nginx and HAProxy as reverse proxies in front of the same backend.
 #
-# Layout (2 cores): each proxy alone on core 0 with one worker; wrk and the backend (an nginx
-# answering 100 bytes) on core 1. HTTP/1.1 keep-alive on both sides. Rounds alternate between
-# the proxies so drift on the machine hits both; the table shows the median of the rounds.
+# Layout (2 cores): each proxy alone on core 0 with one worker; the load generator and the
+# backend (an nginx answering 100 bytes) on core 1. HTTP/1.1 keep-alive to the backend. Rounds
+# alternate between the proxies so drift on the machine hits all of them; tables show medians.
 #
-# Scenarios (SCENARIOS, default "http tls h2"): plain HTTP/1.1 (wrk); HTTP/1.1 over TLS 1.3
-# with an ECDSA P-256 certificate (wrk); HTTP/2 over the same TLS (h2load, 10 streams per
-# connection). TLS is terminated by the proxy; the backend is reached with HTTP/1.1.
+# Scenarios (SCENARIOS, default "http tls h2 latency idle reload"):
+#   http     HTTP/1.1 keep-alive (wrk)
+#   tls      HTTP/1.1 over TLS 1.3 with an ECDSA P-256 certificate (wrk)
+#   h2       HTTP/2 over the same TLS, 10 streams per connection (h2load)
+#   latency  open loop at a fixed 1,000 requests/s, latency-corrected (oha)
+#   idle     resident memory idle and with 10,000 idle keep-alive client connections
+#   reload   Sluice only: 100 configuration changes during a wrk run, against a steady run
 #
 # Usage: bench/run.sh [ROUNDS] [SECONDS]     (defaults: 3 rounds of 10 s)
 set -euo pipefail
@@ -16,9 +20,13 @@ source scripts/env.sh
 ROUNDS="${1:-3}"
 SECS="${2:-10}"
 CONNS=50
+IDLE_CONNS="${IDLE_CONNS:-10000}"
+SCENARIOS="${SCENARIOS:-http tls h2 latency idle reload}"
+PROXIES="nginx haproxy sluice"
 
 need=()
 command -v nginx >/dev/null || need+=(nginx)
+command -v haproxy >/dev/null || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v openssl >/dev/null || need+=(openssl)
@@ -27,9 +35,15 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+if ! command -v oha >/dev/null; then
+  CARGO_TARGET_DIR="$HOME/.cache/sluice/oha-target" cargo install -q oha --locked
+fi
 
 cargo build -q --release -p gateway
 GATEWAY="$CARGO_TARGET_DIR/release/gateway"
+
+# 10,000 idle client connections need as many descriptors in the client and in each proxy.
+ulimit -n "$(ulimit -Hn)"
 
 WORK="$(mktemp -d)"
 pids=()
@@ -40,12 +54,14 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-BACKEND_PORT=18000; NGINX_PORT=18081; SLUICE_PORT=18080; ADMIN=127.0.0.1:18901
-NGINX_TLS_PORT=18444; SLUICE_TLS_PORT=18443
-SCENARIOS="${SCENARIOS:-http tls h2}"
+BACKEND_PORT=18000; BACKEND_STATUS_PORT=18001
+declare -A HTTP_PORT=([nginx]=18081 [haproxy]=18082 [sluice]=18080)
+declare -A TLS_PORT=([nginx]=18444 [haproxy]=18445 [sluice]=18443)
+ADMIN=127.0.0.1:18901
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj "/CN=bench.example.com" -addext "subjectAltName=DNS:bench.example.com" \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+cat "$WORK/cert.pem" "$WORK/key.pem" > "$WORK/haproxy.pem"
 BODY=$(printf 'x%.0s' $(seq 100))
 
 mkdir -p "$WORK/backend" "$WORK/proxy"
@@ -62,21 +78,25 @@ http {
     listen 127.0.0.1:$BACKEND_PORT reuseport;
     location / { default_type text/plain; return 200 "$BODY"; }
   }
+  # Connections accepted so far: proves that the proxies pool their upstream connections.
+  server { listen 127.0.0.1:$BACKEND_STATUS_PORT; location / { stub_status; } }
 }
 CONF
 cat > "$WORK/proxy/nginx.conf" <<CONF
 worker_processes 1;
+worker_rlimit_nofile 20000;
 daemon off;
 pid $WORK/proxy/nginx.pid;
 error_log $WORK/proxy/error.log warn;
-events { worker_connections 4096; }
+events { worker_connections 16000; }
 http {
   access_log off;
   keepalive_requests 1000000;
+  keepalive_timeout 300s;
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
   server {
-    listen 127.0.0.1:$NGINX_PORT reuseport;
-    listen 127.0.0.1:$NGINX_TLS_PORT ssl http2 reuseport;
+    listen 127.0.0.1:${HTTP_PORT[nginx]} reuseport;
+    listen 127.0.0.1:${TLS_PORT[nginx]} ssl http2 reuseport;
     ssl_certificate $WORK/cert.pem;
     ssl_certificate_key $WORK/key.pem;
     ssl_protocols TLSv1.3;
@@ -88,6 +108,26 @@ http {
     }
   }
 }
+CONF
+cat > "$WORK/proxy/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 16000
+  ssl-default-bind-options ssl-min-ver TLSv1.3
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 30s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+  http-reuse always
+frontend bench
+  bind 127.0.0.1:${HTTP_PORT[haproxy]}
+  bind 127.0.0.1:${TLS_PORT[haproxy]} ssl crt $WORK/haproxy.pem alpn h2,http/1.1
+  default_backend backend
+backend backend
+  server b1 127.0.0.1:$BACKEND_PORT
 CONF
 mkdir -p "$WORK/manifests"
 cat > "$WORK/manifests/bench.yaml" <<YAML
@@ -102,8 +142,8 @@ metadata: {name: bench, namespace: default}
 spec:
   gatewayClassName: sluice
   listeners:
-  - {name: http, protocol: HTTP, port: $SLUICE_PORT}
-  - {name: https, protocol: HTTPS, port: $SLUICE_TLS_PORT, tls: {certificateRefs: [{name: bench-cert}]}}
+  - {name: http, protocol: HTTP, port: ${HTTP_PORT[sluice]}}
+  - {name: https, protocol: HTTPS, port: ${TLS_PORT[sluice]}, tls: {certificateRefs: [{name: bench-cert}]}}
 ---
 apiVersion: v1
 kind: Secret
@@ -114,15 +154,6 @@ stringData:
 $(sed 's/^/    /' "$WORK/cert.pem")
   tls.key: |
 $(sed 's/^/    /' "$WORK/key.pem")
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: bench, namespace: default}
-spec:
-  parentRefs: [{name: bench}]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /}}]
-    backendRefs: [{name: backend, port: 80}]
 ---
 apiVersion: v1
 kind: Service
@@ -136,6 +167,22 @@ addressType: IPv4
 ports: [{name: http, port: $BACKEND_PORT}]
 endpoints: [{addresses: ["127.0.0.1"]}]
 YAML
+route() { # the HTTPRoute, with an optional header the reload scenario changes
+  cat <<YAML
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bench, namespace: default}
+spec:
+  parentRefs: [{name: bench}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: backend, port: 80}]
+YAML
+  if [ -n "${1:-}" ]; then
+    echo "    filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-change, value: '$1'}]}}]"
+  fi
+}
+route > "$WORK/manifests/route.yaml"
 
 wait_port() {
   for _ in $(seq 200); do
@@ -145,93 +192,151 @@ wait_port() {
   echo "port $1 never answered" >&2; exit 1
 }
 
+declare -A PID
 taskset -c 1 nginx -c "$WORK/backend/nginx.conf" & pids+=($!)
-taskset -c 0 nginx -c "$WORK/proxy/nginx.conf" & pids+=($!); NGINX_PID=$!
-taskset -c 0 "$GATEWAY" run --manifests "$WORK/manifests" --threads 1 --access-log off --admin-addr "$ADMIN" 2>"$WORK/sluice.log" & pids+=($!); SLUICE_PID=$!
-wait_port $BACKEND_PORT; wait_port $NGINX_PORT; wait_port $SLUICE_PORT
-
-# CPU time (user, system) in clock ticks of a process and all its threads/children.
-cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }
+taskset -c 0 nginx -c "$WORK/proxy/nginx.conf" & pids+=($!); NGINX_MASTER=$!
+taskset -c 0 haproxy -db -f "$WORK/proxy/haproxy.cfg" 2>"$WORK/haproxy.log" & pids+=($!); PID[haproxy]=$!
+taskset -c 0 "$GATEWAY" run --manifests "$WORK/manifests" --threads 1 --access-log off \
+  --admin-addr "$ADMIN" 2>"$WORK/sluice.log" & pids+=($!); PID[sluice]=$!
+wait_port $BACKEND_PORT
+for p in $PROXIES; do wait_port "${HTTP_PORT[$p]}"; done
 # The nginx proxy's work happens in its worker, a child of the master.
-worker_of() { pgrep -P "$1" | head -1; }
-NGINX_WORKER=$(worker_of "$NGINX_PID")
+PID[nginx]=$(pgrep -P "$NGINX_MASTER" | head -1)
+
+# CPU time (user, system) in clock ticks of a process and all its threads.
+cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }
+rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+backend_accepts() { curl -s "http://127.0.0.1:$BACKEND_STATUS_PORT/" | awk 'NR==3{print $1}'; }
 TICK=$(getconf CLK_TCK)
 
-run_one() { # url pid -> "rps p50_ms p99_ms user_us system_us requests rss_kb"
-  local url=$1 pid=$2
+url_for() { # scenario proxy
+  case $1 in
+    http) echo "http://127.0.0.1:${HTTP_PORT[$2]}/" ;;
+    *) echo "https://127.0.0.1:${TLS_PORT[$2]}/" ;;
+  esac
+}
+
+load() { # tool url seconds -> the tool's output
+  case $1 in
+    wrk) taskset -c 1 wrk -t1 -c$CONNS -d"$3s" --latency "$2" 2>&1 ;;
+    h2load) taskset -c 1 h2load -c$CONNS -m10 -D"$3" "$2" 2>&1 ;;
+    oha) taskset -c 1 oha -z "$3s" -q 1000 -c 10 --latency-correction --no-tui --output-format json "$2" 2>&1 ;;
+  esac
+}
+
+# One measurement -> "rps p50_ms p99_ms user_us system_us requests rss_kb upstream_conns p999_ms"
+run_one() { # tool url pid
+  local tool=$1 url=$2 pid=$3
+  local a0 a1 u0 s0 u1 s1 out
+  a0=$(backend_accepts)
   read -r u0 s0 < <(cpu "$pid")
-  local out
-  if [ "$LOAD" = h2load ]; then
-    out=$(taskset -c 1 h2load -c$CONNS -m10 -D"$SECS" "$url" 2>&1)
-  else
-    out=$(taskset -c 1 wrk -t1 -c$CONNS -d"${SECS}s" --latency "$url" 2>&1)
-  fi
+  out=$(load "$tool" "$url" "$SECS")
   read -r u1 s1 < <(cpu "$pid")
-  local rss; rss=$(awk '/VmRSS/{print $2}' "/proc/$pid/status")
-  python3 - "$out" "$u0" "$s0" "$u1" "$s1" "$TICK" "$rss" <<'PY'
+  a1=$(backend_accepts)
+  python3 bench/parse.py "$tool" "$u0" "$s0" "$u1" "$s1" "$TICK" "$(rss_kb "$pid")" "$((a1 - a0))" <<< "$out"
+}
+
+table() { # title file
+  python3 bench/table.py "$1" "$2" "$PROXIES"
+}
+
+throughput_scenario() { # scenario title tool
+  local scenario=$1 title=$2 tool=$3
+  for p in $PROXIES; do load "$tool" "$(url_for "$scenario" "$p")" 2 >/dev/null; done   # warm-up
+  : > "$WORK/results"
+  for r in $(seq "$ROUNDS"); do
+    echo "$scenario: round $r/$ROUNDS" >&2
+    for p in $PROXIES; do
+      echo "$p $(run_one "$tool" "$(url_for "$scenario" "$p")" "${PID[$p]}")" >> "$WORK/results"
+    done
+  done
+  table "$title, $CONNS connections, proxy pinned to core 0 with 1 worker; median of $ROUNDS rounds of $SECS s" "$WORK/results"
+}
+
+latency_scenario() {
+  : > "$WORK/results"
+  for r in $(seq "$ROUNDS"); do
+    echo "latency: round $r/$ROUNDS" >&2
+    for p in $PROXIES; do
+      echo "$p $(run_one oha "$(url_for http "$p")" "${PID[$p]}")" >> "$WORK/results"
+    done
+  done
+  python3 bench/table.py "Open loop at 1,000 requests/s over 10 keep-alive connections, latency-corrected (oha); median of $ROUNDS rounds of $SECS s" "$WORK/results" "$PROXIES" latency
+}
+
+idle_scenario() {
+  : > "$WORK/results"
+  for p in $PROXIES; do
+    echo "idle: $p" >&2
+    local before after
+    before=$(rss_kb "${PID[$p]}")
+    # The client opens the connections, makes one request on each, then holds them open until
+    # it is told to close them (a line on stdin); it is bounded by `timeout` either way.
+    coproc HOLD { taskset -c 1 timeout 300 python3 bench/idle.py 127.0.0.1 "${HTTP_PORT[$p]}" "$IDLE_CONNS"; }
+    local line; read -r line <&"${HOLD[0]}"
+    case $line in open*) ;; *) echo "idle client failed: $line" >&2; exit 1 ;; esac
+    after=$(rss_kb "${PID[$p]}")
+    echo close >&"${HOLD[1]}"; wait "$HOLD_PID" 2>/dev/null || true
+    echo "$p $before $after $IDLE_CONNS" >> "$WORK/results"
+  done
+  python3 - "$WORK/results" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1])]
+print(f"\nResident memory, idle and with {rows[0][3]} idle keep-alive client connections (each served one request)")
+print("| proxy | idle MiB | with connections MiB | KiB per connection |")
+print("|---|---|---|---|")
+for p, before, after, n in rows:
+    b, a = int(before), int(after)
+    print(f"| {p} | {b/1024:.1f} | {a/1024:.1f} | {(a-b)/int(n):.1f} |")
+PY
+}
+
+reload_scenario() {
+  local url; url=$(url_for http sluice)
+  version() { curl -s "http://$ADMIN/metrics" | awk '/^sluice_config_version/{print $2}'; }
+  local steady during v0 v1
+  steady=$(load wrk "$url" 20)
+  v0=$(version)
+  load wrk "$url" 20 > "$WORK/during" & local wrk_pid=$!
+  # 100 changes to the route that serves the traffic, one every 150 ms (longer than the 50 ms
+  # debounce, so each one is applied on its own).
+  for i in $(seq 100); do
+    route "$i" > "$WORK/manifests/route.yaml.tmp"
+    mv "$WORK/manifests/route.yaml.tmp" "$WORK/manifests/route.yaml"
+    sleep 0.15
+  done
+  wait "$wrk_pid"
+  v1=$(version)
+  during=$(cat "$WORK/during")
+  python3 - "$steady" "$during" "$((v1 - v0))" <<'PY'
 import re, sys
-out, u0, s0, u1, s1, tick, rss = sys.argv[1], *map(int, sys.argv[2:])
-def ms(v, unit):
-    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
-if "Requests/sec" in out:  # wrk
-    reqs = int(re.search(r"(\d+) requests in", out).group(1))
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    def lat(p):
-        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
-        return ms(float(m.group(1)), m.group(2))
-else:  # h2load: no percentiles; the mean and the max of request times stand in for p50 and p99
-    reqs = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", out).group(1))
-    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
-    m = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", out)
-    lat = lambda p: ms(float(m.group(5)), m.group(6)) if p == 50 else ms(float(m.group(3)), m.group(4))
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-if errors or "Socket errors" in out:
-    print("WARNING: errors in run:", out, file=sys.stderr)
-us = lambda t0, t1: (t1 - t0) * 1e6 / tick / max(reqs, 1)
-print(f"{rps:.0f} {lat(50):.3f} {lat(99):.3f} {us(u0, u1):.2f} {us(s0, s1):.2f} {reqs} {rss}")
+steady, during, applied = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def ms(text, p):
+    m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", text)
+    v, u = float(m.group(1)), m.group(2)
+    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
+def count(text, pattern):
+    m = re.search(pattern, text)
+    return sum(int(g) for g in m.groups()) if m else 0
+print("\nReload under load: Sluice, wrk 50 connections for 20 s, 100 route changes during the second run")
+print("| run | requests | failed (non-2xx + socket errors) | p50 ms | p99 ms | configurations applied |")
+print("|---|---|---|---|---|---|")
+for name, text, n in (("steady", steady, "-"), ("100 changes", during, applied)):
+    reqs = int(re.search(r"(\d+) requests in", text).group(1))
+    bad = count(text, r"Non-2xx or 3xx responses: (\d+)") + count(text, r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+    print(f"| {name} | {reqs} | {bad} | {ms(text, 50):.3f} | {ms(text, 99):.3f} | {n} |")
+print(f"p99 during changes: {ms(during, 99) / ms(steady, 99):.2f}x the steady p99")
 PY
 }
 
 for scenario in $SCENARIOS; do
   case $scenario in
-    http) nginx_url="http://127.0.0.1:$NGINX_PORT/"; sluice_url="http://127.0.0.1:$SLUICE_PORT/"; title="HTTP/1.1 keep-alive" ;;
-    tls) nginx_url="https://127.0.0.1:$NGINX_TLS_PORT/"; sluice_url="https://127.0.0.1:$SLUICE_TLS_PORT/"; title="HTTP/1.1 keep-alive over TLS 1.3 (ECDSA P-256)" ;;
-    h2) nginx_url="https://127.0.0.1:$NGINX_TLS_PORT/"; sluice_url="https://127.0.0.1:$SLUICE_TLS_PORT/"; title="HTTP/2 over TLS 1.3, 10 streams per connection (h2load; p50 = mean, p99 = max)" ;;
+    http) throughput_scenario http "HTTP/1.1 keep-alive (wrk)" wrk ;;
+    tls) throughput_scenario tls "HTTP/1.1 keep-alive over TLS 1.3, ECDSA P-256 (wrk)" wrk ;;
+    h2) throughput_scenario h2 "HTTP/2 over TLS 1.3, 10 streams per connection (h2load; p50 = mean, p99 = max)" h2load ;;
+    latency) latency_scenario ;;
+    idle) idle_scenario ;;
+    reload) reload_scenario ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
-  LOAD=wrk; [ "$scenario" = h2 ] && LOAD=h2load
-  # Warm both up (connection pools, page cache).
-  if [ "$LOAD" = h2load ]; then
-    taskset -c 1 h2load -c$CONNS -m10 -D2 "$nginx_url" >/dev/null
-    taskset -c 1 h2load -c$CONNS -m10 -D2 "$sluice_url" >/dev/null
-  else
-    taskset -c 1 wrk -t1 -c$CONNS -d2s "$nginx_url" >/dev/null
-    taskset -c 1 wrk -t1 -c$CONNS -d2s "$sluice_url" >/dev/null
-  fi
-  : > "$WORK/results"
-  for r in $(seq "$ROUNDS"); do
-    echo "$scenario: round $r/$ROUNDS" >&2
-    echo "nginx $(run_one "$nginx_url" "$NGINX_WORKER")" >> "$WORK/results"
-    echo "sluice $(run_one "$sluice_url" "$SLUICE_PID")" >> "$WORK/results"
-  done
-  python3 - "$WORK/results" "$ROUNDS" "$SECS" "$CONNS" "$title" <<'PY'
-import statistics, sys
-rows = {}
-for line in open(sys.argv[1]):
-    name, *vals = line.split()
-    rows.setdefault(name, []).append([float(v) for v in vals])
-med = {n: [statistics.median(col) for col in zip(*v)] for n, v in rows.items()}
-cols = ["req/s", "p50 ms", "p99 ms", "user µs/req", "sys µs/req", "total µs/req", "RSS MiB"]
-print(f"\n{sys.argv[5]}, {sys.argv[4]} connections, proxy pinned to core 0 with 1 worker; median of {sys.argv[2]} rounds of {sys.argv[3]} s")
-print(f"| {'proxy':8} | " + " | ".join(f"{c:>12}" for c in cols) + " |")
-print("|" + "---|" * (len(cols) + 1))
-def fmt(v):
-    rps, p50, p99, u, s, _, rss = v
-    return [f"{rps:.0f}", f"{p50:.3f}", f"{p99:.3f}", f"{u:.2f}", f"{s:.2f}", f"{u+s:.2f}", f"{rss/1024:.1f}"]
-for n in ("nginx", "sluice"):
-    print(f"| {n:8} | " + " | ".join(f"{c:>12}" for c in fmt(med[n])) + " |")
-n, s = med["nginx"], med["sluice"]
-ratio = [s[0]/n[0], s[1]/n[1], s[2]/n[2], s[3]/max(n[3],1e-9), s[4]/max(n[4],1e-9), (s[3]+s[4])/max(n[3]+n[4],1e-9), s[6]/n[6]]
-print(f"| {'ratio':8} | " + " | ".join(f"{r:>11.2f}x" for r in ratio) + " |")
-PY
 done

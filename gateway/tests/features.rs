@@ -238,9 +238,19 @@ spec:
     .await;
     let ca_file = gw.path("ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem).unwrap();
-    let curl = |host_header: &str| {
+    // HTTP/1.1 sessions read the SNI from their connection, HTTP/2 sessions from the table the
+    // handshake fills: both paths are checked.
+    let curl = |version: &str, host_header: &str| {
         let out = std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .args([
+                version,
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+            ])
             .arg(&ca_file)
             .args(["--resolve", &format!("foo.example.com:8443:{}", gw.ip)])
             .args(["-H", &format!("Host: {host_header}")])
@@ -249,8 +259,10 @@ spec:
             .expect("curl runs");
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    assert_eq!(curl("foo.example.com"), "200");
-    assert_eq!(curl("bar.example.com"), "421");
+    for version in ["--http1.1", "--http2"] {
+        assert_eq!(curl(version, "foo.example.com"), "200", "{version}");
+        assert_eq!(curl(version, "bar.example.com"), "421", "{version}");
+    }
     assert_eq!(bar.count("/"), 0);
 }
 

@@ -174,10 +174,13 @@ async fn serve_connection(
             let acceptor = Acceptor::from_server_config(cfg);
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4)).await {
                 Ok(Ok(s)) => {
+                    // HTTP/1 requests read the SNI from their connection; HTTP/2 sessions
+                    // cannot reach it, so only they go through the table.
+                    let h2 = s.selected_alpn_proto() == Some(pingora::protocols::ALPN::H2);
                     if let Some(name) = s
                         .get_ssl()
                         .and_then(|t| t.server_name())
-                        .filter(|_| keep_sni)
+                        .filter(|_| keep_sni && h2)
                     {
                         state
                             .sni

@@ -28,13 +28,14 @@ pub struct EngineState {
     pub mirror: mirror::MirrorClient,
     /// Open downstream connections, for draining at shutdown.
     pub connections: std::sync::atomic::AtomicUsize,
-    /// The SNI of open TLS connections, to detect misdirected requests.
+    /// The SNI of open HTTP/2 TLS connections, to detect misdirected requests.
     pub sni: SniTable,
 }
 
-/// The server name each open TLS connection asked for, keyed by (client, local) address. pingora
-/// does not carry the SNI into the HTTP session, so the engine keeps it here from the handshake
-/// until the connection closes. Sharded so connections on different threads rarely contend.
+/// The server name each open HTTP/2 TLS connection asked for, keyed by (client, local) address.
+/// pingora's HTTP/2 sessions do not reach their TLS connection (HTTP/1 sessions do), so the
+/// engine keeps it here from the handshake until the connection closes. Only ports with several
+/// HTTPS listeners use it. Sharded so connections on different threads rarely contend.
 pub struct SniTable {
     shards: Vec<SniShard>,
 }

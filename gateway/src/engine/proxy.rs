@@ -181,11 +181,19 @@ impl ProxyHttp for SluiceProxy {
         // A request whose Host selects another listener than the one its TLS handshake (SNI)
         // selected is misdirected: its certificate was not chosen for this host.
         if bind.protocol == Protocol::Https && bind.listeners.is_shared() {
-            let sni = session
-                .client_addr()
-                .and_then(|p| p.as_inet())
-                .zip(local)
-                .and_then(|(p, l)| self.state.sni.get(*p, l));
+            // HTTP/1 sessions reach their TLS connection directly; HTTP/2 sessions do not, and
+            // their SNI was kept in the table at the handshake.
+            let sni = match session.as_downstream().stream() {
+                Some(s) => s
+                    .get_ssl()
+                    .and_then(|t| t.server_name())
+                    .map(|n| Arc::from(n.to_ascii_lowercase())),
+                None => session
+                    .client_addr()
+                    .and_then(|p| p.as_inet())
+                    .zip(local)
+                    .and_then(|(p, l)| self.state.sni.get(*p, l)),
+            };
             if let Some(sni) = sni {
                 let by_sni = bind.listeners.select(Some(&sni));
                 if by_sni.is_some_and(|l| !Arc::ptr_eq(l, &listener)) {
