@@ -10,8 +10,11 @@
 #   tls      HTTP/1.1 over TLS 1.3 with an ECDSA P-256 certificate (wrk)
 #   h2       HTTP/2 over the same TLS, 10 streams per connection (h2load)
 #   latency  open loop at a fixed 1,000 requests/s, latency-corrected (oha)
-#   idle     resident memory idle and with 10,000 idle keep-alive client connections
+#   idle     resident memory idle and with 10,000 idle keep-alive client connections (nginx and
+#            Sluice: HAProxy needs two descriptors per connection, beyond this machine's limit)
 #   reload   Sluice only: 100 configuration changes during a wrk run, against a steady run
+#   routes   Sluice only: the same request through 10 and through ROUTES (default 10,000)
+#            HTTPRoutes with host, path and header matches; load, translate and reload times
 #
 # Usage: bench/run.sh [ROUNDS] [SECONDS]     (defaults: 3 rounds of 10 s)
 set -euo pipefail
@@ -21,7 +24,8 @@ ROUNDS="${1:-3}"
 SECS="${2:-10}"
 CONNS=50
 IDLE_CONNS="${IDLE_CONNS:-10000}"
-SCENARIOS="${SCENARIOS:-http tls h2 latency idle reload}"
+SCENARIOS="${SCENARIOS:-http tls h2 latency idle reload routes}"
+ROUTES="${ROUTES:-10000}"
 PROXIES="nginx haproxy sluice"
 
 need=()
@@ -112,7 +116,8 @@ CONF
 cat > "$WORK/proxy/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 16000
+  # HAProxy reserves two descriptors per connection; the hard limit here is 20,000.
+  maxconn 9000
   ssl-default-bind-options ssl-min-ver TLSv1.3
 defaults
   mode http
@@ -266,7 +271,8 @@ latency_scenario() {
 
 idle_scenario() {
   : > "$WORK/results"
-  for p in $PROXIES; do
+  # HAProxy's connection limit (see its maxconn) is below 10,000 on this machine.
+  for p in ${IDLE_PROXIES:-nginx sluice}; do
     echo "idle: $p" >&2
     local before after
     before=$(rss_kb "${PID[$p]}")
@@ -329,6 +335,97 @@ print(f"p99 during changes: {ms(during, 99) / ms(steady, 99):.2f}x the steady p9
 PY
 }
 
+generate_routes() { # count dir
+  mkdir -p "$2"
+  python3 - "$1" "$2" "$BACKEND_PORT" <<'PY'
+import sys
+n, d, backend = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+open(f"{d}/base.yaml", "w").write(f"""apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: sluice}}
+spec: {{controllerName: sluice.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: scale, namespace: default}}
+spec:
+  gatewayClassName: sluice
+  listeners: [{{name: http, protocol: HTTP, port: 18090}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: backend, namespace: default}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: backend-1, namespace: default, labels: {{kubernetes.io/service-name: backend}}}}
+addressType: IPv4
+ports: [{{name: http, port: {backend}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+""")
+with open(f"{d}/routes.yaml", "w") as f:
+    for i in range(n):
+        f.write(f"""---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r{i}, namespace: default}}
+spec:
+  parentRefs: [{{name: scale}}]
+  hostnames: [r{i}.example.com]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /p{i}}}, headers: [{{name: x-id, value: "{i}"}}]}}]
+    backendRefs: [{{name: backend, port: 80}}]
+""")
+PY
+}
+
+# One route-table size -> "routes rps load_ms reload_ms rss_kb non2xx"
+measure_routes() { # count
+  local n=$1 dir="$WORK/routes$1" target=$(( $1 / 2 )) admin=127.0.0.1:18902
+  generate_routes "$n" "$dir"
+  local t0 t1 load_ms reload_ms pid v out rps non2xx rss
+  t0=$(date +%s%N); "$GATEWAY" status -m "$dir" -o json >/dev/null; t1=$(date +%s%N)
+  load_ms=$(( (t1 - t0) / 1000000 ))
+  taskset -c 0 "$GATEWAY" run -m "$dir" --threads 1 --access-log off --admin-addr "$admin" 2>"$WORK/routes$n.log" &
+  pid=$!; pids+=($pid)
+  for _ in $(seq 600); do curl -sf -o /dev/null "http://$admin/ready" && break; sleep 0.05; done
+  # Reload: change one route, then wait for the next configuration version to be served.
+  v=$(curl -s "http://$admin/metrics" | awk '/^sluice_config_version/{print $2}')
+  t0=$(date +%s%N)
+  sed -i "s/value: \/p0}/value: \/q0}/" "$dir/routes.yaml"
+  for _ in $(seq 1000); do
+    [ "$(curl -s "http://$admin/metrics" | awk '/^sluice_config_version/{print $2}')" -gt "$v" ] && break
+    sleep 0.01
+  done
+  t1=$(date +%s%N)
+  reload_ms=$(( (t1 - t0) / 1000000 ))
+  local hdr=(-H "Host: r$target.example.com" -H "x-id: $target")
+  taskset -c 1 wrk -t1 -c$CONNS -d2s "${hdr[@]}" "http://127.0.0.1:18090/p$target" >/dev/null
+  out=$(taskset -c 1 wrk -t1 -c$CONNS -d"${SECS}s" "${hdr[@]}" "http://127.0.0.1:18090/p$target")
+  rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/{print $5}')
+  rss=$(rss_kb "$pid")
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "$n $rps $load_ms $reload_ms $rss ${non2xx:-0}"
+}
+
+routes_scenario() {
+  local small large
+  small=$(measure_routes 10)
+  large=$(measure_routes "$ROUTES")
+  python3 - "$small" "$large" <<'PY'
+import sys
+rows = [l.split() for l in sys.argv[1:]]
+print("\nRoute-table scale: Sluice alone, wrk 50 connections, a request for a route in the middle of the table")
+print("| routes | req/s | load+translate ms | reload applied ms (incl. 50 ms debounce) | RSS MiB | non-2xx |")
+print("|---|---|---|---|---|---|")
+for n, rps, load, reload, rss, bad in rows:
+    print(f"| {n} | {float(rps):.0f} | {load} | {reload} | {int(rss)/1024:.1f} | {bad} |")
+print(f"throughput at {rows[1][0]} routes: {float(rows[1][1]) / float(rows[0][1]):.2f}x of {rows[0][0]} routes")
+PY
+}
+
 for scenario in $SCENARIOS; do
   case $scenario in
     http) throughput_scenario http "HTTP/1.1 keep-alive (wrk)" wrk ;;
@@ -337,6 +434,7 @@ for scenario in $SCENARIOS; do
     latency) latency_scenario ;;
     idle) idle_scenario ;;
     reload) reload_scenario ;;
+    routes) routes_scenario ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
 done

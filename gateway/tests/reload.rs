@@ -326,3 +326,55 @@ async fn sigterm_drains_in_flight_requests() {
     let code = gw.wait_exit(Duration::from_secs(15));
     assert_eq!(code, Some(0));
 }
+
+/// A keep-alive connection serves request after request; once its listener is removed, the
+/// connection is closed while it waits for the next request.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_keepalive_connections_close_when_their_listener_goes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_v1, _v2, gw) = start_two_backends().await;
+    let mut conn = tokio::net::TcpStream::connect(gw.addr(8080)).await.unwrap();
+    // Reads one response with a Content-Length body.
+    async fn response(conn: &mut tokio::net::TcpStream) -> String {
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed mid-response");
+            data.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&data).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .expect("content-length");
+                if body.len() >= len {
+                    return head.to_string();
+                }
+            }
+        }
+    }
+    for i in 0..3 {
+        conn.write_all(
+            format!("GET /keepalive/{i} HTTP/1.1\r\nHost: example.com\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let head = response(&mut conn).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    let version = gw.config_version().await;
+    let moved = http_gateway("gw").replace("port: 8080", "port: 8081");
+    gw.write("gw.yaml", &format!("{GATEWAY_CLASS}---\n{moved}"));
+    gw.wait_version_above(version).await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+        .await
+        .expect("the idle connection was left open")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "expected the connection to close");
+}

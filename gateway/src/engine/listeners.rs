@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::listeners::tls::Acceptor;
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::socket::SocketAddr as PSocketAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::SocketDigest;
@@ -172,7 +173,10 @@ async fn serve_connection(
         None => Box::new(Buffered::new(l4)),
         Some(cfg) => {
             let acceptor = Acceptor::from_server_config(cfg);
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4)).await {
+            // Boxed: the handshake's state is large and must not stay in the connection's
+            // task for as long as the connection lives.
+            let handshake = Box::pin(acceptor.tls_handshake(l4));
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(s)) => {
                     // HTTP/1 requests read the SNI from their connection; HTTP/2 sessions
                     // cannot reach it, so only they go through the table.
@@ -206,8 +210,62 @@ async fn serve_connection(
             }
         }
     };
-    let _ = proxy.process_new(stream, &shutdown).await;
+    if stream.selected_alpn_proto() == Some(pingora::protocols::ALPN::H2) {
+        let _ = proxy.process_new(stream, &shutdown).await;
+    } else {
+        serve_http1(&proxy, stream, &shutdown).await;
+    }
     drop(sni_guard);
+}
+
+/// How long a keep-alive connection may wait for its next request (pingora's default).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// HTTP/1.1 on one connection, a pingora session per request. Between requests the connection
+/// waits here, holding only its stream: pingora's own loop would keep the whole proxy session
+/// state allocated for every idle keep-alive connection. pingora's pipelining is off, so a
+/// finished session never holds bytes of the next request.
+async fn serve_http1(
+    proxy: &Arc<SluiceHttpProxy>,
+    mut stream: Stream,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let mut reused: Option<Option<HttpPersistentSettings>> = None;
+    loop {
+        if reused.is_some() {
+            if *shutdown.borrow() {
+                break;
+            }
+            let mut first = [0u8; 1];
+            let mut stop = shutdown.clone();
+            let next = tokio::select! {
+                r = tokio::time::timeout(KEEPALIVE_IDLE, stream.try_peek(&mut first)) => {
+                    matches!(r, Ok(Ok(true)))
+                }
+                // A draining listener closes its idle connections at once.
+                _ = stop.changed() => false,
+            };
+            if !next {
+                break;
+            }
+        }
+        let mut session = ServerSession::new_http1(stream);
+        match reused.take().flatten() {
+            Some(settings) => settings.apply_to_session(&mut session),
+            None => session.set_keepalive(Some(KEEPALIVE_IDLE.as_secs())),
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        match proxy.process_new_http(session, shutdown).await {
+            Some(next) => {
+                let (s, settings) = next.consume();
+                stream = s;
+                reused = Some(settings);
+            }
+            None => break,
+        }
+    }
 }
 
 /// Forgets a connection's SNI when the connection ends.
