@@ -149,6 +149,10 @@ async fn respond(
 impl ProxyHttp for SluiceProxy {
     type CTX = Ctx;
 
+    /// No downstream modules: pingora's default adds a (disabled) compression module that still
+    /// runs on every request. Sluice does not compress responses.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             start: Instant::now(),
