@@ -97,7 +97,8 @@ http {
   access_log off;
   keepalive_requests 1000000;
   keepalive_timeout 300s;
-  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
+  # Idle upstream connections kept, like Sluice's pool (engine/proxy.rs UPSTREAM_IDLE_POOL).
+  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 4096; }
   server {
     listen 127.0.0.1:${HTTP_PORT[nginx]} reuseport;
     listen 127.0.0.1:${TLS_PORT[nginx]} ssl http2 reuseport;

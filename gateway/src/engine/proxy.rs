@@ -24,8 +24,16 @@ use crate::config::{
 
 pub type SluiceHttpProxy = HttpProxy<SluiceProxy>;
 
+/// Idle upstream connections kept for reuse, across all backends. pingora's default of 128 is
+/// exceeded by a few hundred concurrent requests (HTTP/2 clients multiplex many), and every
+/// connection past it is closed after its response and opened again for the next.
+pub const UPSTREAM_IDLE_POOL: usize = 4096;
+
 pub fn new_http_proxy(state: Arc<EngineState>) -> Arc<SluiceHttpProxy> {
-    let conf = Arc::new(ServerConf::default());
+    let conf = Arc::new(ServerConf {
+        upstream_keepalive_pool_size: UPSTREAM_IDLE_POOL,
+        ..ServerConf::default()
+    });
     Arc::new(http_proxy(&conf, SluiceProxy { state }))
 }
 
