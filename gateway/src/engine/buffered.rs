@@ -25,7 +25,8 @@ use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
+use std::task::ready;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// What a stream needs to be handed to pingora, as a bound (pingora's `IO` is that set).
 pub trait Downstream:
@@ -64,61 +65,92 @@ impl<T> Downstream for T where
 {
 }
 
-/// `S` with a write buffer of pingora's default size, and the bytes `try_peek` read.
+/// Writes shorter than this are collected; pingora's own listeners use the same size.
+const CAPACITY: usize = DEFAULT_L4_WRITE_BUFFER_SIZE;
+
+/// `S` with a write buffer, and the bytes `try_peek` read. The buffer is allocated on the first
+/// small write and released while the connection waits for its next request, so an idle
+/// keep-alive connection does not hold it.
 #[derive(Debug)]
 pub struct Buffered<S: Downstream> {
-    stream: BufWriter<S>,
+    stream: S,
+    out: Vec<u8>,
     peeked: Vec<u8>,
 }
 
 impl<S: Downstream> Buffered<S> {
     pub fn new(stream: S) -> Self {
         Buffered {
-            stream: BufWriter::with_capacity(DEFAULT_L4_WRITE_BUFFER_SIZE, stream),
+            stream,
+            out: Vec::new(),
             peeked: Vec::new(),
         }
+    }
+
+    /// Writes out everything buffered.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut written = 0;
+        let result = loop {
+            if written == self.out.len() {
+                break Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.stream).poll_write(cx, &self.out[written..]) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        self.out.drain(..written);
+        result
     }
 }
 
 impl<S: Downstream> AsyncRead for Buffered<S> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.peeked.is_empty() {
-            let n = self.peeked.len().min(buf.remaining());
-            buf.put_slice(&self.peeked[..n]);
-            self.peeked.drain(..n);
+        let this = self.get_mut();
+        if !this.peeked.is_empty() {
+            let n = this.peeked.len().min(buf.remaining());
+            buf.put_slice(&this.peeked[..n]);
+            this.peeked.drain(..n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(self.stream.get_mut()).poll_read(cx, buf)
+        Pin::new(&mut this.stream).poll_read(cx, buf)
     }
 }
 
 impl<S: Downstream> AsyncWrite for Buffered<S> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.out.len() + buf.len() > CAPACITY {
+            ready!(this.poll_write_out(cx))?;
+        }
+        if buf.len() >= CAPACITY {
+            return Pin::new(&mut this.stream).poll_write(cx, buf);
+        }
+        if this.out.capacity() == 0 {
+            this.out.reserve_exact(CAPACITY);
+        }
+        this.out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        Pin::new(&mut this.stream).poll_flush(cx)
     }
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        Pin::new(&mut this.stream).poll_shutdown(cx)
     }
 }
 
@@ -126,56 +158,56 @@ impl<S: Downstream> AsyncWrite for Buffered<S> {
 impl<S: Downstream> Shutdown for Buffered<S> {
     async fn shutdown(&mut self) {
         // What is still buffered goes out before the connection closes.
-        let _ = self.stream.flush().await;
-        Shutdown::shutdown(self.stream.get_mut()).await
+        let _ = self.flush().await;
+        Shutdown::shutdown(&mut self.stream).await
     }
 }
 
 impl<S: Downstream> UniqueID for Buffered<S> {
     fn id(&self) -> UniqueIDType {
-        self.stream.get_ref().id()
+        self.stream.id()
     }
 }
 
 impl<S: Downstream> Ssl for Buffered<S> {
     fn get_ssl(&self) -> Option<&TlsRef> {
-        self.stream.get_ref().get_ssl()
+        self.stream.get_ssl()
     }
     fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.stream.get_ref().get_ssl_digest()
+        self.stream.get_ssl_digest()
     }
     fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.stream.get_ref().selected_alpn_proto()
+        self.stream.selected_alpn_proto()
     }
 }
 
 impl<S: Downstream> GetTimingDigest for Buffered<S> {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.stream.get_ref().get_timing_digest()
+        self.stream.get_timing_digest()
     }
     fn get_read_pending_time(&self) -> Duration {
-        self.stream.get_ref().get_read_pending_time()
+        self.stream.get_read_pending_time()
     }
     fn get_write_pending_time(&self) -> Duration {
-        self.stream.get_ref().get_write_pending_time()
+        self.stream.get_write_pending_time()
     }
 }
 
 impl<S: Downstream> GetProxyDigest for Buffered<S> {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.stream.get_ref().get_proxy_digest()
+        self.stream.get_proxy_digest()
     }
     fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.stream.get_mut().set_proxy_digest(digest)
+        self.stream.set_proxy_digest(digest)
     }
 }
 
 impl<S: Downstream> GetSocketDigest for Buffered<S> {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.stream.get_ref().get_socket_digest()
+        self.stream.get_socket_digest()
     }
     fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.stream.get_mut().set_socket_digest(digest)
+        self.stream.set_socket_digest(digest)
     }
 }
 
@@ -183,20 +215,89 @@ impl<S: Downstream> GetSocketDigest for Buffered<S> {
 impl<S: Downstream> Peek for Buffered<S> {
     /// Waits for `buf.len()` bytes (decrypted, over TLS) and keeps them for the next read.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        // Called while the connection waits for its next request: the write buffer is empty
+        // (pingora flushed the response) and need not be kept.
+        if self.out.is_empty() {
+            self.out = Vec::new();
+        }
         if self.peeked.len() < buf.len() {
             let have = self.peeked.len();
             self.peeked.resize(buf.len(), 0);
-            if let Err(e) = self
-                .stream
-                .get_mut()
-                .read_exact(&mut self.peeked[have..])
-                .await
-            {
+            if let Err(e) = self.stream.read_exact(&mut self.peeked[have..]).await {
                 self.peeked.truncate(have);
                 return Err(e);
             }
         }
         buf.copy_from_slice(&self.peeked[..buf.len()]);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes waiting on the other end of the pipe, without blocking.
+    async fn pending(peer: &mut tokio::io::DuplexStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(std::time::Duration::from_millis(20), peer.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn small_writes_leave_together_on_flush() {
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let mut s = Buffered::new(ours);
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+            .await
+            .unwrap();
+        s.write_all(b"hello").await.unwrap();
+        assert!(pending(&mut peer).await.is_empty(), "sent before the flush");
+        s.flush().await.unwrap();
+        assert_eq!(
+            pending(&mut peer).await,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+        );
+    }
+
+    #[tokio::test]
+    async fn large_writes_go_straight_through_in_order() {
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let mut s = Buffered::new(ours);
+        let big = vec![b'x'; CAPACITY * 3];
+        s.write_all(b"head").await.unwrap();
+        s.write_all(&big).await.unwrap();
+        let got = pending(&mut peer).await;
+        assert_eq!(got.len(), 4 + big.len(), "a large write waited for a flush");
+        assert!(got.starts_with(b"headxxx"));
+    }
+
+    #[tokio::test]
+    async fn peeked_bytes_are_read_again_and_the_idle_buffer_is_released() {
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let mut s = Buffered::new(ours);
+        s.write_all(b"response").await.unwrap();
+        s.flush().await.unwrap();
+        assert!(s.out.capacity() > 0);
+        peer.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut first = [0u8; 1];
+        assert!(s.try_peek(&mut first).await.unwrap());
+        assert_eq!(&first, b"G");
+        assert_eq!(
+            s.out.capacity(),
+            0,
+            "an idle connection keeps its write buffer"
+        );
+        let mut line = [0u8; 16];
+        s.read_exact(&mut line).await.unwrap();
+        assert_eq!(&line, b"GET / HTTP/1.1\r\n");
     }
 }
