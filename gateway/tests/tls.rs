@@ -112,6 +112,25 @@ async fn sni_selects_certificate_and_listener() {
         "wild"
     );
 
+    // Keep-alive over TLS: the second request reuses the connection (no new connect) and is
+    // answered, also after the gateway waited for it between requests.
+    let ca_file = gw.path("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["--http1.1", "-s", "--cacert"])
+        .arg(&ca_file)
+        .args(["--resolve", &format!("foo.example.com:8443:{}", gw.ip)])
+        .args(["-w", " %{http_code}:%{num_connects}\n"])
+        .args([
+            "https://foo.example.com:8443/one",
+            "https://foo.example.com:8443/two",
+        ])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let codes: Vec<&str> = text.lines().filter_map(|l| l.rsplit(' ').next()).collect();
+    assert_eq!(codes, ["200:1", "200:0"], "{text}");
+
     // HTTP/2 negotiated by ALPN.
     let c2 = reqwest::Client::builder()
         .tls_built_in_root_certs(false)

@@ -8,8 +8,7 @@
 //! 1xx headers, for streamed bodies), which is what makes a buffer safe here.
 //!
 //! It also lets the accept loop wait for a keep-alive connection's next request without a
-//! pingora session (see `listeners::serve_http1`): `try_peek` reads the first bytes, over TLS
-//! too, and keeps them for the next read.
+//! pingora session (see `listeners::serve_http1` and [`AwaitData`]).
 
 use std::io;
 use std::pin::Pin;
@@ -18,9 +17,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use super::tcp::Tcp;
 use pingora::protocols::l4::stream::DEFAULT_L4_WRITE_BUFFER_SIZE;
 use pingora::protocols::raw_connect::ProxyDigest;
-use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::tls::{SslDigest, TlsRef, TlsStream};
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
@@ -213,23 +214,57 @@ impl<S: Downstream> GetSocketDigest for Buffered<S> {
 
 #[async_trait]
 impl<S: Downstream> Peek for Buffered<S> {
-    /// Waits for `buf.len()` bytes (decrypted, over TLS) and keeps them for the next read.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        // Called while the connection waits for its next request: the write buffer is empty
-        // (pingora flushed the response) and need not be kept.
+        self.stream.try_peek(buf).await
+    }
+}
+
+/// How a connection waits for the first bytes of its next request.
+#[async_trait]
+pub trait AwaitData {
+    /// Returns once there is something to read (or the peer closed). Bytes it had to read to
+    /// know are appended to `stash`, to be read again.
+    async fn await_data(&mut self, stash: &mut Vec<u8>) -> io::Result<()>;
+}
+
+#[async_trait]
+impl AwaitData for Tcp {
+    /// Readiness, not a read: the bytes stay in the kernel for pingora's first read, so the wait
+    /// costs no system call.
+    async fn await_data(&mut self, _stash: &mut Vec<u8>) -> io::Result<()> {
+        self.readable().await
+    }
+}
+
+#[async_trait]
+impl AwaitData for TlsStream<Tcp> {
+    /// A read: socket readiness would miss plaintext rustls already holds. It costs no extra
+    /// system call, since rustls reads the whole record and keeps what is left of it.
+    async fn await_data(&mut self, stash: &mut Vec<u8>) -> io::Result<()> {
+        read_one(self, stash).await
+    }
+}
+
+/// Reads one byte into `stash` (nothing at end of stream).
+async fn read_one<R: AsyncRead + Unpin>(r: &mut R, stash: &mut Vec<u8>) -> io::Result<()> {
+    let mut b = [0u8; 1];
+    if r.read(&mut b).await? == 1 {
+        stash.push(b[0]);
+    }
+    Ok(())
+}
+
+impl<S: Downstream + AwaitData> Buffered<S> {
+    /// Waits for the next request on a keep-alive connection. The write buffer is empty then
+    /// (pingora flushed the response), so it is released for as long as the connection idles.
+    pub async fn next_request(&mut self) -> io::Result<()> {
         if self.out.is_empty() {
             self.out = Vec::new();
         }
-        if self.peeked.len() < buf.len() {
-            let have = self.peeked.len();
-            self.peeked.resize(buf.len(), 0);
-            if let Err(e) = self.stream.read_exact(&mut self.peeked[have..]).await {
-                self.peeked.truncate(have);
-                return Err(e);
-            }
+        if self.peeked.is_empty() {
+            self.stream.await_data(&mut self.peeked).await?;
         }
-        buf.copy_from_slice(&self.peeked[..buf.len()]);
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -280,17 +315,22 @@ mod tests {
         assert!(got.starts_with(b"headxxx"));
     }
 
+    #[async_trait]
+    impl AwaitData for tokio::io::DuplexStream {
+        async fn await_data(&mut self, stash: &mut Vec<u8>) -> io::Result<()> {
+            read_one(self, stash).await
+        }
+    }
+
     #[tokio::test]
-    async fn peeked_bytes_are_read_again_and_the_idle_buffer_is_released() {
+    async fn bytes_read_while_waiting_are_read_again_and_the_idle_buffer_is_released() {
         let (ours, mut peer) = tokio::io::duplex(64 * 1024);
         let mut s = Buffered::new(ours);
         s.write_all(b"response").await.unwrap();
         s.flush().await.unwrap();
         assert!(s.out.capacity() > 0);
         peer.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-        let mut first = [0u8; 1];
-        assert!(s.try_peek(&mut first).await.unwrap());
-        assert_eq!(&first, b"G");
+        s.next_request().await.unwrap();
         assert_eq!(
             s.out.capacity(),
             0,

@@ -14,15 +14,15 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::socket::SocketAddr as PSocketAddr;
-use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::SocketDigest;
-use pingora::protocols::{GetSocketDigest, Ssl, Stream};
+use pingora::protocols::Ssl;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Mutex};
 use tracing::{debug, info, warn};
 
-use super::buffered::Buffered;
+use super::buffered::{AwaitData, Buffered, Downstream};
 use super::proxy::SluiceHttpProxy;
+use super::tcp::Tcp;
 use super::{BindError, EngineState};
 use crate::config::Protocol;
 
@@ -151,12 +151,11 @@ async fn serve_connection(
     let _guard = ConnectionGuard::new(&state);
     let _ = tcp.set_nodelay(true);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
-    let mut l4 = L4Stream::from(tcp);
     // The addresses are known from accept(): record them so no request pays a syscall for them.
     let digest = SocketDigest::from_raw_fd(fd);
     let _ = digest.peer_addr.set(Some(PSocketAddr::Inet(peer)));
     let _ = digest.local_addr.set(Some(PSocketAddr::Inet(local)));
-    l4.set_socket_digest(digest);
+    let tcp = Tcp::new(tcp, digest);
 
     // The SNI is kept only where a misdirected request is possible: several listeners on the
     // port. Single-listener ports pay nothing for it.
@@ -168,53 +167,51 @@ async fn serve_connection(
             None => return,
         }
     };
-    let mut sni_guard = None;
-    let stream: Stream = match tls {
-        None => Box::new(Buffered::new(l4)),
-        Some(cfg) => {
-            let acceptor = Acceptor::from_server_config(cfg);
-            // Boxed: the handshake's state is large and must not stay in the connection's
-            // task for as long as the connection lives.
-            let handshake = Box::pin(acceptor.tls_handshake(l4));
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
-                Ok(Ok(s)) => {
-                    // HTTP/1 requests read the SNI from their connection; HTTP/2 sessions
-                    // cannot reach it, so only they go through the table.
-                    let h2 = s.selected_alpn_proto() == Some(pingora::protocols::ALPN::H2);
-                    if let Some(name) = s
-                        .get_ssl()
-                        .and_then(|t| t.server_name())
-                        .filter(|_| keep_sni && h2)
-                    {
-                        state
-                            .sni
-                            .insert(peer, local, Arc::from(name.to_ascii_lowercase()));
-                        sni_guard = Some(SniGuard {
-                            state: state.clone(),
-                            peer,
-                            local,
-                        });
-                    }
-                    Box::new(Buffered::new(s))
-                }
-                Ok(Err(e)) => {
-                    debug!(%peer, %local, error = %e, "TLS handshake failed");
-                    state.metrics.tls_handshake_errors.inc();
-                    return;
-                }
-                Err(_) => {
-                    debug!(%peer, %local, "TLS handshake timed out");
-                    state.metrics.tls_handshake_errors.inc();
-                    return;
-                }
-            }
+    let Some(cfg) = tls else {
+        serve_http1(&proxy, Buffered::new(tcp), &shutdown).await;
+        return;
+    };
+    let acceptor = Acceptor::from_server_config(cfg);
+    // Boxed: the handshake's state is large and must not stay in the connection's task for as
+    // long as the connection lives.
+    let handshake = Box::pin(acceptor.tls_handshake(tcp));
+    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!(%peer, %local, error = %e, "TLS handshake failed");
+            state.metrics.tls_handshake_errors.inc();
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, %local, "TLS handshake timed out");
+            state.metrics.tls_handshake_errors.inc();
+            return;
         }
     };
-    if stream.selected_alpn_proto() == Some(pingora::protocols::ALPN::H2) {
-        let _ = proxy.process_new(stream, &shutdown).await;
-    } else {
-        serve_http1(&proxy, stream, &shutdown).await;
+    if tls.selected_alpn_proto() != Some(pingora::protocols::ALPN::H2) {
+        serve_http1(&proxy, Buffered::new(tls), &shutdown).await;
+        return;
     }
+    // HTTP/1 requests read the SNI from their connection; HTTP/2 sessions cannot reach it, so
+    // only they go through the table.
+    let mut sni_guard = None;
+    if let Some(name) = tls
+        .get_ssl()
+        .and_then(|t| t.server_name())
+        .filter(|_| keep_sni)
+    {
+        state
+            .sni
+            .insert(peer, local, Arc::from(name.to_ascii_lowercase()));
+        sni_guard = Some(SniGuard {
+            state: state.clone(),
+            peer,
+            local,
+        });
+    }
+    let _ = proxy
+        .process_new(Box::new(Buffered::new(tls)), &shutdown)
+        .await;
     drop(sni_guard);
 }
 
@@ -225,22 +222,22 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// waits here, holding only its stream: pingora's own loop would keep the whole proxy session
 /// state allocated for every idle keep-alive connection. pingora's pipelining is off, so a
 /// finished session never holds bytes of the next request.
-async fn serve_http1(
+async fn serve_http1<S: Downstream + AwaitData>(
     proxy: &Arc<SluiceHttpProxy>,
-    mut stream: Stream,
+    stream: Buffered<S>,
     shutdown: &watch::Receiver<bool>,
 ) {
+    let mut stream = Box::new(stream);
     let mut reused: Option<Option<HttpPersistentSettings>> = None;
     loop {
         if reused.is_some() {
             if *shutdown.borrow() {
                 break;
             }
-            let mut first = [0u8; 1];
             let mut stop = shutdown.clone();
             let next = tokio::select! {
-                r = tokio::time::timeout(KEEPALIVE_IDLE, stream.try_peek(&mut first)) => {
-                    matches!(r, Ok(Ok(true)))
+                r = tokio::time::timeout(KEEPALIVE_IDLE, stream.next_request()) => {
+                    matches!(r, Ok(Ok(())))
                 }
                 // A draining listener closes its idle connections at once.
                 _ = stop.changed() => false,
@@ -257,14 +254,16 @@ async fn serve_http1(
         if *shutdown.borrow() {
             session.set_keepalive(None);
         }
-        match proxy.process_new_http(session, shutdown).await {
-            Some(next) => {
-                let (s, settings) = next.consume();
-                stream = s;
-                reused = Some(settings);
-            }
-            None => break,
+        let Some(next) = proxy.process_new_http(session, shutdown).await else {
+            break;
+        };
+        let (s, settings) = next.consume();
+        // The stream pingora hands back is the one it was given.
+        match s.into_any().downcast::<Buffered<S>>() {
+            Ok(s) => stream = s,
+            Err(_) => break,
         }
+        reused = Some(settings);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod buffered;
 pub mod listeners;
 pub mod mirror;
 pub mod proxy;
+pub mod tcp;
 pub mod tls;
 
 use std::net::SocketAddr;
