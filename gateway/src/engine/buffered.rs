@@ -118,6 +118,9 @@ impl<S: Downstream> AsyncRead for Buffered<S> {
             let n = this.peeked.len().min(buf.remaining());
             buf.put_slice(&this.peeked[..n]);
             this.peeked.drain(..n);
+            if this.peeked.is_empty() {
+                this.peeked = Vec::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.stream).poll_read(cx, buf)
@@ -230,7 +233,8 @@ pub trait AwaitData {
 #[async_trait]
 impl AwaitData for Tcp {
     /// Readiness, not a read: the bytes stay in the kernel for pingora's first read, so the wait
-    /// costs no system call.
+    /// costs no system call. (Readiness left over from earlier traffic would only mean that
+    /// pingora's session waits instead, holding more memory; tokio clears it on short reads.)
     async fn await_data(&mut self, _stash: &mut Vec<u8>) -> io::Result<()> {
         self.readable().await
     }

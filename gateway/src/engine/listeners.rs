@@ -168,15 +168,17 @@ async fn serve_connection(
         }
     };
     let Some(cfg) = tls else {
-        serve_http1(&proxy, Buffered::new(tcp), &shutdown).await;
+        serve_http1(&proxy, Box::new(Buffered::new(tcp)), &shutdown).await;
         return;
     };
     let acceptor = Acceptor::from_server_config(cfg);
     // Boxed: the handshake's state is large and must not stay in the connection's task for as
     // long as the connection lives.
     let handshake = Box::pin(acceptor.tls_handshake(tcp));
+    // Boxed at once, too: the TLS connection is large, and this task's state must not reserve
+    // room for it while an idle plain connection waits.
     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(s)) => s,
+        Ok(Ok(s)) => Box::new(Buffered::new(s)),
         Ok(Err(e)) => {
             debug!(%peer, %local, error = %e, "TLS handshake failed");
             state.metrics.tls_handshake_errors.inc();
@@ -189,7 +191,7 @@ async fn serve_connection(
         }
     };
     if tls.selected_alpn_proto() != Some(pingora::protocols::ALPN::H2) {
-        serve_http1(&proxy, Buffered::new(tls), &shutdown).await;
+        serve_http1(&proxy, tls, &shutdown).await;
         return;
     }
     // HTTP/1 requests read the SNI from their connection; HTTP/2 sessions cannot reach it, so
@@ -209,9 +211,7 @@ async fn serve_connection(
             local,
         });
     }
-    let _ = proxy
-        .process_new(Box::new(Buffered::new(tls)), &shutdown)
-        .await;
+    let _ = proxy.process_new(tls, &shutdown).await;
     drop(sni_guard);
 }
 
@@ -224,10 +224,9 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// finished session never holds bytes of the next request.
 async fn serve_http1<S: Downstream + AwaitData>(
     proxy: &Arc<SluiceHttpProxy>,
-    stream: Buffered<S>,
+    mut stream: Box<Buffered<S>>,
     shutdown: &watch::Receiver<bool>,
 ) {
-    let mut stream = Box::new(stream);
     let mut reused: Option<Option<HttpPersistentSettings>> = None;
     loop {
         if reused.is_some() {
