@@ -26,7 +26,7 @@ CONNS=50
 IDLE_CONNS="${IDLE_CONNS:-10000}"
 SCENARIOS="${SCENARIOS:-http tls h2 latency idle reload routes}"
 ROUTES="${ROUTES:-10000}"
-PROXIES="nginx haproxy sluice"
+PROXIES="${PROXIES:-nginx haproxy sluice}"   # nginx is the reference of the ratios
 
 need=()
 command -v nginx >/dev/null || need+=(nginx)
@@ -43,8 +43,9 @@ if ! command -v oha >/dev/null; then
   CARGO_TARGET_DIR="$HOME/.cache/sluice/oha-target" cargo install -q oha --locked
 fi
 
-cargo build -q --release -p gateway
-GATEWAY="$CARGO_TARGET_DIR/release/gateway"
+# GATEWAY_BIN runs another build of the gateway (to compare two versions).
+if [ -z "${GATEWAY_BIN:-}" ]; then cargo build -q --release -p gateway; fi
+GATEWAY="${GATEWAY_BIN:-$CARGO_TARGET_DIR/release/gateway}"
 
 # 10,000 idle client connections need as many descriptors in the client and in each proxy.
 ulimit -n "$(ulimit -Hn)"
