@@ -290,7 +290,7 @@ idle_scenario() {
   python3 - "$WORK/results" <<'PY'
 import sys
 rows = [l.split() for l in open(sys.argv[1])]
-print(f"\nResident memory, idle and with {rows[0][3]} idle keep-alive client connections (each served one request)")
+print(f"\nResident memory, idle and with {rows[0][3]} idle keep-alive client connections (each served one request)\n")
 print("| proxy | idle MiB | with connections MiB | KiB per connection |")
 print("|---|---|---|---|")
 for p, before, after, n in rows:
@@ -326,14 +326,14 @@ def ms(text, p):
 def count(text, pattern):
     m = re.search(pattern, text)
     return sum(int(g) for g in m.groups()) if m else 0
-print("\nReload under load: Sluice, wrk 50 connections for 20 s, 100 route changes during the second run")
+print("\nReload under load: Sluice, wrk 50 connections for 20 s, 100 route changes during the second run\n")
 print("| run | requests | failed (non-2xx + socket errors) | p50 ms | p99 ms | configurations applied |")
 print("|---|---|---|---|---|---|")
 for name, text, n in (("steady", steady, "-"), ("100 changes", during, applied)):
     reqs = int(re.search(r"(\d+) requests in", text).group(1))
     bad = count(text, r"Non-2xx or 3xx responses: (\d+)") + count(text, r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
     print(f"| {name} | {reqs} | {bad} | {ms(text, 50):.3f} | {ms(text, 99):.3f} | {n} |")
-print(f"p99 during changes: {ms(during, 99) / ms(steady, 99):.2f}x the steady p99")
+print(f"\np99 during changes: {ms(during, 99) / ms(steady, 99):.2f}x the steady p99")
 PY
 }
 
@@ -419,12 +419,12 @@ routes_scenario() {
   python3 - "$small" "$large" <<'PY'
 import sys
 rows = [l.split() for l in sys.argv[1:]]
-print("\nRoute-table scale: Sluice alone, wrk 50 connections, a request for a route in the middle of the table")
+print("\nRoute-table scale: Sluice alone, wrk 50 connections, a request for a route in the middle of the table\n")
 print("| routes | req/s | load+translate ms | reload applied ms (incl. 50 ms debounce) | RSS MiB | non-2xx |")
 print("|---|---|---|---|---|---|")
 for n, rps, load, reload, rss, bad in rows:
     print(f"| {n} | {float(rps):.0f} | {load} | {reload} | {int(rss)/1024:.1f} | {bad} |")
-print(f"throughput at {rows[1][0]} routes: {float(rows[1][1]) / float(rows[0][1]):.2f}x of {rows[0][0]} routes")
+print(f"\nthroughput at {rows[1][0]} routes: {float(rows[1][1]) / float(rows[0][1]):.2f}x of {rows[0][0]} routes")
 PY
 }
 

@@ -34,7 +34,7 @@ def fmt(col, v):
     return f"{v:.3f}" if "ms" in col else f"{v:.2f}" if "µs" in col else f"{v:.1f}"
 
 
-print(f"\n{title}")
+print(f"\n{title}\n")
 print("| proxy | " + " | ".join(cols) + " |")
 print("|---|" + "---|" * len(cols))
 for n in proxies:
