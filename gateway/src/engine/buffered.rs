@@ -24,47 +24,10 @@ use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef, TlsStream};
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
+    TimingDigest, UniqueID, UniqueIDType, ALPN, IO,
 };
 use std::task::ready;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-
-/// What a stream needs to be handed to pingora, as a bound (pingora's `IO` is that set).
-pub trait Downstream:
-    AsyncRead
-    + AsyncWrite
-    + Shutdown
-    + UniqueID
-    + Ssl
-    + GetTimingDigest
-    + GetProxyDigest
-    + GetSocketDigest
-    + Peek
-    + Unpin
-    + Send
-    + Sync
-    + std::fmt::Debug
-    + 'static
-{
-}
-
-impl<T> Downstream for T where
-    T: AsyncRead
-        + AsyncWrite
-        + Shutdown
-        + UniqueID
-        + Ssl
-        + GetTimingDigest
-        + GetProxyDigest
-        + GetSocketDigest
-        + Peek
-        + Unpin
-        + Send
-        + Sync
-        + std::fmt::Debug
-        + 'static
-{
-}
 
 /// Writes shorter than this are collected; pingora's own listeners use the same size.
 const CAPACITY: usize = DEFAULT_L4_WRITE_BUFFER_SIZE;
@@ -73,13 +36,13 @@ const CAPACITY: usize = DEFAULT_L4_WRITE_BUFFER_SIZE;
 /// small write and released while the connection waits for its next request, so an idle
 /// keep-alive connection does not hold it.
 #[derive(Debug)]
-pub struct Buffered<S: Downstream> {
+pub struct Buffered<S: IO + 'static> {
     stream: S,
     out: Vec<u8>,
     peeked: Vec<u8>,
 }
 
-impl<S: Downstream> Buffered<S> {
+impl<S: IO + 'static> Buffered<S> {
     pub fn new(stream: S) -> Self {
         Buffered {
             stream,
@@ -107,7 +70,7 @@ impl<S: Downstream> Buffered<S> {
     }
 }
 
-impl<S: Downstream> AsyncRead for Buffered<S> {
+impl<S: IO + 'static> AsyncRead for Buffered<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -127,7 +90,7 @@ impl<S: Downstream> AsyncRead for Buffered<S> {
     }
 }
 
-impl<S: Downstream> AsyncWrite for Buffered<S> {
+impl<S: IO + 'static> AsyncWrite for Buffered<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -159,7 +122,7 @@ impl<S: Downstream> AsyncWrite for Buffered<S> {
 }
 
 #[async_trait]
-impl<S: Downstream> Shutdown for Buffered<S> {
+impl<S: IO + 'static> Shutdown for Buffered<S> {
     async fn shutdown(&mut self) {
         // What is still buffered goes out before the connection closes.
         let _ = self.flush().await;
@@ -167,13 +130,13 @@ impl<S: Downstream> Shutdown for Buffered<S> {
     }
 }
 
-impl<S: Downstream> UniqueID for Buffered<S> {
+impl<S: IO + 'static> UniqueID for Buffered<S> {
     fn id(&self) -> UniqueIDType {
         self.stream.id()
     }
 }
 
-impl<S: Downstream> Ssl for Buffered<S> {
+impl<S: IO + 'static> Ssl for Buffered<S> {
     fn get_ssl(&self) -> Option<&TlsRef> {
         self.stream.get_ssl()
     }
@@ -185,7 +148,7 @@ impl<S: Downstream> Ssl for Buffered<S> {
     }
 }
 
-impl<S: Downstream> GetTimingDigest for Buffered<S> {
+impl<S: IO + 'static> GetTimingDigest for Buffered<S> {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
         self.stream.get_timing_digest()
     }
@@ -197,7 +160,7 @@ impl<S: Downstream> GetTimingDigest for Buffered<S> {
     }
 }
 
-impl<S: Downstream> GetProxyDigest for Buffered<S> {
+impl<S: IO + 'static> GetProxyDigest for Buffered<S> {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
         self.stream.get_proxy_digest()
     }
@@ -206,7 +169,7 @@ impl<S: Downstream> GetProxyDigest for Buffered<S> {
     }
 }
 
-impl<S: Downstream> GetSocketDigest for Buffered<S> {
+impl<S: IO + 'static> GetSocketDigest for Buffered<S> {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         self.stream.get_socket_digest()
     }
@@ -216,7 +179,7 @@ impl<S: Downstream> GetSocketDigest for Buffered<S> {
 }
 
 #[async_trait]
-impl<S: Downstream> Peek for Buffered<S> {
+impl<S: IO + 'static> Peek for Buffered<S> {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.stream.try_peek(buf).await
     }
@@ -258,7 +221,7 @@ async fn read_one<R: AsyncRead + Unpin>(r: &mut R, stash: &mut Vec<u8>) -> io::R
     Ok(())
 }
 
-impl<S: Downstream + AwaitData> Buffered<S> {
+impl<S: IO + AwaitData + 'static> Buffered<S> {
     /// Waits for the next request on a keep-alive connection. The write buffer is empty then
     /// (pingora flushed the response), so it is released for as long as the connection idles.
     pub async fn next_request(&mut self) -> io::Result<()> {

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Mutex};
 use tracing::{debug, info, warn};
 
-use super::buffered::{AwaitData, Buffered, Downstream};
+use super::buffered::{AwaitData, Buffered};
 use super::proxy::SluiceHttpProxy;
 use super::tcp::Tcp;
 use super::{BindError, EngineState};
@@ -222,7 +222,7 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// waits here, holding only its stream: pingora's own loop would keep the whole proxy session
 /// state allocated for every idle keep-alive connection. pingora's pipelining is off, so a
 /// finished session never holds bytes of the next request.
-async fn serve_http1<S: Downstream + AwaitData>(
+async fn serve_http1<S: pingora::protocols::IO + AwaitData + 'static>(
     proxy: &Arc<SluiceHttpProxy>,
     mut stream: Box<Buffered<S>>,
     shutdown: &watch::Receiver<bool>,
