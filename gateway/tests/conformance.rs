@@ -478,6 +478,20 @@ fn check_infra(list: &serde_json::Value, c: &InfraCheck) -> Result<(), String> {
     Ok(())
 }
 
+/// Every condition's observedGeneration is `want`, when a generation is expected.
+fn check_observed_generation(conds: &serde_json::Value, want: Option<i64>) -> Result<(), String> {
+    let Some(g) = want else { return Ok(()) };
+    for c in conds.as_array().into_iter().flatten() {
+        if c["observedGeneration"] != g {
+            return Err(format!(
+                "observedGeneration {} want {g}",
+                c["observedGeneration"]
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_status(all: &serde_json::Value, s: &StatusCheck) -> Result<(), String> {
     let obj = all.as_array().and_then(|a| {
         a.iter().find(|o| {
@@ -505,16 +519,7 @@ fn check_status(all: &serde_json::Value, s: &StatusCheck) -> Result<(), String> 
                 })
                 .ok_or(format!("no ancestor {:?} in {}", s.parent, o["status"]))?;
             check_conditions(&a["conditions"], &s.conditions)?;
-            if let Some(g) = s.observed_generation {
-                for c in a["conditions"].as_array().into_iter().flatten() {
-                    if c["observedGeneration"] != g {
-                        return Err(format!(
-                            "observedGeneration {} want {g}",
-                            c["observedGeneration"]
-                        ));
-                    }
-                }
-            }
+            check_observed_generation(&a["conditions"], s.observed_generation)?;
             Ok(())
         }
         ("HTTPRoute", Some(o)) => {
@@ -541,16 +546,7 @@ fn check_status(all: &serde_json::Value, s: &StatusCheck) -> Result<(), String> 
                 Some(_) if s.absent => Err(format!("unexpected parent status {}", o["status"])),
                 Some(p) => {
                     check_conditions(&p["conditions"], &s.conditions)?;
-                    if let Some(g) = s.observed_generation {
-                        for c in p["conditions"].as_array().into_iter().flatten() {
-                            if c["observedGeneration"] != g {
-                                return Err(format!(
-                                    "observedGeneration {} want {g}",
-                                    c["observedGeneration"]
-                                ));
-                            }
-                        }
-                    }
+                    check_observed_generation(&p["conditions"], s.observed_generation)?;
                     Ok(())
                 }
             }
@@ -589,16 +585,7 @@ fn check_status(all: &serde_json::Value, s: &StatusCheck) -> Result<(), String> 
                     return Err(format!("listeners {got:?} want {names:?}"));
                 }
             }
-            if let Some(g) = s.observed_generation {
-                for c in o["status"]["conditions"].as_array().into_iter().flatten() {
-                    if c["observedGeneration"] != g {
-                        return Err(format!(
-                            "observedGeneration {} want {g}",
-                            c["observedGeneration"]
-                        ));
-                    }
-                }
-            }
+            check_observed_generation(&o["status"]["conditions"], s.observed_generation)?;
             Ok(())
         }
     }
