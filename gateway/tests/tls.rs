@@ -102,6 +102,11 @@ async fn sni_selects_certificate_and_listener() {
         body["headers"]["X-Forwarded-Proto"],
         serde_json::json!(["https"])
     );
+    // The client address reaches the backend through the TLS layer too.
+    assert_eq!(
+        body["headers"]["X-Forwarded-For"],
+        serde_json::json!(["127.0.0.1"])
+    );
     let r = c1
         .get("https://bar.example.com:8443/b")
         .send()
