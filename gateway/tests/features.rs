@@ -165,14 +165,8 @@ async fn start_with_app_protocol(app_protocol: &str) -> (Gateway, EchoServer) {
         "{name: http, port: 80,",
         &format!("{{name: http, port: 80, appProtocol: {app_protocol},"),
     );
-    let route = "apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: app, namespace: default}
-spec:
-  parentRefs: [{name: gw}]
-  rules: [{backendRefs: [{name: app, port: 80}]}]
-";
-    let mut files = gateway_files(route, &[]);
+    let route = backend_route("app", &["name: gw"], &[], "app");
+    let mut files = gateway_files(&route, &[]);
     files.push(("app.yaml".to_string(), svc));
     (Gateway::start(&files).await, app)
 }
@@ -201,23 +195,14 @@ spec:
   - {name: foo, protocol: HTTPS, port: 8443, hostname: foo.example.com, tls: {certificateRefs: [{name: foo}]}}
   - {name: bar, protocol: HTTPS, port: 8443, hostname: bar.example.com, tls: {certificateRefs: [{name: bar}]}}
 ";
-    let routes = "apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: foo, namespace: default}
-spec:
-  parentRefs: [{name: gw, sectionName: foo}]
-  rules: [{backendRefs: [{name: foo, port: 80}]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: bar, namespace: default}
-spec:
-  parentRefs: [{name: gw, sectionName: bar}]
-  rules: [{backendRefs: [{name: bar, port: 80}]}]
-";
+    let routes = format!(
+        "{}---\n{}",
+        backend_route("foo", &["name: gw, sectionName: foo"], &[], "foo"),
+        backend_route("bar", &["name: gw, sectionName: bar"], &[], "bar")
+    );
     let gw = Gateway::start(&[
         ("gw.yaml", format!("{GATEWAY_CLASS}---\n{gateway}")),
-        ("routes.yaml", routes.to_string()),
+        ("routes.yaml", routes),
         (
             "certs.yaml",
             format!(

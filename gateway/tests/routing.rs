@@ -290,32 +290,20 @@ spec:
   - {name: wild, protocol: HTTP, port: 8080, hostname: '*.example.com'}
   - {name: other, protocol: HTTP, port: 8080, hostname: other.test}
 ";
-    let routes = "apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: exact, namespace: default}
-spec:
-  parentRefs: [{name: gw}]
-  hostnames: [foo.example.com]
-  rules: [{backendRefs: [{name: exact, port: 80}]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: wild, namespace: default}
-spec:
-  parentRefs: [{name: gw, sectionName: wild}]
-  hostnames: ['*.example.com']
-  rules: [{backendRefs: [{name: wild, port: 80}]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: other, namespace: default}
-spec:
-  parentRefs: [{name: gw, sectionName: other}]
-  rules: [{backendRefs: [{name: other, port: 80}]}]
-";
+    let routes = [
+        backend_route("exact", &["name: gw"], &["foo.example.com"], "exact"),
+        backend_route(
+            "wild",
+            &["name: gw, sectionName: wild"],
+            &["*.example.com"],
+            "wild",
+        ),
+        backend_route("other", &["name: gw, sectionName: other"], &[], "other"),
+    ]
+    .join("---\n");
     let gw = Gateway::start(&[
         ("gw.yaml", format!("{GATEWAY_CLASS}---\n{gateway}")),
-        ("routes.yaml", routes.into()),
+        ("routes.yaml", routes),
         ("s1.yaml", service("default", "exact", &[exact.addr])),
         ("s2.yaml", service("default", "wild", &[wild.addr])),
         ("s3.yaml", service("default", "other", &[other.addr])),
@@ -510,13 +498,7 @@ spec:
 #[tokio::test(flavor = "multi_thread")]
 async fn forwarded_headers() {
     let app = echo("app").await;
-    let route = "apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: r, namespace: default}
-spec:
-  parentRefs: [{name: gw}]
-  rules: [{backendRefs: [{name: app, port: 80}]}]
-";
+    let route = backend_route("r", &["name: gw"], &[], "app");
     let gw = Gateway::start(&[
         (
             "gw.yaml",
@@ -571,8 +553,18 @@ async fn gateways_on_pool_addresses_and_json_manifests() {
     );
     let gw = Gateway::start_with(
         &[
-            ("gw.yaml", format!("{GATEWAY_CLASS}---\n{}---\n{gw_b}", http_gateway("gw-a"))),
-            ("a.yaml", format!("{}---\n{}", service("default", "a", &[a.addr]), "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: a}\nspec:\n  parentRefs: [{name: gw-a}]\n  rules: [{backendRefs: [{name: a, port: 80}]}]\n")),
+            (
+                "gw.yaml",
+                format!("{GATEWAY_CLASS}---\n{}---\n{gw_b}", http_gateway("gw-a")),
+            ),
+            (
+                "a.yaml",
+                format!(
+                    "{}---\n{}",
+                    service("default", "a", &[a.addr]),
+                    backend_route("a", &["name: gw-a"], &[], "a")
+                ),
+            ),
             ("b.json", route_b.to_string()),
             ("b-svc.yaml", service("default", "b", &[b.addr])),
         ],
@@ -629,11 +621,14 @@ async fn streamed_bodies_are_not_held_back() {
         let _ = s.read(&mut buf).await;
     });
     let gw = Gateway::start(&[
-        ("gw.yaml", format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw"))),
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
         ("svc.yaml", service("default", "stream", &[backend_addr])),
         (
             "route.yaml",
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: gw}]\n  rules: [{backendRefs: [{name: stream, port: 80}]}]\n".to_string(),
+            backend_route("r", &["name: gw"], &[], "stream"),
         ),
     ])
     .await;

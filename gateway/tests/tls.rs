@@ -29,20 +29,21 @@ spec:
     .to_string()
 }
 
-const ROUTES: &str = "apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: foo, namespace: default}
-spec:
-  parentRefs: [{name: gw, sectionName: foo}]
-  rules: [{backendRefs: [{name: foo, port: 80}]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: wild, namespace: default}
-spec:
-  parentRefs: [{name: gw, sectionName: wild}, {name: gw, sectionName: plain}]
-  rules: [{backendRefs: [{name: wild, port: 80}]}]
-";
+fn routes() -> String {
+    format!(
+        "{}---\n{}",
+        backend_route("foo", &["name: gw, sectionName: foo"], &[], "foo"),
+        backend_route(
+            "wild",
+            &[
+                "name: gw, sectionName: wild",
+                "name: gw, sectionName: plain"
+            ],
+            &[],
+            "wild"
+        )
+    )
+}
 
 /// The HTTPS Gateway above, with foo-cert issued by `foo_ca` and wild-cert by `wild_ca`, and
 /// its two echo backends.
@@ -54,7 +55,7 @@ async fn start_https(foo_ca: &TestCa, wild_ca: &TestCa) -> (Gateway, EchoServer,
             "gw.yaml",
             format!("{GATEWAY_CLASS}---\n{}", https_gateway()),
         ),
-        ("routes.yaml", ROUTES.to_string()),
+        ("routes.yaml", routes()),
         (
             "foo-cert.yaml",
             foo_ca.secret("default", "foo-cert", &["foo.example.com"]),
@@ -210,7 +211,7 @@ async fn missing_certificate_secret() {
             "gw.yaml",
             format!("{GATEWAY_CLASS}---\n{}", https_gateway()),
         ),
-        ("routes.yaml", ROUTES.to_string()),
+        ("routes.yaml", routes()),
         (
             "wild-cert.yaml",
             ca.secret("default", "wild-cert", &["*.example.com"]),

@@ -67,6 +67,28 @@ pub async fn echo_in(namespace: &str, name: &str) -> EchoServer {
     .expect("echo backend starts")
 }
 
+/// An HTTPRoute in `default` that sends everything to Service `backend` port 80. `parents` are
+/// parentRefs as YAML flow mappings (`"name: gw, sectionName: foo"`); `hostnames` may be empty.
+pub fn backend_route(name: &str, parents: &[&str], hostnames: &[&str], backend: &str) -> String {
+    let parents: Vec<String> = parents.iter().map(|p| format!("{{{p}}}")).collect();
+    let hostnames = if hostnames.is_empty() {
+        String::new()
+    } else {
+        let quoted: Vec<String> = hostnames.iter().map(|h| format!("'{h}'")).collect();
+        format!("  hostnames: [{}]\n", quoted.join(", "))
+    };
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: default}}
+spec:
+  parentRefs: [{}]
+{hostnames}  rules: [{{backendRefs: [{{name: {backend}, port: 80}}]}}]
+",
+        parents.join(", ")
+    )
+}
+
 /// A Service with one port (80, named http) and an EndpointSlice pointing at `addrs`.
 pub fn service(namespace: &str, name: &str, addrs: &[SocketAddr]) -> String {
     let port = addrs.first().map(|a| a.port()).unwrap_or(1);
