@@ -504,7 +504,7 @@ async fn forwarded_headers() {
             "gw.yaml",
             format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
         ),
-        ("route.yaml", route.into()),
+        ("route.yaml", route),
         ("app.yaml", service("default", "app", &[app.addr])),
     ])
     .await;
