@@ -74,16 +74,15 @@ impl rustls::server::danger::ClientCertVerifier for InsecureFallback {
         }
         Ok(rustls::server::danger::ClientCertVerified::assertion())
     }
+    // Only the chain may fail: a client must still prove it holds the key of the certificate it
+    // presents, or it could replay another client's certificate.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(self
-            .0
-            .verify_tls12_signature(message, cert, dss)
-            .unwrap_or_else(|_| rustls::client::danger::HandshakeSignatureValid::assertion()))
+        self.0.verify_tls12_signature(message, cert, dss)
     }
     fn verify_tls13_signature(
         &self,
@@ -91,10 +90,7 @@ impl rustls::server::danger::ClientCertVerifier for InsecureFallback {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(self
-            .0
-            .verify_tls13_signature(message, cert, dss)
-            .unwrap_or_else(|_| rustls::client::danger::HandshakeSignatureValid::assertion()))
+        self.0.verify_tls13_signature(message, cert, dss)
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.supported_verify_schemes()
