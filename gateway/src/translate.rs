@@ -453,13 +453,7 @@ fn backend_tls_policies(store: &Store, opts: &Options) -> (BackendTlsByTarget, V
                 ));
                 continue;
             }
-            match store
-                .config_maps
-                .get(&cm_key)
-                .ok_or(format!("ConfigMap {cm_key} does not exist"))
-                .and_then(|cm| {
-                    ca_certificates(&cm.obj).map_err(|e| format!("ConfigMap {cm_key}: {e}"))
-                }) {
+            match config_map_ca(store, &cm_key) {
                 Ok(mut c) => roots.append(&mut c),
                 Err(e) => {
                     problem.get_or_insert(("InvalidCACertificateRef", e));
@@ -958,12 +952,7 @@ fn frontend_validation(
             ));
             continue;
         }
-        match store
-            .config_maps
-            .get(&key)
-            .ok_or(format!("ConfigMap {key} does not exist"))
-            .and_then(|cm| ca_certificates(&cm.obj).map_err(|e| format!("ConfigMap {key}: {e}")))
-        {
+        match config_map_ca(store, &key) {
             Ok(mut certs) => roots.append(&mut certs),
             Err(e) => {
                 problem.get_or_insert(("InvalidCACertificateRef", e));
@@ -984,6 +973,18 @@ fn frontend_validation(
 }
 
 /// The certificates under `ca.crt` of a ConfigMap.
+/// The CA certificates of the ConfigMap `key`, or why there are none to use.
+fn config_map_ca(
+    store: &Store,
+    key: &NsName,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    let cm = store
+        .config_maps
+        .get(key)
+        .ok_or(format!("ConfigMap {key} does not exist"))?;
+    ca_certificates(&cm.obj).map_err(|e| format!("ConfigMap {key}: {e}"))
+}
+
 pub fn ca_certificates(
     cm: &k8s_openapi::api::core::v1::ConfigMap,
 ) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
