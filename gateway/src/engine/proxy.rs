@@ -194,24 +194,30 @@ impl ProxyHttp for SluiceProxy {
         // selected is misdirected: its certificate was not chosen for this host.
         if bind.protocol == Protocol::Https && bind.listeners.is_shared() {
             // HTTP/1 sessions reach their TLS connection directly; HTTP/2 sessions do not, and
-            // their SNI was kept in the table at the handshake.
-            let sni = match session.as_downstream().stream() {
-                Some(s) => s
-                    .get_ssl()
-                    .and_then(|t| t.server_name())
-                    .map(|n| Arc::from(n.to_ascii_lowercase())),
+            // their SNI was kept (lowercased) in the table at the handshake.
+            let elsewhere = |sni: &str| {
+                bind.listeners
+                    .select(Some(sni))
+                    .is_some_and(|l| !Arc::ptr_eq(l, &listener))
+            };
+            let misdirected = match session.as_downstream().stream() {
+                Some(s) => s.get_ssl().and_then(|t| t.server_name()).is_some_and(|n| {
+                    if n.bytes().any(|b| b.is_ascii_uppercase()) {
+                        elsewhere(&n.to_ascii_lowercase())
+                    } else {
+                        elsewhere(n)
+                    }
+                }),
                 None => session
                     .client_addr()
                     .and_then(|p| p.as_inet())
                     .zip(local)
-                    .and_then(|(p, l)| self.state.sni.get(*p, l)),
+                    .and_then(|(p, l)| self.state.sni.get(*p, l))
+                    .is_some_and(|n| elsewhere(&n)),
             };
-            if let Some(sni) = sni {
-                let by_sni = bind.listeners.select(Some(&sni));
-                if by_sni.is_some_and(|l| !Arc::ptr_eq(l, &listener)) {
-                    ctx.bind = Some(bind);
-                    return respond(session, 421, "misdirected request\n", None).await;
-                }
+            if misdirected {
+                ctx.bind = Some(bind);
+                return respond(session, 421, "misdirected request\n", None).await;
             }
         }
         ctx.bind = Some(bind);
