@@ -227,42 +227,46 @@ async fn serve_http1<S: pingora::protocols::IO + AwaitData + 'static>(
     mut stream: Box<Buffered<S>>,
     shutdown: &watch::Receiver<bool>,
 ) {
-    let mut reused: Option<Option<HttpPersistentSettings>> = None;
-    loop {
-        if reused.is_some() {
-            if *shutdown.borrow() {
-                break;
-            }
-            let mut stop = shutdown.clone();
-            let next = tokio::select! {
-                r = tokio::time::timeout(KEEPALIVE_IDLE, stream.next_request()) => {
-                    matches!(r, Ok(Ok(())))
-                }
-                // A draining listener closes its idle connections at once.
-                _ = stop.changed() => false,
-            };
-            if !next {
-                break;
-            }
+    // What the previous request leaves for the next one on this connection.
+    let mut settings: Option<HttpPersistentSettings> = None;
+    for request in 0u64.. {
+        if request > 0 && !next_request(&mut stream, shutdown).await {
+            break;
         }
         let mut session = ServerSession::new_http1(stream);
-        match reused.take().flatten() {
-            Some(settings) => settings.apply_to_session(&mut session),
+        match settings.take() {
+            Some(s) => s.apply_to_session(&mut session),
             None => session.set_keepalive(Some(KEEPALIVE_IDLE.as_secs())),
         }
         if *shutdown.borrow() {
             session.set_keepalive(None);
         }
-        let Some(next) = proxy.process_new_http(session, shutdown).await else {
+        let Some(reused) = proxy.process_new_http(session, shutdown).await else {
             break;
         };
-        let (s, settings) = next.consume();
+        let (s, next_settings) = reused.consume();
         // The stream pingora hands back is the one it was given.
-        match s.into_any().downcast::<Buffered<S>>() {
-            Ok(s) => stream = s,
-            Err(_) => break,
-        }
-        reused = Some(settings);
+        let Ok(s) = s.into_any().downcast::<Buffered<S>>() else {
+            break;
+        };
+        stream = s;
+        settings = next_settings;
+    }
+}
+
+/// Waits for a keep-alive connection's next request: false when it idled too long, failed, or
+/// its listener is draining (idle connections then close at once).
+async fn next_request<S: pingora::protocols::IO + AwaitData + 'static>(
+    stream: &mut Buffered<S>,
+    shutdown: &watch::Receiver<bool>,
+) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    let mut stop = shutdown.clone();
+    tokio::select! {
+        r = tokio::time::timeout(KEEPALIVE_IDLE, stream.next_request()) => matches!(r, Ok(Ok(()))),
+        _ = stop.changed() => false,
     }
 }
 
