@@ -98,8 +98,9 @@ enum Command {
         /// One JSON line per request on stdout, or nothing.
         #[arg(long, value_enum, default_value = "json")]
         access_log: AccessLog,
-        /// Worker threads of the data path (default: number of cores).
-        #[arg(long)]
+        /// Worker threads of the data path (default: number of cores). Each runs its own
+        /// event loop and upstream connection pool.
+        #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
         threads: Option<usize>,
         /// How long shutdown waits for open connections, in seconds.
         #[arg(long, default_value = "10")]
@@ -253,18 +254,16 @@ fn main() -> std::process::ExitCode {
             egress_tls_listen,
         } => {
             init_logging();
-            // One data-path thread runs everything on the current thread: no work-stealing
-            // queues and no cross-thread wake-ups, which is what a pinned single worker wants.
-            let mut rt = match threads {
-                Some(1) => tokio::runtime::Builder::new_current_thread(),
-                Some(n) => {
-                    let mut b = tokio::runtime::Builder::new_multi_thread();
-                    b.worker_threads(n.max(1));
-                    b
-                }
-                None => tokio::runtime::Builder::new_multi_thread(),
-            };
-            let rt = match rt.enable_all().build() {
+            // The runtime of this thread runs the control plane (manifest watching, admin,
+            // egress). Data-path workers are threads of their own with a runtime each; with one
+            // worker, this runtime is the worker.
+            let threads = threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");
@@ -276,6 +275,7 @@ fn main() -> std::process::ExitCode {
                 manifests: common.manifests,
                 admin_addr,
                 access_log: matches!(access_log, AccessLog::Json),
+                threads,
                 drain_timeout: Duration::from_secs(drain_timeout),
                 egress_addr: egress_listen,
                 egress_sni_addr: egress_tls_listen,

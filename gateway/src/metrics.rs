@@ -15,6 +15,8 @@ pub struct Metrics {
     /// Failed connection attempts to backends.
     pub upstream_connect_errors: IntCounterVec,
     pub tls_handshake_errors: IntCounter,
+    /// Downstream connections accepted, by data-path worker.
+    pub worker_connections: IntCounterVec,
     /// Configuration reloads by result (applied, rejected).
     pub reloads: IntCounterVec,
     pub config_version: IntGauge,
@@ -61,6 +63,14 @@ impl Metrics {
             "Downstream TLS handshakes that failed or timed out",
         )
         .expect("valid metric");
+        let worker_connections = IntCounterVec::new(
+            Opts::new(
+                "sluice_worker_connections_total",
+                "Downstream connections accepted, by data-path worker",
+            ),
+            &["worker"],
+        )
+        .expect("valid metric");
         let reloads = IntCounterVec::new(
             Opts::new(
                 "sluice_config_reloads_total",
@@ -85,6 +95,7 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(upstream_connect_errors.clone()),
             Box::new(tls_handshake_errors.clone()),
+            Box::new(worker_connections.clone()),
             Box::new(reloads.clone()),
             Box::new(config_version.clone()),
         ] {
@@ -96,6 +107,7 @@ impl Metrics {
             duration,
             upstream_connect_errors,
             tls_handshake_errors,
+            worker_connections,
             reloads,
             config_version,
             egress_decisions,

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
+use crate::engine::workers::Workers;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::resources::{self, LoadErrors};
@@ -28,6 +29,8 @@ pub struct RunOptions {
     pub translate: Options,
     pub admin_addr: SocketAddr,
     pub access_log: bool,
+    /// Data-path worker threads; with 1, the caller's runtime serves connections itself.
+    pub threads: usize,
     /// How long shutdown waits for open connections.
     pub drain_timeout: Duration,
     /// Where the egress forward proxy listens, if anywhere.
@@ -80,7 +83,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
 
     let metrics = Metrics::new();
-    let engine = Engine::new(metrics.clone(), opts.access_log);
+    let workers = Workers::start(opts.threads)
+        .map_err(|e| anyhow::anyhow!("cannot start {} worker threads: {e}", opts.threads))?;
+    let engine = Engine::new(metrics.clone(), opts.access_log, &workers);
     let admin_state = Arc::new(AdminState::new(engine.state.clone()));
     admin::serve(opts.admin_addr, admin_state.clone())
         .await

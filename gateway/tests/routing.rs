@@ -653,3 +653,60 @@ async fn streamed_bodies_are_not_held_back() {
     }
     assert_eq!(rest, b"second");
 }
+
+/// `--threads 3` runs three data-path workers, each a thread of its own, and every one of them
+/// takes connections from the shared listening socket.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_worker_thread_accepts_connections() {
+    let app = echo("app").await;
+    let files = [
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        (
+            "route.yaml",
+            backend_route("app", &["name: gw"], &[], "app"),
+        ),
+        ("app.yaml", service("default", "app", &[app.addr])),
+    ];
+    let gw = Gateway::start_with(&files, &["--threads", "3"]).await;
+
+    let mut threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gw.pid()))
+        .expect("the gateway's threads are listed")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .filter(|n| n.starts_with("sluice-worker-"))
+        .collect();
+    threads.sort();
+    assert_eq!(
+        threads,
+        ["sluice-worker-0", "sluice-worker-1", "sluice-worker-2"]
+    );
+
+    // A fresh connection per request: which worker accepts it is up to the race between them,
+    // so with three workers and 60 connections each one takes some.
+    for _ in 0..60 {
+        let c = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let r = c.get(gw.url(8080, "/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["service"], "app");
+    }
+    let metrics = gw.admin_text("/metrics").await;
+    for worker in 0..3 {
+        let line = format!("sluice_worker_connections_total{{worker=\"{worker}\"}}");
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in:\n{metrics}"));
+        assert!(
+            count > 0,
+            "worker {worker} accepted no connection:\n{metrics}"
+        );
+    }
+}

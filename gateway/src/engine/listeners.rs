@@ -1,4 +1,4 @@
-//! Accept loops, one per socket address, started and stopped at runtime.
+//! Accept loops, one per socket address and worker, started and stopped at runtime.
 //!
 //! A connection looks up the current snapshot when it is accepted (for its TLS configuration)
 //! and each request looks it up again, so configuration changes never restart a socket. A loop
@@ -32,17 +32,23 @@ struct Running {
     stop: watch::Sender<bool>,
 }
 
+/// A data-path worker: the runtime its accept loops and connections run on, and its proxy.
+pub struct Worker {
+    pub handle: tokio::runtime::Handle,
+    pub proxy: Arc<SluiceHttpProxy>,
+}
+
 pub struct Listeners {
     state: Arc<EngineState>,
-    proxy: Arc<SluiceHttpProxy>,
+    workers: Vec<Worker>,
     running: Mutex<HashMap<SocketAddr, Running>>,
 }
 
 impl Listeners {
-    pub fn new(state: Arc<EngineState>, proxy: Arc<SluiceHttpProxy>) -> Self {
+    pub fn new(state: Arc<EngineState>, workers: Vec<Worker>) -> Self {
         Listeners {
             state,
-            proxy,
+            workers,
             running: Mutex::new(HashMap::new()),
         }
     }
@@ -72,16 +78,8 @@ impl Listeners {
             if running.contains_key(addr) {
                 continue;
             }
-            match bind(*addr) {
-                Ok(listener) => {
-                    let (stop, stop_rx) = watch::channel(false);
-                    tokio::spawn(accept_loop(
-                        listener,
-                        *addr,
-                        self.state.clone(),
-                        self.proxy.clone(),
-                        stop_rx,
-                    ));
+            match self.listen(*addr) {
+                Ok(stop) => {
                     info!(%addr, "listening");
                     running.insert(*addr, Running { stop });
                 }
@@ -95,6 +93,39 @@ impl Listeners {
             }
         }
         errors
+    }
+}
+
+impl Listeners {
+    /// Binds `addr` once and starts an accept loop on every worker. The workers share the one
+    /// socket: whichever is free first takes the next connection. (Separate SO_REUSEPORT
+    /// sockets would also let another process join the port without an error.)
+    fn listen(&self, addr: SocketAddr) -> std::io::Result<watch::Sender<bool>> {
+        let listener = bind(addr)?.into_std()?;
+        let mut sockets = Vec::with_capacity(self.workers.len());
+        for _ in 1..self.workers.len() {
+            sockets.push(listener.try_clone()?);
+        }
+        sockets.push(listener);
+        let (stop, stop_rx) = watch::channel(false);
+        for (i, (worker, socket)) in self.workers.iter().zip(sockets).enumerate() {
+            let accepted = self
+                .state
+                .metrics
+                .worker_connections
+                .with_label_values(&[&i.to_string()]);
+            let state = self.state.clone();
+            let proxy = worker.proxy.clone();
+            let stop_rx = stop_rx.clone();
+            worker.handle.spawn(async move {
+                // Registered with the reactor of the worker that runs the loop.
+                match TcpListener::from_std(socket) {
+                    Ok(l) => accept_loop(l, addr, state, proxy, accepted, stop_rx).await,
+                    Err(e) => warn!(%addr, error = %e, "cannot accept on this worker"),
+                }
+            });
+        }
+        Ok(stop)
     }
 }
 
@@ -115,12 +146,14 @@ async fn accept_loop(
     addr: SocketAddr,
     state: Arc<EngineState>,
     proxy: Arc<SluiceHttpProxy>,
+    accepted: prometheus::IntCounter,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             res = listener.accept() => match res {
                 Ok((tcp, peer)) => {
+                    accepted.inc();
                     let state = state.clone();
                     let proxy = proxy.clone();
                     let shutdown = stop.clone();

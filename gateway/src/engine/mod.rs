@@ -2,8 +2,8 @@
 //! and pingora's HTTP proxy driven by the current configuration snapshot.
 //!
 //! pingora cannot add services after it starts, so the engine owns its accept loops and hands
-//! each accepted connection to one shared pingora `HttpProxy` (which also owns the upstream
-//! connection pool).
+//! each accepted connection to the pingora `HttpProxy` of the worker that accepted it (which
+//! also owns that worker's upstream connection pool).
 
 pub mod backend_tls;
 pub mod buffered;
@@ -12,6 +12,7 @@ pub mod mirror;
 pub mod proxy;
 pub mod tcp;
 pub mod tls;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -92,7 +93,8 @@ pub struct BindError {
 }
 
 impl Engine {
-    pub fn new(metrics: Metrics, access_log: bool) -> Self {
+    /// An engine whose connections run on `workers`: every listener accepts on each of them.
+    pub fn new(metrics: Metrics, access_log: bool, workers: &workers::Workers) -> Self {
         let state = Arc::new(EngineState {
             config: ArcSwap::from_pointee(Config::default()),
             metrics,
@@ -101,9 +103,18 @@ impl Engine {
             connections: std::sync::atomic::AtomicUsize::new(0),
             sni: SniTable::default(),
         });
-        let proxy = proxy::new_http_proxy(state.clone());
+        // One proxy per worker: each has its own upstream pool, so a pooled connection is
+        // only ever used on the thread (and the runtime's reactor) that opened it.
+        let workers = workers
+            .handles()
+            .iter()
+            .map(|h| listeners::Worker {
+                handle: h.clone(),
+                proxy: proxy::new_http_proxy(state.clone()),
+            })
+            .collect();
         Engine {
-            listeners: listeners::Listeners::new(state.clone(), proxy),
+            listeners: listeners::Listeners::new(state.clone(), workers),
             state,
         }
     }
