@@ -10,8 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Method};
-use pingora::lb::selection::RoundRobin;
-use pingora::lb::LoadBalancer;
 use regex::Regex;
 use serde::Serialize;
 
@@ -431,7 +429,10 @@ pub struct Cluster {
     /// `namespace/service:port`.
     pub name: String,
     pub endpoints: Vec<SocketAddr>,
-    pub lb: Option<Arc<LoadBalancer<RoundRobin>>>,
+    /// Round-robin position. Shared by the workers: one atomic add per request. pingora's
+    /// `LoadBalancer` did the same selection with a set and a boxed iterator allocated per
+    /// pick, and Service endpoints have neither weights nor health checks of ours to use.
+    next: std::sync::atomic::AtomicUsize,
     /// The Service port's appProtocol is `kubernetes.io/h2c`: HTTP/2 without TLS.
     pub h2c: bool,
     /// TLS to the endpoints, from the BackendTLSPolicy that targets the Service.
@@ -453,17 +454,10 @@ pub struct BackendTls {
 
 impl Cluster {
     pub fn new(name: String, endpoints: Vec<SocketAddr>) -> Self {
-        let lb = if endpoints.is_empty() {
-            None
-        } else {
-            LoadBalancer::try_from_iter(endpoints.iter().copied())
-                .ok()
-                .map(Arc::new)
-        };
         Cluster {
             name,
             endpoints,
-            lb,
+            next: std::sync::atomic::AtomicUsize::new(0),
             h2c: false,
             tls: None,
         }
@@ -471,8 +465,13 @@ impl Cluster {
 
     /// The next endpoint in round-robin order, or `None` when the Service has no ready endpoint.
     pub fn pick(&self) -> Option<SocketAddr> {
-        let backend = self.lb.as_ref()?.select(b"", 256)?;
-        backend.addr.as_inet().copied()
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let n = self
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.endpoints.get(n % self.endpoints.len()).copied()
     }
 }
 
@@ -634,6 +633,16 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clusters_pick_endpoints_in_turn() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let c = Cluster::new("default/app:80".into(), vec![a, b]);
+        let picks: Vec<_> = (0..5).map(|_| c.pick()).collect();
+        assert_eq!(picks, [Some(a), Some(b), Some(a), Some(b), Some(a)]);
+        assert_eq!(Cluster::new("default/none:80".into(), vec![]).pick(), None);
+    }
 
     #[test]
     fn prefix_is_segment_aware() {

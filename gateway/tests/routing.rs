@@ -519,6 +519,18 @@ async fn forwarded_headers() {
         xff.parse::<std::net::IpAddr>().is_ok(),
         "X-Forwarded-For {xff:?}"
     );
+    // A header from an earlier hop is kept, and this client is appended to it.
+    let r = c
+        .get(gw.url(8080, "/"))
+        .header("x-forwarded-for", "203.0.113.7, 2001:db8::1")
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["headers"]["X-Forwarded-For"],
+        serde_json::json!([format!("203.0.113.7, 2001:db8::1, {xff}")])
+    );
 }
 
 /// Several Gateways in one folder, each on its own address from the pool; a JSON manifest;

@@ -221,7 +221,6 @@ impl ProxyHttp for SluiceProxy {
             }
         }
         ctx.bind = Some(bind);
-        ctx.host = host.clone().unwrap_or_default();
         let route = {
             let req = session.req_header();
             let parts = RequestParts {
@@ -232,6 +231,7 @@ impl ProxyHttp for SluiceProxy {
             };
             listener.routes.find(host.as_deref(), &parts).cloned()
         };
+        ctx.host = host.unwrap_or_default();
         ctx.listener = Some(listener.clone());
         let Some(route) = route else {
             return respond(session, 404, "no route\n", None).await;
@@ -496,15 +496,19 @@ impl ProxyHttp for SluiceProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-            let ip = client.ip().to_string();
-            let value = match upstream
+            use std::fmt::Write;
+            // One buffer, written once: the previous hops, then this client.
+            let prev = upstream
                 .headers
                 .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip,
-            };
+                .and_then(|v| v.to_str().ok());
+            // The longest IPv6 text is 39 characters.
+            let mut value = String::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+            if let Some(p) = prev {
+                value.push_str(p);
+                value.push_str(", ");
+            }
+            let _ = write!(value, "{}", client.ip());
             upstream.insert_header("x-forwarded-for", value)?;
         }
         let proto = ctx
@@ -512,7 +516,11 @@ impl ProxyHttp for SluiceProxy {
             .as_ref()
             .map(|b| b.protocol)
             .unwrap_or(Protocol::Http);
-        upstream.insert_header("x-forwarded-proto", proto.scheme())?;
+        // A static value: no copy of it per request.
+        upstream.insert_header(
+            "x-forwarded-proto",
+            http::HeaderValue::from_static(proto.scheme()),
+        )?;
         Ok(())
     }
 
