@@ -468,9 +468,7 @@ impl Cluster {
         if self.endpoints.is_empty() {
             return None;
         }
-        let n = self
-            .next
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.endpoints.get(n % self.endpoints.len()).copied()
     }
 }
