@@ -223,8 +223,7 @@ spec:
     .await;
     let ca_file = gw.path("ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem).unwrap();
-    // HTTP/1.1 sessions read the SNI from their connection, HTTP/2 sessions from the table the
-    // handshake fills: both paths are checked.
+    // Both protocols read the SNI the handshake kept in the connection's TLS digest.
     let curl = |version: &str, host_header: &str| {
         let out = std::process::Command::new("curl")
             .args([

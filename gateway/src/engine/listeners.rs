@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::listeners::tls::Acceptor;
+use pingora::listeners::TlsAccept;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::socket::SocketAddr as PSocketAddr;
+use pingora::protocols::tls::server::handshake_with_callback;
+use pingora::protocols::tls::TlsRef;
 use pingora::protocols::SocketDigest;
 use pingora::protocols::Ssl;
 use tokio::net::{TcpListener, TcpStream};
@@ -207,7 +210,13 @@ async fn serve_connection(
     let acceptor = Acceptor::from_server_config(cfg);
     // Boxed: the handshake's state is large and must not stay in the connection's task for as
     // long as the connection lives.
-    let handshake = Box::pin(acceptor.tls_handshake(tcp));
+    let handshake = Box::pin(async move {
+        if keep_sni {
+            handshake_with_callback(&acceptor, tcp, &KeepSni).await
+        } else {
+            acceptor.tls_handshake(tcp).await
+        }
+    });
     // Boxed at once, too: the TLS connection is large, and this task's state must not reserve
     // room for it while an idle plain connection waits.
     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
@@ -227,25 +236,25 @@ async fn serve_connection(
         serve_http1(&proxy, tls, &shutdown).await;
         return;
     }
-    // HTTP/1 requests read the SNI from their connection; HTTP/2 sessions cannot reach it, so
-    // only they go through the table.
-    let mut sni_guard = None;
-    if let Some(name) = tls
-        .get_ssl()
-        .and_then(|t| t.server_name())
-        .filter(|_| keep_sni)
-    {
-        state
-            .sni
-            .insert(peer, local, Arc::from(name.to_ascii_lowercase()));
-        sni_guard = Some(SniGuard {
-            state: state.clone(),
-            peer,
-            local,
-        });
-    }
     let _ = proxy.process_new(tls, &shutdown).await;
-    drop(sni_guard);
+}
+
+/// The server name a TLS connection asked for, lowercased, kept with the connection's digest
+/// where its requests (HTTP/1 and HTTP/2 alike) can read it without a lookup.
+pub struct Sni(pub Box<str>);
+
+/// Keeps the SNI of a handshake in the connection's TLS digest.
+struct KeepSni;
+
+#[async_trait::async_trait]
+impl TlsAccept for KeepSni {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let name = tls.server_name()?;
+        Some(Arc::new(Sni(name.to_ascii_lowercase().into_boxed_str())))
+    }
 }
 
 /// How long a keep-alive connection may wait for its next request (pingora's default).
@@ -300,19 +309,6 @@ async fn next_request<S: pingora::protocols::IO + AwaitData + 'static>(
     tokio::select! {
         r = tokio::time::timeout(KEEPALIVE_IDLE, stream.next_request()) => matches!(r, Ok(Ok(()))),
         _ = stop.changed() => false,
-    }
-}
-
-/// Forgets a connection's SNI when the connection ends.
-struct SniGuard {
-    state: Arc<EngineState>,
-    peer: SocketAddr,
-    local: SocketAddr,
-}
-
-impl Drop for SniGuard {
-    fn drop(&mut self) {
-        self.state.sni.remove(self.peer, self.local);
     }
 }
 

@@ -30,51 +30,6 @@ pub struct EngineState {
     pub mirror: mirror::MirrorClient,
     /// Open downstream connections, for draining at shutdown.
     pub connections: std::sync::atomic::AtomicUsize,
-    /// The SNI of open HTTP/2 TLS connections, to detect misdirected requests.
-    pub sni: SniTable,
-}
-
-/// The server name each open HTTP/2 TLS connection asked for, keyed by (client, local) address.
-/// pingora's HTTP/2 sessions do not reach their TLS connection (HTTP/1 sessions do), so the
-/// engine keeps it here from the handshake until the connection closes. Only ports with several
-/// HTTPS listeners use it. Sharded so connections on different threads rarely contend.
-pub struct SniTable {
-    shards: Vec<SniShard>,
-}
-
-type SniShard = std::sync::Mutex<std::collections::HashMap<(SocketAddr, SocketAddr), Arc<str>>>;
-
-impl Default for SniTable {
-    fn default() -> Self {
-        SniTable {
-            shards: (0..16).map(|_| Default::default()).collect(),
-        }
-    }
-}
-
-impl SniTable {
-    fn shard(&self, key: &(SocketAddr, SocketAddr)) -> &SniShard {
-        &self.shards[usize::from(key.0.port()) % self.shards.len()]
-    }
-
-    pub fn insert(&self, peer: SocketAddr, local: SocketAddr, sni: Arc<str>) {
-        let key = (peer, local);
-        if let Ok(mut m) = self.shard(&key).lock() {
-            m.insert(key, sni);
-        }
-    }
-
-    pub fn remove(&self, peer: SocketAddr, local: SocketAddr) {
-        let key = (peer, local);
-        if let Ok(mut m) = self.shard(&key).lock() {
-            m.remove(&key);
-        }
-    }
-
-    pub fn get(&self, peer: SocketAddr, local: SocketAddr) -> Option<Arc<str>> {
-        let key = (peer, local);
-        self.shard(&key).lock().ok()?.get(&key).cloned()
-    }
 }
 
 /// The engine: state plus the running listeners.
@@ -101,7 +56,6 @@ impl Engine {
             access_log,
             mirror: mirror::MirrorClient::new(),
             connections: std::sync::atomic::AtomicUsize::new(0),
-            sni: SniTable::default(),
         });
         // One proxy per worker: each has its own upstream pool, so a pooled connection is
         // only ever used on the thread (and the runtime's reactor) that opened it.

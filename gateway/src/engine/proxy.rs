@@ -17,6 +17,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use tracing::debug;
 
+use super::listeners::Sni;
 use super::EngineState;
 use crate::config::{
     BackendTarget, Bind, Config, HeaderModifier, Listener, Protocol, Redirect, RequestParts, Route,
@@ -193,28 +194,13 @@ impl ProxyHttp for SluiceProxy {
         // A request whose Host selects another listener than the one its TLS handshake (SNI)
         // selected is misdirected: its certificate was not chosen for this host.
         if bind.protocol == Protocol::Https && bind.listeners.is_shared() {
-            // HTTP/1 sessions reach their TLS connection directly; HTTP/2 sessions do not, and
-            // their SNI was kept (lowercased) in the table at the handshake.
-            let elsewhere = |sni: &str| {
-                bind.listeners
-                    .select(Some(sni))
-                    .is_some_and(|l| !Arc::ptr_eq(l, &listener))
-            };
-            let misdirected = match session.as_downstream().stream() {
-                Some(s) => s.get_ssl().and_then(|t| t.server_name()).is_some_and(|n| {
-                    if n.bytes().any(|b| b.is_ascii_uppercase()) {
-                        elsewhere(&n.to_ascii_lowercase())
-                    } else {
-                        elsewhere(n)
-                    }
-                }),
-                None => session
-                    .client_addr()
-                    .and_then(|p| p.as_inet())
-                    .zip(local)
-                    .and_then(|(p, l)| self.state.sni.get(*p, l))
-                    .is_some_and(|n| elsewhere(&n)),
-            };
+            // The handshake kept the SNI, lowercased, in the connection's TLS digest.
+            let misdirected = session
+                .digest()
+                .and_then(|d| d.ssl_digest.as_ref())
+                .and_then(|t| t.extension.get::<Sni>())
+                .and_then(|sni| bind.listeners.select(Some(&sni.0)))
+                .is_some_and(|l| !Arc::ptr_eq(l, &listener));
             if misdirected {
                 ctx.bind = Some(bind);
                 return respond(session, 421, "misdirected request\n", None).await;
