@@ -1,12 +1,18 @@
 //! Prometheus metrics of the gateway, served on the admin listener's `/metrics`.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
+use rustc_hash::FxHashMap;
 
 #[derive(Clone)]
 pub struct Metrics {
+    /// Tells this set of metrics apart in the per-thread cache of `record_request`.
+    id: u64,
     registry: Registry,
     /// Requests by gateway, listener, route, backend and status code.
     pub requests: IntCounterVec,
@@ -101,7 +107,9 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registry,
             requests,
             duration,
@@ -114,10 +122,104 @@ impl Metrics {
         }
     }
 
+    /// Counts a finished request and observes its duration. The metrics of a label set are
+    /// resolved once per worker thread and configuration version: prometheus's
+    /// `with_label_values` hashes every label and takes the vector's lock on each call.
+    /// `labels` (gateway, listener, route, backend, code) is called only on a miss.
+    pub fn record_request<'a>(
+        &self,
+        key: RequestKey,
+        labels: impl FnOnce() -> [&'a str; 5],
+        seconds: f64,
+    ) {
+        REQUEST_METRICS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let generation = (self.id, key.version);
+            if cache.generation != generation {
+                // The keys of another version may name objects that no longer exist.
+                cache.map.clear();
+                cache.generation = generation;
+            }
+            let (requests, duration) = cache.map.entry(key).or_insert_with(|| {
+                let l = labels();
+                (
+                    self.requests.with_label_values(&l),
+                    self.duration.with_label_values(&[l[0], l[2]]),
+                )
+            });
+            requests.inc();
+            duration.observe(seconds);
+        });
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Names the label set of a request by the configuration version and the addresses of the
+/// snapshot objects its labels come from (0 where there is none). While the version is the
+/// same those objects are alive, so equal keys mean equal labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestKey {
+    pub version: u64,
+    pub bind: usize,
+    pub listener: usize,
+    pub route: usize,
+    pub backend: usize,
+    pub code: u16,
+}
+
+#[derive(Default)]
+struct RequestCache {
+    generation: (u64, u64),
+    map: FxHashMap<RequestKey, (IntCounter, Histogram)>,
+}
+
+thread_local! {
+    static REQUEST_METRICS: RefCell<RequestCache> = RefCell::new(RequestCache::default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(version: u64, route: usize, code: u16) -> RequestKey {
+        RequestKey {
+            version,
+            bind: 1,
+            listener: 2,
+            route,
+            backend: 0,
+            code,
+        }
+    }
+
+    #[test]
+    fn requests_are_counted_under_their_labels() {
+        let m = Metrics::new();
+        let a = || ["default/gw", "http", "default/a", "default/svc:80", "200"];
+        let b = || ["default/gw", "http", "default/b", "default/svc:80", "404"];
+        m.record_request(key(1, 10, 200), a, 0.001);
+        m.record_request(key(1, 10, 200), a, 0.001);
+        m.record_request(key(1, 11, 404), b, 0.001);
+        // A new version may reuse an address for another route: its labels are asked again.
+        m.record_request(key(2, 10, 404), b, 0.001);
+        let count = |l: [&str; 5]| m.requests.with_label_values(&l).get();
+        assert_eq!(count(a()), 2);
+        assert_eq!(count(b()), 2);
+        let observed = m
+            .duration
+            .with_label_values(&["default/gw", "default/b"])
+            .get_sample_count();
+        assert_eq!(observed, 2);
+        // Another set of metrics on the same thread does not see the first one's entries.
+        let other = Metrics::new();
+        other.record_request(key(2, 10, 404), b, 0.001);
+        assert_eq!(other.requests.with_label_values(&b()).get(), 1);
+        assert_eq!(count(b()), 2);
     }
 }

@@ -7,7 +7,7 @@ use common::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_config_status_and_access_log() {
     let app = echo("app").await;
-    let route = "apiVersion: gateway.networking.k8s.io/v1
+    let route_yaml = "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: app, namespace: default}
 spec:
@@ -21,7 +21,7 @@ spec:
             "gw.yaml",
             format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
         ),
-        ("route.yaml", route.to_string()),
+        ("route.yaml", route_yaml.to_string()),
         ("app.yaml", service("default", "app", &[app.addr])),
     ])
     .await;
@@ -91,4 +91,23 @@ spec:
 
     // Unknown admin paths list the endpoints.
     assert!(gw.admin_text("/nope").await.contains("/ready"));
+
+    // After a reload that renames the route, requests on the same connection count under the
+    // new name: label sets resolved for the old configuration are not reused.
+    let version = gw.config_version().await;
+    gw.write(
+        "route.yaml",
+        &route_yaml.replace("{name: app, namespace", "{name: renamed, namespace"),
+    );
+    gw.wait_version_above(version).await;
+    for _ in 0..2 {
+        assert_eq!(get_json(&c, &gw.url(8080, "/app/x")).await.0, 200);
+    }
+    let metrics = gw.admin_text("/metrics").await;
+    for (route, count) in [("default/app", 3), ("default/renamed", 2)] {
+        let line = format!(
+            r#"sluice_http_requests_total{{backend="default/app:80",code="200",gateway="default/gw",listener="http",route="{route}"}} {count}"#
+        );
+        assert!(metrics.contains(&line), "no {line} in:\n{metrics}");
+    }
 }

@@ -22,6 +22,7 @@ use super::EngineState;
 use crate::config::{
     BackendTarget, Bind, Config, HeaderModifier, Listener, Protocol, Redirect, RequestParts, Route,
 };
+use crate::metrics::RequestKey;
 
 pub type SluiceHttpProxy = HttpProxy<SluiceProxy>;
 
@@ -593,16 +594,22 @@ impl ProxyHttp for SluiceProxy {
             .map(|r| r.action.route_label.as_str())
             .unwrap_or("");
         let backend = backend_label(ctx);
-        let mut code_buf = itoa::Buffer::new();
-        let code_s = code_buf.format(code);
-        let m = &self.state.metrics;
-        m.requests
-            .with_label_values(&[gateway, listener, route, backend, code_s])
-            .inc();
         let elapsed = ctx.start.elapsed();
-        m.duration
-            .with_label_values(&[gateway, route])
-            .observe(elapsed.as_secs_f64());
+        let addr = |a: Option<usize>| a.unwrap_or(0);
+        let key = RequestKey {
+            version: ctx.snapshot.as_ref().map_or(0, |s| s.version),
+            bind: addr(ctx.bind.as_ref().map(|b| Arc::as_ptr(b) as usize)),
+            listener: addr(ctx.listener.as_ref().map(|l| Arc::as_ptr(l) as usize)),
+            route: addr(ctx.route.as_ref().map(|r| Arc::as_ptr(r) as usize)),
+            backend: ctx.backend.map_or(usize::MAX, |i| i),
+            code,
+        };
+        let mut code_buf = itoa::Buffer::new();
+        self.state.metrics.record_request(
+            key,
+            || [gateway, listener, route, backend, code_buf.format(code)],
+            elapsed.as_secs_f64(),
+        );
         if self.state.access_log {
             let req = session.req_header();
             let line = serde_json::json!({
