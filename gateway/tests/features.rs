@@ -57,6 +57,7 @@ spec:
 #[tokio::test(flavor = "multi_thread")]
 async fn retries() {
     let app = echo("app").await;
+    let fresh = echo("fresh").await;
     let route = "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: retries, namespace: default}
@@ -68,8 +69,11 @@ spec:
     backendRefs: [{name: app, port: 80}]
   - matches: [{path: {value: /retry/none}}]
     backendRefs: [{name: app, port: 80}]
+  - matches: [{path: {value: /retry/fresh}}]
+    retry: {attempts: 1}
+    backendRefs: [{name: fresh, port: 80}]
 ";
-    let gw = Gateway::start(&gateway_files(route, &[("app", &app)])).await;
+    let gw = Gateway::start(&gateway_files(route, &[("app", &app), ("fresh", &fresh)])).await;
     let c = client_for(gw.addr(8080), &[]);
     let get = |q: &str| {
         let url = gw.url(8080, &format!("/retry/?{q}"));
@@ -87,6 +91,10 @@ spec:
     assert_eq!(app.count("/retry/?uuid=c&"), 1);
     // A connection closed without an answer is retried.
     assert_eq!(get("uuid=d&succeedAfter=1").await, 200);
+    // Also when it was a new connection, not one from the pool: nothing had gone to `fresh`.
+    let url = gw.url(8080, "/retry/fresh/?uuid=f&succeedAfter=1");
+    assert_eq!(get_json(&c, &url).await.0, 200);
+    assert_eq!(fresh.count("/retry/fresh/?uuid=f&"), 2);
     // Without a retry policy, the failure is the answer.
     let url = gw.url(8080, "/retry/none/?uuid=e&succeedAfter=1&responseCode=503");
     assert_eq!(get_json(&c, &url).await.0, 503);

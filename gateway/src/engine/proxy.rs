@@ -566,6 +566,34 @@ impl ProxyHttp for SluiceProxy {
         e
     }
 
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let policy = ctx.route.as_ref().and_then(|r| r.action.retry.as_ref());
+        // Nothing of the response may have reached the client, and the body must be replayable.
+        let replayable =
+            session.response_written().is_none() && !session.as_ref().retry_buffer_truncated();
+        match policy {
+            // A retry policy retries a connection that failed before its answer (GEP-1731),
+            // whether the connection was new or reused, as it retries connection failures.
+            Some(p) if replayable && ctx.attempts <= p.attempts => e.set_retry(true),
+            Some(_) => e.set_retry(false),
+            // Without one, pingora's default: a reused connection may have been closed by the
+            // backend while idle, so an idempotent request is sent once more.
+            None if replayable && session.req_header().method.is_idempotent() => {
+                e.retry.decide_reuse(client_reused)
+            }
+            None => e.set_retry(false),
+        }
+        e
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
         let code = error_status(e);
         if code > 0 {
