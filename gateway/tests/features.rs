@@ -72,6 +72,10 @@ spec:
   - matches: [{path: {value: /retry/fresh}}]
     retry: {attempts: 1}
     backendRefs: [{name: fresh, port: 80}]
+  - matches: [{path: {value: /retry/slow}}]
+    retry: {attempts: 2}
+    timeouts: {backendRequest: 200ms}
+    backendRefs: [{name: app, port: 80}]
 ";
     let gw = Gateway::start(&gateway_files(route, &[("app", &app), ("fresh", &fresh)])).await;
     let c = client_for(gw.addr(8080), &[]);
@@ -95,6 +99,10 @@ spec:
     let url = gw.url(8080, "/retry/fresh/?uuid=f&succeedAfter=1");
     assert_eq!(get_json(&c, &url).await.0, 200);
     assert_eq!(fresh.count("/retry/fresh/?uuid=f&"), 2);
+    // A backend that timed out is not asked again: it may still be working on the request.
+    let url = gw.url(8080, "/retry/slow/?uuid=g&delay=1s");
+    assert_eq!(get_json(&c, &url).await.0, 504);
+    assert_eq!(app.count("/retry/slow/?uuid=g&"), 1);
     // Without a retry policy, the failure is the answer.
     let url = gw.url(8080, "/retry/none/?uuid=e&succeedAfter=1&responseCode=503");
     assert_eq!(get_json(&c, &url).await.0, 503);

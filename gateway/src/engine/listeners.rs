@@ -56,6 +56,37 @@ impl Listeners {
         }
     }
 
+    /// Binds `addr` once and starts an accept loop on every worker. The workers share the one
+    /// socket: whichever is free first takes the next connection. (Separate SO_REUSEPORT
+    /// sockets would also let another process join the port without an error.)
+    fn listen(&self, addr: SocketAddr) -> std::io::Result<watch::Sender<bool>> {
+        let listener = bind(addr)?.into_std()?;
+        let mut sockets = Vec::with_capacity(self.workers.len());
+        for _ in 1..self.workers.len() {
+            sockets.push(listener.try_clone()?);
+        }
+        sockets.push(listener);
+        let (stop, stop_rx) = watch::channel(false);
+        for (i, (worker, socket)) in self.workers.iter().zip(sockets).enumerate() {
+            let accepted = self
+                .state
+                .metrics
+                .worker_connections
+                .with_label_values(&[&i.to_string()]);
+            let state = self.state.clone();
+            let proxy = worker.proxy.clone();
+            let stop_rx = stop_rx.clone();
+            worker.handle.spawn(async move {
+                // Registered with the reactor of the worker that runs the loop.
+                match TcpListener::from_std(socket) {
+                    Ok(l) => accept_loop(l, addr, state, proxy, accepted, stop_rx).await,
+                    Err(e) => warn!(%addr, error = %e, "cannot accept on this worker"),
+                }
+            });
+        }
+        Ok(stop)
+    }
+
     pub async fn addrs(&self) -> Vec<SocketAddr> {
         let mut v: Vec<_> = self.running.lock().await.keys().copied().collect();
         v.sort();
@@ -96,39 +127,6 @@ impl Listeners {
             }
         }
         errors
-    }
-}
-
-impl Listeners {
-    /// Binds `addr` once and starts an accept loop on every worker. The workers share the one
-    /// socket: whichever is free first takes the next connection. (Separate SO_REUSEPORT
-    /// sockets would also let another process join the port without an error.)
-    fn listen(&self, addr: SocketAddr) -> std::io::Result<watch::Sender<bool>> {
-        let listener = bind(addr)?.into_std()?;
-        let mut sockets = Vec::with_capacity(self.workers.len());
-        for _ in 1..self.workers.len() {
-            sockets.push(listener.try_clone()?);
-        }
-        sockets.push(listener);
-        let (stop, stop_rx) = watch::channel(false);
-        for (i, (worker, socket)) in self.workers.iter().zip(sockets).enumerate() {
-            let accepted = self
-                .state
-                .metrics
-                .worker_connections
-                .with_label_values(&[&i.to_string()]);
-            let state = self.state.clone();
-            let proxy = worker.proxy.clone();
-            let stop_rx = stop_rx.clone();
-            worker.handle.spawn(async move {
-                // Registered with the reactor of the worker that runs the loop.
-                match TcpListener::from_std(socket) {
-                    Ok(l) => accept_loop(l, addr, state, proxy, accepted, stop_rx).await,
-                    Err(e) => warn!(%addr, error = %e, "cannot accept on this worker"),
-                }
-            });
-        }
-        Ok(stop)
     }
 }
 

@@ -579,10 +579,16 @@ impl ProxyHttp for SluiceProxy {
         // Nothing of the response may have reached the client, and the body must be replayable.
         let replayable =
             session.response_written().is_none() && !session.as_ref().retry_buffer_truncated();
+        // A backend that timed out may still be working on the request: another attempt would
+        // add to its load rather than get an answer sooner.
+        let timed_out = matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
         match policy {
             // A retry policy retries a connection that failed before its answer (GEP-1731),
             // whether the connection was new or reused, as it retries connection failures.
-            Some(p) if replayable && ctx.attempts <= p.attempts => e.set_retry(true),
+            Some(p) if replayable && !timed_out && ctx.attempts <= p.attempts => e.set_retry(true),
             Some(_) => e.set_retry(false),
             // Without one, pingora's default: a reused connection may have been closed by the
             // backend while idle, so an idempotent request is sent once more.
@@ -623,13 +629,12 @@ impl ProxyHttp for SluiceProxy {
             .unwrap_or("");
         let backend = backend_label(ctx);
         let elapsed = ctx.start.elapsed();
-        let addr = |a: Option<usize>| a.unwrap_or(0);
         let key = RequestKey {
             version: ctx.snapshot.as_ref().map_or(0, |s| s.version),
-            bind: addr(ctx.bind.as_ref().map(|b| Arc::as_ptr(b) as usize)),
-            listener: addr(ctx.listener.as_ref().map(|l| Arc::as_ptr(l) as usize)),
-            route: addr(ctx.route.as_ref().map(|r| Arc::as_ptr(r) as usize)),
-            backend: ctx.backend.map_or(usize::MAX, |i| i),
+            bind: ctx.bind.as_ref().map_or(0, |b| Arc::as_ptr(b) as usize),
+            listener: ctx.listener.as_ref().map_or(0, |l| Arc::as_ptr(l) as usize),
+            route: ctx.route.as_ref().map_or(0, |r| Arc::as_ptr(r) as usize),
+            backend: ctx.backend.unwrap_or(usize::MAX),
             code,
         };
         let mut code_buf = itoa::Buffer::new();
