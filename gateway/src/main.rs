@@ -254,9 +254,9 @@ fn main() -> std::process::ExitCode {
             egress_tls_listen,
         } => {
             init_logging();
-            // The runtime of this thread runs the control plane (manifest watching, admin,
-            // egress). Data-path workers are threads of their own with a runtime each; with one
-            // worker, this runtime is the worker.
+            // The runtime of this thread runs the control plane (manifest watching, admin).
+            // Data-path workers (gateway and egress listeners) are threads of their own with a
+            // runtime each; with one worker, this runtime is the worker.
             let threads = threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             });

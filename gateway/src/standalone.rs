@@ -93,12 +93,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     apply(&engine, &admin_state, first, &metrics).await;
     if let Some(addr) = opts.egress_addr {
-        crate::egress::serve(addr, engine.state.clone())
+        crate::egress::serve(addr, engine.state.clone(), workers.handles())
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on egress address {addr}: {e}"))?;
     }
     if let Some(addr) = opts.egress_sni_addr {
-        crate::egress::serve_sni(addr, engine.state.clone())
+        crate::egress::serve_sni(addr, engine.state.clone(), workers.handles())
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on egress TLS address {addr}: {e}"))?;
     }

@@ -23,8 +23,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
+use crate::engine::workers::accept_on;
 use crate::engine::EngineState;
 use policy::{Decision, Host, Protocol};
+use tokio::runtime::Handle;
 
 /// The API group of our own policies.
 pub const POLICY_GROUP: &str = "policy.sluice.dev";
@@ -46,12 +48,17 @@ fn text(code: StatusCode, reason: &str) -> Response<Body> {
         .unwrap_or_default()
 }
 
-/// Starts the forward proxy on `addr`; policies are read from the current snapshot per request.
-pub async fn serve(addr: SocketAddr, state: Arc<EngineState>) -> std::io::Result<SocketAddr> {
+/// Starts the forward proxy on `addr`, accepting on every worker; policies are read from the
+/// current snapshot per request.
+pub async fn serve(
+    addr: SocketAddr,
+    state: Arc<EngineState>,
+    workers: &[Handle],
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     info!(addr = %local, "egress proxy listening");
-    accept_forever(listener, move |tcp, peer| {
+    accept_forever(workers, listener, move |tcp, peer| {
         let _ = tcp.set_nodelay(true);
         let state = state.clone();
         async move {
@@ -64,30 +71,38 @@ pub async fn serve(addr: SocketAddr, state: Arc<EngineState>) -> std::io::Result
                 .with_upgrades()
                 .await;
         }
-    });
+    })?;
     Ok(local)
 }
 
-/// Accepts connections in the background and runs `serve` for each; accept errors (out of file
-/// descriptors and the like) back off instead of spinning.
-fn accept_forever<F, Fut>(listener: TcpListener, serve: F)
+/// Accepts connections in the background on every worker and runs `serve` for each on the
+/// worker that took it; accept errors (out of file descriptors and the like) back off instead
+/// of spinning.
+fn accept_forever<F, Fut>(
+    workers: &[Handle],
+    listener: TcpListener,
+    serve: F,
+) -> std::io::Result<()>
 where
-    F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
+    F: Fn(TcpStream, SocketAddr) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((tcp, peer)) => {
-                    tokio::spawn(serve(tcp, peer));
-                }
-                Err(e) => {
-                    warn!(error = %e, "egress accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+    accept_on(workers, listener.into_std()?, move |_, listener| {
+        let serve = serve.clone();
+        async move {
+            loop {
+                match listener.accept().await {
+                    Ok((tcp, peer)) => {
+                        tokio::spawn(serve(tcp, peer));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "egress accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 }
             }
         }
-    });
+    })
 }
 
 fn record(state: &EngineState, peer: SocketAddr, host: &Host, port: u16, kind: &str, d: &Decision) {
@@ -292,13 +307,17 @@ async fn handle(
 /// Starts the transparent TLS listener on `addr`: it reads the SNI of each connection's
 /// ClientHello without terminating TLS, decides with the destination port being the listener's
 /// port, and splices the connection to the allowed destination. Denied connections are closed.
-pub async fn serve_sni(addr: SocketAddr, state: Arc<EngineState>) -> std::io::Result<SocketAddr> {
+pub async fn serve_sni(
+    addr: SocketAddr,
+    state: Arc<EngineState>,
+    workers: &[Handle],
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     info!(addr = %local, "egress TLS passthrough listening");
-    accept_forever(listener, move |tcp, peer| {
+    accept_forever(workers, listener, move |tcp, peer| {
         passthrough(tcp, peer, local.port(), state.clone())
-    });
+    })?;
     Ok(local)
 }
 

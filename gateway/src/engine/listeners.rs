@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use super::buffered::{AwaitData, Buffered};
 use super::proxy::SluiceHttpProxy;
 use super::tcp::Tcp;
+use super::workers::accept_on;
 use super::{BindError, EngineState};
 use crate::config::Protocol;
 
@@ -56,34 +57,27 @@ impl Listeners {
         }
     }
 
-    /// Binds `addr` once and starts an accept loop on every worker. The workers share the one
-    /// socket: whichever is free first takes the next connection. (Separate SO_REUSEPORT
-    /// sockets would also let another process join the port without an error.)
+    /// Binds `addr` once and starts an accept loop for it on every worker.
     fn listen(&self, addr: SocketAddr) -> std::io::Result<watch::Sender<bool>> {
         let listener = bind(addr)?.into_std()?;
-        let mut sockets = Vec::with_capacity(self.workers.len());
-        for _ in 1..self.workers.len() {
-            sockets.push(listener.try_clone()?);
-        }
-        sockets.push(listener);
         let (stop, stop_rx) = watch::channel(false);
-        for (i, (worker, socket)) in self.workers.iter().zip(sockets).enumerate() {
-            let accepted = self
-                .state
+        let handles: Vec<_> = self.workers.iter().map(|w| w.handle.clone()).collect();
+        let proxies: Arc<[_]> = self.workers.iter().map(|w| w.proxy.clone()).collect();
+        let state = self.state.clone();
+        accept_on(&handles, listener, move |i, l| {
+            let accepted = state
                 .metrics
                 .worker_connections
                 .with_label_values(&[&i.to_string()]);
-            let state = self.state.clone();
-            let proxy = worker.proxy.clone();
-            let stop_rx = stop_rx.clone();
-            worker.handle.spawn(async move {
-                // Registered with the reactor of the worker that runs the loop.
-                match TcpListener::from_std(socket) {
-                    Ok(l) => accept_loop(l, addr, state, proxy, accepted, stop_rx).await,
-                    Err(e) => warn!(%addr, error = %e, "cannot accept on this worker"),
-                }
-            });
-        }
+            accept_loop(
+                l,
+                addr,
+                state.clone(),
+                proxies[i].clone(),
+                accepted,
+                stop_rx.clone(),
+            )
+        })?;
         Ok(stop)
     }
 

@@ -57,6 +57,38 @@ impl Workers {
     }
 }
 
+/// Accepts on `listener` from every worker: each gets its own copy of the socket, registered
+/// with its own reactor, and runs `accept(worker index, socket)` as a task of its own. The
+/// copies share the one listening socket, so whichever worker is free first takes the next
+/// connection. (Separate SO_REUSEPORT sockets would also let another process join the port
+/// without an error.)
+pub fn accept_on<F, Fut>(
+    workers: &[Handle],
+    listener: std::net::TcpListener,
+    accept: F,
+) -> std::io::Result<()>
+where
+    F: Fn(usize, tokio::net::TcpListener) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut sockets = Vec::with_capacity(workers.len());
+    for _ in 1..workers.len() {
+        sockets.push(listener.try_clone()?);
+    }
+    sockets.push(listener);
+    for (i, (worker, socket)) in workers.iter().zip(sockets).enumerate() {
+        let accept = accept.clone();
+        worker.spawn(async move {
+            // Within the worker, so that the socket joins the worker's reactor.
+            match tokio::net::TcpListener::from_std(socket) {
+                Ok(l) => accept(i, l).await,
+                Err(e) => tracing::warn!(error = %e, worker = i, "cannot accept on this worker"),
+            }
+        });
+    }
+    Ok(())
+}
+
 impl Drop for Workers {
     fn drop(&mut self) {
         for (stop, thread) in self.threads.drain(..) {
@@ -85,6 +117,43 @@ mod tests {
             names,
             ["sluice-worker-0", "sluice-worker-1", "sluice-worker-2"]
         );
+    }
+
+    #[test]
+    fn every_worker_accepts_from_the_shared_socket() {
+        let workers = Workers::start(2).expect("workers start");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        accept_on(workers.handles(), listener, move |i, l| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((i, std::thread::current().name().map(str::to_string)));
+                while let Ok((mut s, _)) = l.accept().await {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = s.write_all(&[i as u8]).await;
+                }
+            }
+        })
+        .expect("sockets are duplicated");
+        let mut started: Vec<_> = (0..2).map(|_| rx.recv().unwrap()).collect();
+        started.sort();
+        assert_eq!(
+            started,
+            [
+                (0, Some("sluice-worker-0".to_string())),
+                (1, Some("sluice-worker-1".to_string()))
+            ]
+        );
+        // Each connection is answered by one of the workers, whichever took it.
+        for _ in 0..10 {
+            use std::io::Read;
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).unwrap();
+            assert!(b[0] < 2);
+        }
     }
 
     #[tokio::test]
