@@ -266,6 +266,96 @@ spec:
     assert_eq!(bar.count("/"), 0);
 }
 
+/// A listener that joins a port later still protects the connections already open on it: a
+/// keep-alive connection made for foo, asked for bar after bar's listener was added, gets 421.
+#[tokio::test(flavor = "multi_thread")]
+async fn misdirected_after_a_listener_joins_the_port() {
+    let ca = TestCa::new();
+    let foo = echo("foo").await;
+    let bar = echo("bar").await;
+    let listener = |name: &str| {
+        format!("  - {{name: {name}, protocol: HTTPS, port: 8443, hostname: {name}.example.com, tls: {{certificateRefs: [{{name: {name}}}]}}}}\n")
+    };
+    let gateway = |listeners: &str| {
+        format!(
+            "{GATEWAY_CLASS}---\napiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: sluice
+  listeners:
+{listeners}"
+        )
+    };
+    let gw = Gateway::start(&[
+        ("gw.yaml", gateway(&listener("foo"))),
+        (
+            "routes.yaml",
+            format!(
+                "{}---\n{}",
+                backend_route("foo", &["name: gw, sectionName: foo"], &[], "foo"),
+                backend_route("bar", &["name: gw, sectionName: bar"], &[], "bar")
+            ),
+        ),
+        (
+            "certs.yaml",
+            format!(
+                "{}---\n{}",
+                ca.secret("default", "foo", &["foo.example.com"]),
+                ca.secret("default", "bar", &["bar.example.com"])
+            ),
+        ),
+        (
+            "svc.yaml",
+            format!(
+                "{}---\n{}",
+                service("default", "foo", &[foo.addr]),
+                service("default", "bar", &[bar.addr])
+            ),
+        ),
+    ])
+    .await;
+    let c = reqwest::Client::builder()
+        .add_root_certificate(ca.reqwest_cert())
+        .resolve("foo.example.com", gw.addr(8443))
+        .http1_only()
+        .build()
+        .unwrap();
+    let get = |host: &'static str| {
+        let c = c.clone();
+        async move {
+            c.get("https://foo.example.com:8443/")
+                .header("host", host)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let accepted = |metrics: String| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("sluice_worker_connections_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(get("foo.example.com").await, 200);
+    let before = accepted(gw.admin_text("/metrics").await);
+
+    let version = gw.config_version().await;
+    gw.write(
+        "gw.yaml",
+        &gateway(&format!("{}{}", listener("foo"), listener("bar"))),
+    );
+    gw.wait_version_above(version).await;
+    assert_eq!(get("bar.example.com").await, 421);
+    assert_eq!(get("foo.example.com").await, 200);
+    // Both requests went over the connection opened before the reload.
+    assert_eq!(accepted(gw.admin_text("/metrics").await), before);
+    assert_eq!(bar.count("/"), 0);
+}
+
 /// WebSocket upgrades pass through to a backend whose port says kubernetes.io/ws.
 #[tokio::test(flavor = "multi_thread")]
 async fn websocket_backend() {

@@ -185,13 +185,11 @@ async fn serve_connection(
     let _ = digest.local_addr.set(Some(PSocketAddr::Inet(local)));
     let tcp = Tcp::new(tcp, digest);
 
-    // The SNI is kept only where a misdirected request is possible: several listeners on the
-    // port. Single-listener ports pay nothing for it.
-    let (tls, keep_sni) = {
+    let tls = {
         let snapshot = state.config.load();
         match snapshot.bind_for(local) {
-            Some(b) if b.protocol == Protocol::Https => (b.tls.clone(), b.listeners.is_shared()),
-            Some(_) => (None, false),
+            Some(b) if b.protocol == Protocol::Https => b.tls.clone(),
+            Some(_) => None,
             None => return,
         }
     };
@@ -202,13 +200,10 @@ async fn serve_connection(
     let acceptor = Acceptor::from_server_config(cfg);
     // Boxed: the handshake's state is large and must not stay in the connection's task for as
     // long as the connection lives.
-    let handshake = Box::pin(async move {
-        if keep_sni {
-            handshake_with_callback(&acceptor, tcp, &KeepSni).await
-        } else {
-            acceptor.tls_handshake(tcp).await
-        }
-    });
+    // The SNI is kept on every TLS connection, even on a port with one listener: a reload may
+    // add another listener to the port while the connection stays open.
+    let handshake =
+        Box::pin(async move { handshake_with_callback(&acceptor, tcp, &KeepSni).await });
     // Boxed at once, too: the TLS connection is large, and this task's state must not reserve
     // room for it while an idle plain connection waits.
     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
