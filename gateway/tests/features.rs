@@ -196,29 +196,47 @@ async fn h2c_backend() {
     assert_eq!((code, body["proto"].as_str()), (200, Some("HTTP/2.0")));
 }
 
-/// HTTPS: a request whose Host selects another listener than its SNI did is answered 421.
-#[tokio::test(flavor = "multi_thread")]
-async fn misdirected_requests_get_421() {
-    let ca = TestCa::new();
-    let foo = echo("foo").await;
-    let bar = echo("bar").await;
-    let gateway = "apiVersion: gateway.networking.k8s.io/v1
+/// A Gateway with an HTTPS listener on port 8443 for each of `names` (`<name>.example.com`,
+/// with the certificate of the same name).
+fn https_gateway(names: &[&str]) -> String {
+    let listeners: String = names
+        .iter()
+        .map(|n| {
+            format!(
+                "  - {{name: {n}, protocol: HTTPS, port: 8443, hostname: {n}.example.com, \
+                 tls: {{certificateRefs: [{{name: {n}}}]}}}}\n"
+            )
+        })
+        .collect();
+    format!(
+        "{GATEWAY_CLASS}---\napiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: {name: gw, namespace: default}
+metadata: {{name: gw, namespace: default}}
 spec:
   gatewayClassName: sluice
   listeners:
-  - {name: foo, protocol: HTTPS, port: 8443, hostname: foo.example.com, tls: {certificateRefs: [{name: foo}]}}
-  - {name: bar, protocol: HTTPS, port: 8443, hostname: bar.example.com, tls: {certificateRefs: [{name: bar}]}}
-";
-    let routes = format!(
-        "{}---\n{}",
-        backend_route("foo", &["name: gw, sectionName: foo"], &[], "foo"),
-        backend_route("bar", &["name: gw, sectionName: bar"], &[], "bar")
-    );
-    let gw = Gateway::start(&[
-        ("gw.yaml", format!("{GATEWAY_CLASS}---\n{gateway}")),
-        ("routes.yaml", routes),
+{listeners}"
+    )
+}
+
+/// `https_gateway(listeners)`, with routes from the foo and bar listeners to the foo and bar
+/// backends (`backends`, in that order), and the certificates of both names issued by `ca`.
+fn foo_bar_files(
+    ca: &TestCa,
+    listeners: &[&str],
+    backends: [&EchoServer; 2],
+) -> Vec<(&'static str, String)> {
+    let [foo_echo, bar_echo] = backends;
+    vec![
+        ("gw.yaml", https_gateway(listeners)),
+        (
+            "routes.yaml",
+            format!(
+                "{}---\n{}",
+                backend_route("foo", &["name: gw, sectionName: foo"], &[], "foo"),
+                backend_route("bar", &["name: gw, sectionName: bar"], &[], "bar")
+            ),
+        ),
         (
             "certs.yaml",
             format!(
@@ -231,12 +249,20 @@ spec:
             "svc.yaml",
             format!(
                 "{}---\n{}",
-                service("default", "foo", &[foo.addr]),
-                service("default", "bar", &[bar.addr])
+                service("default", "foo", &[foo_echo.addr]),
+                service("default", "bar", &[bar_echo.addr])
             ),
         ),
-    ])
-    .await;
+    ]
+}
+
+/// HTTPS: a request whose Host selects another listener than its SNI did is answered 421.
+#[tokio::test(flavor = "multi_thread")]
+async fn misdirected_requests_get_421() {
+    let ca = TestCa::new();
+    let foo = echo("foo").await;
+    let bar = echo("bar").await;
+    let gw = Gateway::start(&foo_bar_files(&ca, &["foo", "bar"], [&foo, &bar])).await;
     let ca_file = gw.path("ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem).unwrap();
     // Both protocols read the SNI the handshake kept in the connection's TLS digest.
@@ -273,48 +299,7 @@ async fn misdirected_after_a_listener_joins_the_port() {
     let ca = TestCa::new();
     let foo = echo("foo").await;
     let bar = echo("bar").await;
-    let listener = |name: &str| {
-        format!("  - {{name: {name}, protocol: HTTPS, port: 8443, hostname: {name}.example.com, tls: {{certificateRefs: [{{name: {name}}}]}}}}\n")
-    };
-    let gateway = |listeners: &str| {
-        format!(
-            "{GATEWAY_CLASS}---\napiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  gatewayClassName: sluice
-  listeners:
-{listeners}"
-        )
-    };
-    let gw = Gateway::start(&[
-        ("gw.yaml", gateway(&listener("foo"))),
-        (
-            "routes.yaml",
-            format!(
-                "{}---\n{}",
-                backend_route("foo", &["name: gw, sectionName: foo"], &[], "foo"),
-                backend_route("bar", &["name: gw, sectionName: bar"], &[], "bar")
-            ),
-        ),
-        (
-            "certs.yaml",
-            format!(
-                "{}---\n{}",
-                ca.secret("default", "foo", &["foo.example.com"]),
-                ca.secret("default", "bar", &["bar.example.com"])
-            ),
-        ),
-        (
-            "svc.yaml",
-            format!(
-                "{}---\n{}",
-                service("default", "foo", &[foo.addr]),
-                service("default", "bar", &[bar.addr])
-            ),
-        ),
-    ])
-    .await;
+    let gw = Gateway::start(&foo_bar_files(&ca, &["foo"], [&foo, &bar])).await;
     let c = reqwest::Client::builder()
         .add_root_certificate(ca.reqwest_cert())
         .resolve("foo.example.com", gw.addr(8443))
@@ -324,13 +309,16 @@ spec:
     let get = |host: &'static str| {
         let c = c.clone();
         async move {
-            c.get("https://foo.example.com:8443/")
+            let r = c
+                .get("https://foo.example.com:8443/")
                 .header("host", host)
                 .send()
                 .await
-                .unwrap()
-                .status()
-                .as_u16()
+                .unwrap();
+            let code = r.status().as_u16();
+            // Read to the end, so that the connection goes back to the client's pool.
+            let _ = r.bytes().await;
+            code
         }
     };
     let accepted = |metrics: String| -> u64 {
@@ -344,10 +332,7 @@ spec:
     let before = accepted(gw.admin_text("/metrics").await);
 
     let version = gw.config_version().await;
-    gw.write(
-        "gw.yaml",
-        &gateway(&format!("{}{}", listener("foo"), listener("bar"))),
-    );
+    gw.write("gw.yaml", &https_gateway(&["foo", "bar"]));
     gw.wait_version_above(version).await;
     assert_eq!(get("bar.example.com").await, 421);
     assert_eq!(get("foo.example.com").await, 200);
