@@ -33,7 +33,9 @@ use crate::config::Protocol;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Running {
-    stop: watch::Sender<bool>,
+    /// One stop signal per worker: every connection waits on its worker's, so the signal's
+    /// lock is never shared between threads.
+    stop: Vec<watch::Sender<bool>>,
 }
 
 /// A data-path worker: the runtime its accept loops and connections run on, and its proxy.
@@ -58,9 +60,11 @@ impl Listeners {
     }
 
     /// Binds `addr` once and starts an accept loop for it on every worker.
-    fn listen(&self, addr: SocketAddr) -> std::io::Result<watch::Sender<bool>> {
+    fn listen(&self, addr: SocketAddr) -> std::io::Result<Vec<watch::Sender<bool>>> {
         let listener = bind(addr)?.into_std()?;
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx): (Vec<_>, Vec<_>) =
+            self.workers.iter().map(|_| watch::channel(false)).unzip();
+        let stop_rx: Arc<[_]> = stop_rx.into();
         let handles: Vec<_> = self.workers.iter().map(|w| w.handle.clone()).collect();
         let proxies: Arc<[_]> = self.workers.iter().map(|w| w.proxy.clone()).collect();
         let state = self.state.clone();
@@ -75,7 +79,7 @@ impl Listeners {
                 state.clone(),
                 proxies[i].clone(),
                 accepted,
-                stop_rx.clone(),
+                stop_rx[i].clone(),
             )
         })?;
         Ok(stop)
@@ -98,7 +102,9 @@ impl Listeners {
         for addr in gone {
             if let Some(r) = running.remove(&addr) {
                 info!(%addr, "listener removed; draining its connections");
-                let _ = r.stop.send(true);
+                for stop in &r.stop {
+                    let _ = stop.send(true);
+                }
             }
         }
         let mut errors = Vec::new();
