@@ -15,6 +15,8 @@
 #   reload   Sluice only: 100 configuration changes during a wrk run, against a steady run
 #   routes   Sluice only: the same request through 10 and through ROUTES (default 10,000)
 #            HTTPRoutes with host, path and header matches; load, translate and reload times
+#   workers  HTTP/1.1 with two workers per proxy and nothing pinned (not in the default set:
+#            the proxy shares both cores with the load generator and the backend)
 #
 # Usage: bench/run.sh [ROUNDS] [SECONDS]     (defaults: 3 rounds of 10 s)
 set -euo pipefail
@@ -210,9 +212,9 @@ for p in $PROXIES; do wait_port "${HTTP_PORT[$p]}"; done
 # The nginx proxy's work happens in its worker, a child of the master.
 PID[nginx]=$(pgrep -P "$NGINX_MASTER" | head -1)
 
-# CPU time (user, system) in clock ticks of a process and all its threads.
-cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }
-rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+# CPU time (user, system) in clock ticks of processes and all their threads, summed.
+cpu() { for p in "$@"; do cat "/proc/$p/stat"; done | awk '{u += $14; s += $15} END {print u, s}'; }
+rss_kb() { for p in "$@"; do cat "/proc/$p/status"; done | awk '/VmRSS/{kb += $2} END {print kb}'; }
 backend_accepts() { curl -s "http://127.0.0.1:$BACKEND_STATUS_PORT/" | awk 'NR==3{print $1}'; }
 TICK=$(getconf CLK_TCK)
 
@@ -223,24 +225,28 @@ url_for() { # scenario proxy
   esac
 }
 
+LOAD_CPUS=1; WRK_THREADS=1   # the workers scenario spreads the load generator over both cores
 load() { # tool url seconds -> the tool's output
   case $1 in
-    wrk) taskset -c 1 wrk -t1 -c$CONNS -d"$3s" --latency "$2" 2>&1 ;;
+    wrk) taskset -c $LOAD_CPUS wrk -t$WRK_THREADS -c$CONNS -d"$3s" --latency "$2" 2>&1 ;;
     h2load) taskset -c 1 h2load -c$CONNS -m10 -D"$3" "$2" 2>&1 ;;
     oha) taskset -c 1 oha -z "$3s" -q 1000 -c 10 --latency-correction --no-tui --output-format json "$2" 2>&1 ;;
   esac
 }
 
 # One measurement -> "rps p50_ms p99_ms user_us system_us requests rss_kb upstream_conns p999_ms"
-run_one() { # tool url pid
+run_one() { # tool url "pid..."
   local tool=$1 url=$2 pid=$3
   local a0 a1 u0 s0 u1 s1 out
   a0=$(backend_accepts)
-  read -r u0 s0 < <(cpu "$pid")
+  # shellcheck disable=SC2086  # several PIDs for multi-process proxies
+  read -r u0 s0 < <(cpu $pid)
   out=$(load "$tool" "$url" "$SECS")
-  read -r u1 s1 < <(cpu "$pid")
+  # shellcheck disable=SC2086
+  read -r u1 s1 < <(cpu $pid)
   a1=$(backend_accepts)
-  python3 bench/parse.py "$tool" "$u0" "$s0" "$u1" "$s1" "$TICK" "$(rss_kb "$pid")" "$((a1 - a0))" <<< "$out"
+  # shellcheck disable=SC2086
+  python3 bench/parse.py "$tool" "$u0" "$s0" "$u1" "$s1" "$TICK" "$(rss_kb $pid)" "$((a1 - a0))" <<< "$out"
 }
 
 table() { # title file
@@ -428,6 +434,41 @@ print(f"\nthroughput at {rows[1][0]} routes: {float(rows[1][1]) / float(rows[0][
 PY
 }
 
+# The same proxies with two workers each (nginx worker_processes 2, HAProxy nbthread 2, Sluice
+# --threads 2), unpinned, on ports of their own; wrk runs two threads on both cores. Compared
+# with the one-worker table, CPU per request shows what a second worker costs each proxy.
+workers_scenario() {
+  mkdir -p "$WORK/proxy2" "$WORK/manifests2"
+  sed -e 's/^worker_processes 1;/worker_processes 2;/' -e "s#$WORK/proxy/#$WORK/proxy2/#g" \
+    -e "s/${HTTP_PORT[nginx]}/28081/" -e "s/${TLS_PORT[nginx]}/28444/" \
+    "$WORK/proxy/nginx.conf" > "$WORK/proxy2/nginx.conf"
+  sed -e 's/nbthread 1/nbthread 2/' -e "s/${HTTP_PORT[haproxy]}/28082/" -e "s/${TLS_PORT[haproxy]}/28445/" \
+    "$WORK/proxy/haproxy.cfg" > "$WORK/proxy2/haproxy.cfg"
+  sed -e "s/${HTTP_PORT[sluice]}/28080/" -e "s/${TLS_PORT[sluice]}/28443/" \
+    "$WORK/manifests/bench.yaml" > "$WORK/manifests2/bench.yaml"
+  route > "$WORK/manifests2/route.yaml"
+  local master
+  nginx -c "$WORK/proxy2/nginx.conf" & pids+=($!); master=$!
+  haproxy -db -f "$WORK/proxy2/haproxy.cfg" 2>"$WORK/haproxy2.log" & pids+=($!)
+  local -A pid2=([haproxy]=$!)
+  "$GATEWAY" run --manifests "$WORK/manifests2" --threads 2 --access-log off \
+    --admin-addr 127.0.0.1:28901 2>"$WORK/sluice2.log" & pids+=($!); pid2[sluice]=$!
+  local -A port2=([nginx]=28081 [haproxy]=28082 [sluice]=28080)
+  for p in $PROXIES; do wait_port "${port2[$p]}"; done
+  pid2[nginx]=$(pgrep -P "$master" | tr '\n' ' ')
+  LOAD_CPUS=0,1; WRK_THREADS=2
+  for p in $PROXIES; do load wrk "http://127.0.0.1:${port2[$p]}/" 2 >/dev/null; done   # warm-up
+  : > "$WORK/results"
+  for r in $(seq "$ROUNDS"); do
+    echo "workers: round $r/$ROUNDS" >&2
+    for p in $PROXIES; do
+      echo "$p $(run_one wrk "http://127.0.0.1:${port2[$p]}/" "${pid2[$p]}")" >> "$WORK/results"
+    done
+  done
+  LOAD_CPUS=1; WRK_THREADS=1
+  table "HTTP/1.1 keep-alive (wrk, 2 threads), $CONNS connections, 2 workers per proxy, nothing pinned; median of $ROUNDS rounds of $SECS s" "$WORK/results"
+}
+
 for scenario in $SCENARIOS; do
   case $scenario in
     http) throughput_scenario http "HTTP/1.1 keep-alive (wrk)" wrk ;;
@@ -437,6 +478,7 @@ for scenario in $SCENARIOS; do
     idle) idle_scenario ;;
     reload) reload_scenario ;;
     routes) routes_scenario ;;
+    workers) workers_scenario ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
 done
