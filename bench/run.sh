@@ -5,7 +5,7 @@
 # backend (an nginx answering 100 bytes) on core 1. HTTP/1.1 keep-alive to the backend. Rounds
 # alternate between the proxies so drift on the machine hits all of them; tables show medians.
 #
-# Scenarios (SCENARIOS, default "http tls h2 latency idle reload"):
+# Scenarios (SCENARIOS, default "http tls h2 latency idle reload routes"):
 #   http     HTTP/1.1 keep-alive (wrk)
 #   tls      HTTP/1.1 over TLS 1.3 with an ECDSA P-256 certificate (wrk)
 #   h2       HTTP/2 over the same TLS, 10 streams per connection (h2load)
