@@ -52,6 +52,7 @@ pub struct Ctx {
     route: Option<Arc<Route>>,
     backend: Option<usize>,
     upstream: Option<SocketAddr>,
+    /// The request's host, for the access log (kept only when it is on).
     host: String,
     /// A mirror copy waiting for the request body.
     mirror: Option<PendingMirror>,
@@ -59,6 +60,27 @@ pub struct Ctx {
     attempts: u32,
     /// The `Access-Control-Allow-Origin` value to add to the response, for allowed origins.
     cors_origin: Option<String>,
+}
+
+/// A request whose Host selects another listener than the one its TLS handshake (SNI) selected
+/// is misdirected: its certificate was not chosen for this host. The handshake kept the SNI,
+/// lowercased, in the connection's TLS digest.
+fn misdirected(session: &Session, bind: &Bind, listener: &Arc<Listener>) -> bool {
+    bind.protocol == Protocol::Https
+        && bind.listeners.is_shared()
+        && session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|t| t.extension.get::<Sni>())
+            .and_then(|sni| bind.listeners.select(Some(&sni.0)))
+            .is_some_and(|l| !Arc::ptr_eq(l, listener))
+}
+
+/// What the request's host and connection select.
+enum Selected {
+    NoListener,
+    Misdirected,
+    Listener(Arc<Listener>, Option<Arc<Route>>),
 }
 
 struct PendingMirror {
@@ -69,7 +91,9 @@ struct PendingMirror {
     too_big: bool,
 }
 
-fn request_host(req: &RequestHeader) -> Option<String> {
+/// The request's host, lowercased, without port or trailing dot. Borrowed from the request
+/// unless it has uppercase letters.
+fn request_host(req: &RequestHeader) -> Option<std::borrow::Cow<'_, str>> {
     let raw = req.uri.authority().map(|a| a.as_str()).or_else(|| {
         req.headers
             .get(http::header::HOST)
@@ -81,7 +105,12 @@ fn request_host(req: &RequestHeader) -> Option<String> {
     } else {
         raw.rsplit_once(':').map(|(h, _)| h).unwrap_or(raw)
     };
-    Some(host.trim_end_matches('.').to_ascii_lowercase())
+    let host = host.trim_end_matches('.');
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
+    })
 }
 
 fn apply_request_headers(req: &mut RequestHeader, m: &HeaderModifier) {
@@ -187,38 +216,38 @@ impl ProxyHttp for SluiceProxy {
             return respond(session, 503, "listener removed\n", None).await;
         };
         ctx.snapshot = Some(snapshot);
-        let host = request_host(session.req_header());
-        let Some(listener) = bind.listeners.select(host.as_deref()).cloned() else {
-            ctx.bind = Some(bind);
-            return respond(session, 404, "no listener for this host\n", None).await;
-        };
-        // A request whose Host selects another listener than the one its TLS handshake (SNI)
-        // selected is misdirected: its certificate was not chosen for this host.
-        if bind.protocol == Protocol::Https && bind.listeners.is_shared() {
-            // The handshake kept the SNI, lowercased, in the connection's TLS digest.
-            let misdirected = session
-                .digest()
-                .and_then(|d| d.ssl_digest.as_ref())
-                .and_then(|t| t.extension.get::<Sni>())
-                .and_then(|sni| bind.listeners.select(Some(&sni.0)))
-                .is_some_and(|l| !Arc::ptr_eq(l, &listener));
-            if misdirected {
-                ctx.bind = Some(bind);
-                return respond(session, 421, "misdirected request\n", None).await;
-            }
-        }
-        ctx.bind = Some(bind);
-        let route = {
+        // The listener and the route, chosen while the request is borrowed (its host too).
+        let selected = {
             let req = session.req_header();
-            let parts = RequestParts {
-                method: &req.method,
-                path: req.uri.path(),
-                query: req.uri.query(),
-                headers: &req.headers,
-            };
-            listener.routes.find(host.as_deref(), &parts).cloned()
+            let host = request_host(req);
+            match bind.listeners.select(host.as_deref()) {
+                None => Selected::NoListener,
+                Some(listener) if misdirected(session, &bind, listener) => Selected::Misdirected,
+                Some(listener) => {
+                    let parts = RequestParts {
+                        method: &req.method,
+                        path: req.uri.path(),
+                        query: req.uri.query(),
+                        headers: &req.headers,
+                    };
+                    let route = listener.routes.find(host.as_deref(), &parts).cloned();
+                    if self.state.access_log {
+                        ctx.host = host.map(|h| h.into_owned()).unwrap_or_default();
+                    }
+                    Selected::Listener(listener.clone(), route)
+                }
+            }
         };
-        ctx.host = host.unwrap_or_default();
+        ctx.bind = Some(bind);
+        let (listener, route) = match selected {
+            Selected::NoListener => {
+                return respond(session, 404, "no listener for this host\n", None).await
+            }
+            Selected::Misdirected => {
+                return respond(session, 421, "misdirected request\n", None).await
+            }
+            Selected::Listener(listener, route) => (listener, route),
+        };
         ctx.listener = Some(listener.clone());
         let Some(route) = route else {
             return respond(session, 404, "no route\n", None).await;
@@ -253,7 +282,9 @@ impl ProxyHttp for SluiceProxy {
             session.enable_retry_buffering();
         }
         if let Some(r) = &action.redirect {
-            let location = redirect_location(r, session.req_header(), &ctx.host, &listener);
+            let req = session.req_header();
+            let host = request_host(req).unwrap_or_default();
+            let location = redirect_location(r, req, &host, &listener);
             return respond(session, r.status, "", Some(("location", location))).await;
         }
         if let Some(m) = &action.request_headers {
@@ -294,7 +325,9 @@ impl ProxyHttp for SluiceProxy {
             }
         }
         if !targets.is_empty() {
-            let host = request_host(session.req_header()).unwrap_or_default();
+            let host = request_host(session.req_header())
+                .unwrap_or_default()
+                .into_owned();
             if session.is_body_empty() {
                 for addr in targets {
                     self.state
@@ -776,6 +809,10 @@ mod tests {
         assert_eq!(request_host(&req).as_deref(), Some("example.com"));
         req.insert_header("host", "[::1]:80").unwrap();
         assert_eq!(request_host(&req).as_deref(), Some("::1"));
+        // A host already in lowercase is borrowed from the request, not copied.
+        req.insert_header("host", "app.example.com.").unwrap();
+        let host = request_host(&req).unwrap();
+        assert!(matches!(host, std::borrow::Cow::Borrowed("app.example.com")));
     }
 
     #[test]
