@@ -163,18 +163,7 @@ async fn host_and_sni_mismatch_are_refused() {
             let mut buf = [0u8; 1024];
             let n = s.read(&mut buf).await.unwrap();
             assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-            let mut roots = rustls::RootCertStore::empty();
-            for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
-                roots.add(c.unwrap()).unwrap();
-            }
-            let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            tokio_rustls::TlsConnector::from(rustls_client_config(&ca))
                 .connect(sni.try_into().unwrap(), s)
                 .await
                 .map(|_| ())

@@ -812,7 +812,10 @@ mod tests {
         // A host already in lowercase is borrowed from the request, not copied.
         req.insert_header("host", "app.example.com.").unwrap();
         let host = request_host(&req).unwrap();
-        assert!(matches!(host, std::borrow::Cow::Borrowed("app.example.com")));
+        assert!(matches!(
+            host,
+            std::borrow::Cow::Borrowed("app.example.com")
+        ));
     }
 
     #[test]

@@ -496,6 +496,11 @@ stringData:
     pub fn reqwest_cert(&self) -> reqwest::Certificate {
         reqwest::Certificate::from_pem(self.cert_pem.as_bytes()).unwrap()
     }
+
+    /// A rustls client configuration that trusts this CA only.
+    pub fn rustls_client_config(&self) -> Arc<rustls::ClientConfig> {
+        rustls_client_config(&self.cert_pem)
+    }
 }
 
 impl Default for TestCa {
@@ -532,4 +537,21 @@ pub async fn websocket_echo(
         .map_err(|e| e.to_string())?;
     let _ = ws.close(None).await;
     Ok(reply.into_text().map_err(|e| e.to_string())?.to_string())
+}
+
+/// A rustls client configuration (ring provider) that trusts the certificates in `ca_pem`.
+pub fn rustls_client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
 }
