@@ -320,8 +320,8 @@ pub struct RuleAction {
     /// Backends with a weight above zero.
     pub backends: Vec<WeightedBackend>,
     pub total_weight: u64,
-    /// Backend picks made so far: the position in the sequence `pick_backend` follows.
-    pub picks: std::sync::atomic::AtomicU64,
+    /// The points `pick_backend` takes, one per request.
+    pub picks: Spread,
     /// The rule names no backend at all: the spec asks for a 500.
     pub no_backends: bool,
     /// `timeouts.request`: the whole exchange with the backend, retries included.
@@ -382,23 +382,14 @@ impl Cors {
 }
 
 impl RuleAction {
-    /// Picks a backend by weight. The n-th pick takes the point frac(n/φ) of [0, 1), a Weyl
-    /// sequence, and the backend whose share of the total weight holds it. Over any run of
-    /// picks each backend gets its share to within a few requests, well mixed; independent
-    /// random draws stray by about √n (at 200 requests split 50/50, by ±7).
+    /// Picks a backend by weight: the one whose share of the total weight holds the next point
+    /// of `picks`.
     pub fn pick_backend(&self) -> Option<&WeightedBackend> {
         match self.backends.len() {
             0 => None,
             1 => self.backends.first(),
             _ => {
-                // 2^64/φ: multiplying by it keeps frac(n/φ) in 64-bit fixed point.
-                const INV_GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-                let n = self
-                    .picks
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let point = n.wrapping_mul(INV_GOLDEN);
-                // The point scaled to [0, total_weight).
-                let mut left = ((u128::from(point) * u128::from(self.total_weight)) >> 64) as u64;
+                let mut left = self.picks.next_below(self.total_weight);
                 for b in &self.backends {
                     if left < u64::from(b.weight) {
                         return Some(b);
@@ -408,6 +399,24 @@ impl RuleAction {
                 self.backends.last()
             }
         }
+    }
+}
+
+/// Points of [0, 1) handed out one per request: the n-th is frac(n/φ), a Weyl sequence. Sharing
+/// requests out by them keeps every share within a few requests of its target at any volume,
+/// well mixed; independent random draws stray by about √n (±7 at 200 requests split 50/50).
+/// One atomic add per point.
+#[derive(Debug, Default)]
+pub struct Spread(std::sync::atomic::AtomicU64);
+
+impl Spread {
+    /// The next point, scaled to [0, total).
+    pub fn next_below(&self, total: u64) -> u64 {
+        // 2^64/φ: multiplying by it keeps frac(n/φ) in 64-bit fixed point.
+        const INV_GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let point = n.wrapping_mul(INV_GOLDEN);
+        ((u128::from(point) * u128::from(total)) >> 64) as u64
     }
 }
 
@@ -544,6 +553,16 @@ pub struct Mirror {
     pub target: BackendTarget,
     /// Share of requests mirrored, in millionths.
     pub fraction_ppm: u32,
+    /// The points that decide, one per request, whether it is mirrored.
+    pub spread: Spread,
+}
+
+impl Mirror {
+    /// Whether this request is mirrored: `fraction_ppm` of all requests, evenly spread.
+    pub fn this_one(&self) -> bool {
+        self.fraction_ppm >= 1_000_000
+            || self.spread.next_below(1_000_000) < u64::from(self.fraction_ppm)
+    }
 }
 
 /// The effective routing table, as `/config` shows it.
@@ -685,6 +704,23 @@ mod tests {
         // A 10% canary gets its share within the first 50 requests already.
         let v = picks(&split(&[90, 10]), 50);
         assert!((4..=6).contains(&count(&v, "1")), "{v:?}");
+    }
+
+    #[test]
+    fn mirrors_take_their_fraction() {
+        let mirror = |ppm| Mirror {
+            target: BackendTarget::Invalid {
+                label: String::new(),
+                reason: String::new(),
+            },
+            fraction_ppm: ppm,
+            spread: Spread::default(),
+        };
+        let taken = |m: &Mirror, n| (0..n).filter(|_| m.this_one()).count();
+        assert_eq!(taken(&mirror(1_000_000), 100), 100);
+        assert_eq!(taken(&mirror(0), 100), 0);
+        assert!((19..=21).contains(&taken(&mirror(200_000), 100)));
+        assert!((332..=334).contains(&taken(&mirror(333_333), 1000)));
     }
 
     #[test]

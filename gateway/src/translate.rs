@@ -1951,6 +1951,7 @@ fn apply_filter(
             action.mirrors.push(Mirror {
                 target,
                 fraction_ppm,
+                spread: Default::default(),
             });
         }
         HttpRouteRulesFiltersType::ExtensionRef => {

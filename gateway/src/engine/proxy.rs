@@ -317,7 +317,7 @@ impl ProxyHttp for SluiceProxy {
         }
         let mut targets = Vec::new();
         for m in &action.mirrors {
-            if m.fraction_ppm < 1_000_000 && rand::random_range(0..1_000_000) >= m.fraction_ppm {
+            if !m.this_one() {
                 continue;
             }
             if let BackendTarget::Cluster(c) = &m.target {
