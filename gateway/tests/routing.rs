@@ -78,21 +78,11 @@ spec:
         assert_eq!(code, 404, "GET {path}");
     }
     // A header match wins over a plain prefix of the same length.
-    let r = c
-        .get(gw.url(8080, "/foo/x"))
-        .header("x-version", "two")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(svc(&r.json().await.unwrap()), "header");
+    let (_, body, _) = get_json_with(&c, &gw.url(8080, "/foo/x"), &[("x-version", "two")]).await;
+    assert_eq!(svc(&body), "header");
     // Header values are matched exactly.
-    let r = c
-        .get(gw.url(8080, "/foo/x"))
-        .header("x-version", "three")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(svc(&r.json().await.unwrap()), "prefix");
+    let (_, body, _) = get_json_with(&c, &gw.url(8080, "/foo/x"), &[("x-version", "three")]).await;
+    assert_eq!(svc(&body), "prefix");
     // Method match.
     let r = c
         .post(gw.url(8080, "/foo/x"))
@@ -409,19 +399,20 @@ spec:
     ])
     .await;
     let c = client_for(gw.addr(8080), &["host.example"]);
-    let r = c
-        .get("http://host.example:8080/headers")
-        .header("x-set", "original")
-        .header("x-add", "first")
-        .header("x-remove", "gone")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["x-resp-set"], "r1");
-    assert_eq!(r.headers()["x-resp-add"], "r2");
-    assert!(r.headers().get("x-content-type-options").is_none());
-    let body: serde_json::Value = r.json().await.unwrap();
+    let (code, body, headers) = get_json_with(
+        &c,
+        "http://host.example:8080/headers",
+        &[
+            ("x-set", "original"),
+            ("x-add", "first"),
+            ("x-remove", "gone"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(headers["x-resp-set"], "r1");
+    assert_eq!(headers["x-resp-add"], "r2");
+    assert!(headers.get("x-content-type-options").is_none());
     assert_eq!(body["headers"]["X-Set"], serde_json::json!(["set-value"]));
     assert_eq!(
         body["headers"]["X-Add"],
@@ -522,13 +513,12 @@ async fn forwarded_headers() {
         "X-Forwarded-For {xff:?}"
     );
     // A header from an earlier hop is kept, and this client is appended to it.
-    let r = c
-        .get(gw.url(8080, "/"))
-        .header("x-forwarded-for", "203.0.113.7, 2001:db8::1")
-        .send()
-        .await
-        .unwrap();
-    let body: serde_json::Value = r.json().await.unwrap();
+    let (_, body, _) = get_json_with(
+        &c,
+        &gw.url(8080, "/"),
+        &[("x-forwarded-for", "203.0.113.7, 2001:db8::1")],
+    )
+    .await;
     assert_eq!(
         body["headers"]["X-Forwarded-For"],
         serde_json::json!([format!("203.0.113.7, 2001:db8::1, {xff}")])
@@ -591,20 +581,11 @@ async fn gateways_on_pool_addresses_and_json_manifests() {
     let (code, body, _) = get_json(&ca, &format!("http://{pool_ip}:8080/")).await;
     assert_eq!((code, body["service"].as_str()), (200, Some("a")));
     let cb = client_for(std::net::SocketAddr::new(second, 8080), &[]);
-    let r = cb
-        .get(format!("http://{second}:8080/"))
-        .header("x-id", "42")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["service"], "b");
-    let r = cb
-        .get(format!("http://{second}:8080/"))
-        .header("x-id", "4x2")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404, "regex matches the whole value");
+    let url = format!("http://{second}:8080/");
+    let (_, body, _) = get_json_with(&cb, &url, &[("x-id", "42")]).await;
+    assert_eq!(body["service"], "b");
+    let (code, _, _) = get_json_with(&cb, &url, &[("x-id", "4x2")]).await;
+    assert_eq!(code, 404, "regex matches the whole value");
 }
 
 /// A response body that the backend streams reaches the client piece by piece: the gateway

@@ -352,20 +352,10 @@ spec:
     ]
     .join("---\n");
     std::fs::write(dir.path().join("gw.yaml"), text).unwrap();
-    let out = std::process::Command::new(gateway_bin())
-        .args([
-            "status",
-            "-o",
-            "json",
-            "--address-pool",
-            "127.0.50.0/29",
-            "--manifests",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let all = gateway_json(
+        &["status", "-o", "json", "--address-pool", "127.0.50.0/29"],
+        dir.path(),
+    );
     let addr = |n: &str| {
         find_status(&all, "Gateway", Some("default"), n)["status"]["addresses"][0]["value"]
             .as_str()
@@ -506,24 +496,10 @@ spec:
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(gateway_bin())
-        .args([
-            "render",
-            "-o",
-            "json",
-            "--image",
-            "registry.example/gw:1",
-            "--manifests",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let list = gateway_json(
+        &["render", "-o", "json", "--image", "registry.example/gw:1"],
+        dir.path(),
     );
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let items = list["items"].as_array().unwrap();
     let kinds: Vec<&str> = items.iter().filter_map(|o| o["kind"].as_str()).collect();
     assert_eq!(kinds, ["ServiceAccount", "Service", "Deployment"], "{list}");

@@ -19,7 +19,7 @@ pub struct Workers {
 
 impl Workers {
     /// The current runtime as the only worker. Must be called within a runtime.
-    pub fn current() -> Self {
+    fn current() -> Self {
         Workers {
             handles: vec![Handle::current()],
             threads: Vec::new(),

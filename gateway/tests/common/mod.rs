@@ -393,14 +393,20 @@ pub fn status_of_files<N: AsRef<str>>(files: &[(N, String)]) -> serde_json::Valu
 }
 
 pub fn status_of_dir(dir: &Path) -> serde_json::Value {
+    gateway_json(&["status", "-o", "json"], dir)
+}
+
+/// Runs `gateway ARGS --manifests DIR`, which must succeed, and parses what it prints as JSON.
+pub fn gateway_json(args: &[&str], dir: &Path) -> serde_json::Value {
     let out = Command::new(gateway_bin())
-        .args(["status", "-o", "json", "--manifests"])
+        .args(args)
+        .arg("--manifests")
         .arg(dir)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "status failed: {}",
+        "gateway {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
@@ -422,8 +428,20 @@ pub async fn get_json(
     client: &reqwest::Client,
     url: &str,
 ) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
-    let r = client
-        .get(url)
+    get_json_with(client, url, &[]).await
+}
+
+/// `get_json` with request headers.
+pub async fn get_json_with(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+    let mut req = client.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req
         .send()
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
