@@ -13,4 +13,5 @@ pub mod resources;
 pub mod standalone;
 pub mod status;
 pub mod translate;
+pub mod unserved;
 pub mod validate;

@@ -92,12 +92,18 @@ enum Command {
     Run {
         #[command(flatten)]
         common: Common,
-        /// Admin listener: /ready, /status, /config, /metrics.
+        /// Admin listener: /ready, /status, /config, /infrastructure, /warnings, /metrics.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin_addr: SocketAddr,
         /// One JSON line per request on stdout, or nothing.
         #[arg(long, value_enum, default_value = "json")]
         access_log: AccessLog,
+        /// Least severe log level written to stderr (RUST_LOG, when set, is used instead).
+        #[arg(long, value_enum, default_value = "info")]
+        log_level: LogLevel,
+        /// Logs as text (coloured only on a terminal) or one JSON object per line.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
         /// Worker threads of the data path (default: number of cores). Each runs its own
         /// event loop and upstream connection pool.
         #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
@@ -133,25 +139,59 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value = "yaml")]
         output: Output,
     },
-    /// Print the status a Gateway API controller would write for the manifests.
+    /// Print the status a Gateway API controller would write for the manifests, then the
+    /// warnings (objects not served, unresolved references, Services without endpoints).
     Status {
         #[command(flatten)]
         common: Common,
+        /// text: conditions per object, then warnings; yaml or json: the status objects.
         #[arg(long, short = 'o', value_enum, default_value = "text")]
         output: Output,
+        /// Exit with status 2 when there is any warning (for CI checks of manifests).
+        #[arg(long)]
+        strict: bool,
     },
 }
 
-fn init_logging() {
+#[derive(Clone, Copy, ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(level: LogLevel, format: LogFormat) {
+    use std::io::IsTerminal;
     // pingora logs through `log`: the subscriber's `init` bridges it into tracing. Logs go to
-    // stderr, the access log to stdout.
+    // stderr, the access log to stdout. RUST_LOG, when set, is a full filter and wins.
+    let level = match level {
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+        LogLevel::Trace => "trace",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn")
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},pingora_core=warn,pingora_proxy=warn"
+        ))
     });
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // Colours only for a person at a terminal, never into files or log collectors.
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -203,7 +243,11 @@ fn main() -> std::process::ExitCode {
                 }
             }
         }
-        Command::Status { common, output } => {
+        Command::Status {
+            common,
+            output,
+            strict,
+        } => {
             let mut opts = common.options();
             opts.now = k8s_openapi::jiff::Timestamp::now();
             match standalone::load_and_translate(&common.manifests, &opts, &mut Default::default())
@@ -224,6 +268,15 @@ fn main() -> std::process::ExitCode {
                                 }
                             }
                         }
+                        // The objects go to stdout as they are; the warnings to stderr.
+                        Output::Yaml | Output::Json => {
+                            for w in &t.warnings {
+                                eprintln!("warning: {w}");
+                            }
+                        }
+                    }
+                    match output {
+                        Output::Text => {}
                         Output::Yaml => {
                             for s in &t.statuses {
                                 out.push_str("---\n");
@@ -240,7 +293,15 @@ fn main() -> std::process::ExitCode {
                     // A closed pipe (`| head`) is not an error worth a panic.
                     let _ =
                         std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
-                    std::process::ExitCode::SUCCESS
+                    if strict && !t.warnings.is_empty() {
+                        eprintln!(
+                            "--strict: {} warning(s); fix them or run without --strict",
+                            t.warnings.len()
+                        );
+                        std::process::ExitCode::from(2)
+                    } else {
+                        std::process::ExitCode::SUCCESS
+                    }
                 }
             }
         }
@@ -248,12 +309,14 @@ fn main() -> std::process::ExitCode {
             common,
             admin_addr,
             access_log,
+            log_level,
+            log_format,
             threads,
             drain_timeout,
             egress_listen,
             egress_tls_listen,
         } => {
-            init_logging();
+            init_logging(log_level, log_format);
             // The runtime of this thread runs the control plane (manifest watching, admin).
             // Data-path workers (gateway and egress listeners) are threads of their own with a
             // runtime each; with one worker, this runtime is the worker.

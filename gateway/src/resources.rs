@@ -83,8 +83,18 @@ pub struct Store {
     pub backend_tls_policies: BTreeMap<NsName, Object<BackendTlsPolicy>>,
     pub listener_sets: BTreeMap<NsName, Object<ListenerSet>>,
     pub egress_policies: BTreeMap<NsName, Object<crate::egress::policy::EgressPolicy>>,
-    /// Objects of kinds the gateway does not use (kept so `status` can say they were skipped).
-    pub skipped: Vec<(Source, String)>,
+    /// Objects of kinds the gateway does not serve, each reported as a warning by translation.
+    pub skipped: Vec<Skipped>,
+}
+
+/// An object read but not served: its origin, `group` ("" for the core group), `kind`, and
+/// `Kind namespace/name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub source: Source,
+    pub group: String,
+    pub kind: String,
+    pub object: String,
 }
 
 /// An invalid manifest: the file, the object, the field and what is wrong.
@@ -407,7 +417,12 @@ impl Loader {
             (GATEWAY_GROUP, "ReferenceGrant") => {
                 insert!(reference_grants, ReferenceGrant, key, ["v1", "v1beta1"])
             }
-            _ => self.store.skipped.push((source.clone(), object)),
+            _ => self.store.skipped.push(Skipped {
+                source: source.clone(),
+                group: group.to_string(),
+                kind: kind.clone(),
+                object,
+            }),
         }
     }
 

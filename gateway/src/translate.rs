@@ -251,6 +251,8 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         .filter(|(_, g)| our_classes.contains(&g.obj.spec.gateway_class_name))
         .collect();
     gateways.sort_by(|a, b| (a.1.created, a.0).cmp(&(b.1.created, b.0)));
+    crate::unserved::skipped_objects(store, &mut warnings);
+    crate::unserved::gateway_classes(store, &opts.controller_name, gateways.len(), &mut warnings);
 
     let requested: HashSet<IpAddr> = gateways
         .iter()
@@ -328,6 +330,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
     let mut clusters = Clusters {
         map: HashMap::new(),
         tls,
+        without_endpoints: Vec::new(),
     };
     let mut routes: Vec<(&NsName, &Object<HttpRoute>)> = store.http_routes.iter().collect();
     routes.sort_by(|a, b| (a.1.created, a.0).cmp(&(b.1.created, b.0)));
@@ -343,6 +346,23 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         ) {
             statuses.push(st);
         }
+    }
+
+    for (svc, port) in &clusters.without_endpoints {
+        let Some(obj) = store.services.get(svc) else {
+            continue;
+        };
+        warnings.push(Warning {
+            source: obj.source.to_string(),
+            object: format!("Service {svc}"),
+            field: format!(".spec.ports[port={port}]"),
+            message: format!(
+                "no ready endpoints: requests routed to it are answered 503. Endpoints come from \
+                 EndpointSlices labelled kubernetes.io/service-name={}, with a port named as \
+                 this Service port",
+                svc.name
+            ),
+        });
     }
 
     // Gateway status and the snapshot.
@@ -401,6 +421,8 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
 struct Clusters {
     map: HashMap<String, Arc<Cluster>>,
     tls: BackendTlsByTarget,
+    /// Service ports routes use that have no ready endpoint, in the order first used.
+    without_endpoints: Vec<(NsName, i32)>,
 }
 
 /// (Service, port name or "" for the whole Service) → TLS settings.
@@ -1395,7 +1417,6 @@ fn attach_http_route(
                 continue;
             }
             allowed_any = true;
-            l.attached += 1;
             // Effective hostnames on this listener.
             let hostnames: Vec<Option<String>> = match spec.hostnames.as_deref() {
                 None | Some([]) => vec![l.hostname.clone()],
@@ -1417,6 +1438,10 @@ fn attach_http_route(
             if unsupported.is_some() {
                 continue;
             }
+            // Only a route accepted on this listener counts as attached to it: one whose
+            // hostnames intersect the listener's (GatewayWithAttachedRoutes,
+            // HTTPRouteHostnameIntersection).
+            l.attached += 1;
             for rule in &rules {
                 for (m, order) in &rule.matches {
                     l.routes.push(PendingRoute {
@@ -2100,7 +2125,11 @@ fn resolve_backend(
     if let Some(c) = clusters.map.get(&label) {
         return BackendTarget::Cluster(c.clone());
     }
-    let mut cluster = Cluster::new(label.clone(), endpoints(store, &svc_key, svc_port));
+    let eps = endpoints(store, &svc_key, svc_port);
+    if eps.is_empty() {
+        clusters.without_endpoints.push((svc_key.clone(), port));
+    }
+    let mut cluster = Cluster::new(label.clone(), eps);
     cluster.h2c = svc_port.app_protocol.as_deref() == Some("kubernetes.io/h2c");
     let port_name = svc_port.name.clone().unwrap_or_default();
     cluster.tls = clusters
@@ -2501,6 +2530,17 @@ fn gateway_conditions(
     now: k8s_openapi::jiff::Timestamp,
 ) -> Vec<Condition> {
     let mut conds = vec![accepted, programmed];
+    // GEP-91: a Gateway that lets clients without a valid certificate through says so.
+    if insecure_frontend_validation(&st.obj.obj) {
+        conds.push(condition(
+            "InsecureFrontendValidationMode",
+            true,
+            "ConfigurationChanged",
+            "client certificate validation uses AllowInsecureFallback: connections without a valid client certificate are accepted",
+            generation,
+            now,
+        ));
+    }
     match &st.backend_cert {
         None => {}
         Some(Ok(_)) => conds.push(condition(
@@ -2521,6 +2561,29 @@ fn gateway_conditions(
         )),
     }
     conds
+}
+
+/// Whether the default or any per-port frontend validation is AllowInsecureFallback.
+fn insecure_frontend_validation(gw: &Gateway) -> bool {
+    use gateway_api::experimental::gateways::{
+        GatewayTlsFrontendDefaultValidationMode as DefaultMode,
+        GatewayTlsFrontendPerPortTlsValidationMode as PortMode,
+    };
+    let Some(frontend) = gw.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else {
+        return false;
+    };
+    let default = frontend
+        .default
+        .validation
+        .as_ref()
+        .is_some_and(|v| matches!(v.mode, Some(DefaultMode::AllowInsecureFallback)));
+    let per_port = frontend.per_port.iter().flatten().any(|p| {
+        p.tls
+            .validation
+            .as_ref()
+            .is_some_and(|v| matches!(v.mode, Some(PortMode::AllowInsecureFallback)))
+    });
+    default || per_port
 }
 
 /// Places route matches into hostname groups, each sorted by precedence.

@@ -111,6 +111,12 @@ fn get() -> String {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Expect {
     status: Option<u16>,
+    /// Any of these statuses is accepted (the upstream `StatusCodes` list).
+    #[serde(default)]
+    statuses: Vec<u16>,
+    /// No backend may see this request (answered by the gateway itself).
+    #[serde(default)]
+    not_forwarded: bool,
     /// The Service that answered (echo `service` field).
     backend: Option<String>,
     namespace: Option<String>,
@@ -160,6 +166,10 @@ struct StatusCheck {
     /// For Gateways: a listener.
     listener: Option<String>,
     attached_routes: Option<i64>,
+    /// A Gateway's `status.attachedListenerSets`; an absent field counts as 0, as upstream reads it.
+    attached_listener_sets: Option<i64>,
+    /// A listener's `supportedKinds` kinds, in order.
+    supported_kinds: Option<Vec<String>>,
     /// Condition type → `True`, `False`, `True/Reason` or `False/Reason`.
     #[serde(default)]
     conditions: BTreeMap<String, String>,
@@ -563,6 +573,17 @@ fn check_status(all: &serde_json::Value, s: &StatusCheck) -> Result<(), String> 
                     .find(|x| x["name"] == l.as_str())
                     .ok_or(format!("no listener {l}"))?;
                 check_conditions(&listener["conditions"], &s.conditions)?;
+                if let Some(kinds) = &s.supported_kinds {
+                    let got: Vec<String> = listener["supportedKinds"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|k| k["kind"].as_str().map(str::to_string))
+                        .collect();
+                    if &got != kinds {
+                        return Err(format!("listener {l} supportedKinds {got:?} want {kinds:?}"));
+                    }
+                }
                 if let Some(n) = s.attached_routes {
                     if listener["attachedRoutes"] != n {
                         return Err(format!(
@@ -583,6 +604,12 @@ fn check_status(all: &serde_json::Value, s: &StatusCheck) -> Result<(), String> 
                     .collect();
                 if &got != names {
                     return Err(format!("listeners {got:?} want {names:?}"));
+                }
+            }
+            if let Some(n) = s.attached_listener_sets {
+                let got = o["status"]["attachedListenerSets"].as_i64().unwrap_or(0);
+                if got != n {
+                    return Err(format!("attachedListenerSets {got} want {n}"));
                 }
             }
             check_observed_generation(&o["status"]["conditions"], s.observed_generation)?;
@@ -663,6 +690,7 @@ async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Resu
     let scheme = if r.https { "https" } else { "http" };
     let url = format!("{scheme}://{url_host}:{port}{}", r.path);
     let mut req = client.request(r.method.parse().map_err(|e| format!("{e}"))?, &url);
+    let seen_before: usize = env.backends.iter().map(|(_, b)| b.count(&r.path)).sum();
     if url_host != host || r.host.is_some() {
         let host_header = if (port == 80 && !r.https) || (port == 443 && r.https) {
             host.clone()
@@ -692,9 +720,25 @@ async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Resu
     let headers = resp.headers().clone();
     let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
     let e = &r.expect;
-    let want_status = e.status.unwrap_or(200);
-    if status != want_status {
-        return Err(format!("status {status}, want {want_status}; body {body}"));
+    if !e.statuses.is_empty() {
+        if !e.statuses.contains(&status) {
+            return Err(format!("status {status}, want one of {:?}; body {body}", e.statuses));
+        }
+    } else {
+        let want_status = e.status.unwrap_or(200);
+        if status != want_status {
+            return Err(format!("status {status}, want {want_status}; body {body}"));
+        }
+    }
+    if e.not_forwarded {
+        let after: usize = env.backends.iter().map(|(_, b)| b.count(&r.path)).sum();
+        if after != seen_before {
+            return Err(format!(
+                "{} request(s) for {} reached a backend; the gateway must answer itself",
+                after - seen_before,
+                r.path
+            ));
+        }
     }
     if let Some(b) = &e.backend {
         if body["service"] != b.as_str() {

@@ -108,8 +108,8 @@ spec:
     assert_eq!(get_json(&c, &url).await.0, 503);
 }
 
-/// CORS: preflights of allowed origins are answered by the gateway; actual requests get the
-/// allow-origin header; other origins get no CORS headers.
+/// CORS: preflights are answered by the gateway (allowed origins with the CORS headers, others
+/// refused with 403); actual requests from allowed origins get the allow-origin header.
 #[tokio::test(flavor = "multi_thread")]
 async fn cors() {
     let app = echo("app").await;
@@ -156,9 +156,13 @@ spec:
         r.headers()["access-control-allow-origin"],
         "https://api.foobar.com"
     );
-    // A disallowed origin: no CORS headers; the request goes to the backend.
+    // A disallowed origin: refused by the gateway with no CORS headers; the preflight never
+    // reaches the backend.
     let r = preflight("https://evil.example").await.unwrap();
+    assert_eq!(r.status(), 403);
     assert!(r.headers().get("access-control-allow-origin").is_none());
+    assert!(r.headers().get("server").is_none());
+    assert_eq!(app.count("/cors"), 0, "a refused preflight reaches no backend");
     // An actual request from an allowed origin.
     let (code, _, headers) = get_json_with(
         &c,

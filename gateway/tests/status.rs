@@ -142,10 +142,11 @@ spec:
     assert_eq!(p["parentRef"]["namespace"], "default");
     assert_eq!(p["parentRef"]["group"], "gateway.networking.k8s.io");
 
-    // attachedRoutes counts routes selected by parentRefs and allowed by the listener,
-    // regardless of hostnames: ok, bad-host, no-grant, granted, bad-kind, missing, bad-regex.
+    // attachedRoutes counts the routes accepted on the listener (unresolved backends do not
+    // matter): ok, no-grant, granted, bad-kind, missing. Not bad-host (no hostname
+    // intersects) nor bad-regex (not accepted).
     let gw = find_status(&all, "Gateway", Some("default"), "gw");
-    assert_eq!(listener(&gw, "http")["attachedRoutes"], 7);
+    assert_eq!(listener(&gw, "http")["attachedRoutes"], 5);
 }
 
 /// Listener reasons: UnsupportedProtocol, ProtocolConflict, HostnameConflict,

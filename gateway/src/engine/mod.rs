@@ -8,6 +8,7 @@
 pub mod backend_tls;
 pub mod buffered;
 pub mod listeners;
+pub mod log_limit;
 pub mod mirror;
 pub mod proxy;
 pub mod tcp;

@@ -165,24 +165,34 @@ fn redirect_location(r: &Redirect, req: &RequestHeader, host: &str, listener: &L
     }
 }
 
+/// A response the gateway makes itself: a plain-text body of `len` bytes, and `extra` headers.
+fn plain_response(code: u16, len: usize, extra: &[(&str, String)]) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(code, Some(2 + extra.len()))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
+    for (k, v) in extra {
+        resp.insert_header(k.to_string(), v.as_str())?;
+    }
+    Ok(resp)
+}
+
 async fn respond(
     session: &mut Session,
     code: u16,
     body: &'static str,
     extra: Option<(&str, String)>,
 ) -> Result<bool> {
-    let mut resp = ResponseHeader::build(code, Some(3))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    if let Some((k, v)) = extra {
-        resp.insert_header(k.to_string(), v)?;
-    }
+    let resp = plain_response(code, body.len(), extra.as_slice())?;
     session.write_response_header(Box::new(resp), false).await?;
     session
         .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
         .await?;
     Ok(true)
 }
+
+/// Upstream failures are logged as one structured line each, at most this many a second; the
+/// next line that gets through says how many were left out.
+static UPSTREAM_ERROR_LOG: super::log_limit::LogLimit = super::log_limit::LogLimit::new(10);
 
 #[async_trait]
 impl ProxyHttp for SluiceProxy {
@@ -256,25 +266,35 @@ impl ProxyHttp for SluiceProxy {
         let action = &route.action;
 
         if let Some(cors) = &action.cors {
-            if let Some(origin) = session
-                .req_header()
-                .headers
-                .get(http::header::ORIGIN)
-                .and_then(|o| o.to_str().ok())
-                .filter(|o| cors.allows(o))
-                .map(str::to_string)
-            {
-                let req = session.req_header();
+            let req = session.req_header();
+            if let Some(origin) = req.headers.get(http::header::ORIGIN) {
+                let origin = origin.to_str().ok().filter(|o| cors.allows(o));
                 let preflight = req.method == http::Method::OPTIONS
                     && req
                         .headers
                         .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
-                if preflight {
-                    let resp = cors_preflight(cors, req, &origin)?;
-                    session.write_response_header(Box::new(resp), true).await?;
-                    return Ok(true);
+                match (preflight, origin) {
+                    // A preflight is the filter's to answer, allowed or not: it never reaches
+                    // the backend (HTTPRouteCORS).
+                    (true, Some(origin)) => {
+                        let resp = cors_preflight(cors, req, origin)?;
+                        session.write_response_header(Box::new(resp), true).await?;
+                        return Ok(true);
+                    }
+                    (true, None) => {
+                        return respond(
+                            session,
+                            403,
+                            "CORS preflight refused: origin not allowed by this route\n",
+                            None,
+                        )
+                        .await;
+                    }
+                    (false, Some(origin)) => {
+                        ctx.cors_origin = Some(cors.allow_origin_value(origin).to_string());
+                    }
+                    (false, None) => {}
                 }
-                ctx.cors_origin = Some(cors.allow_origin_value(&origin).to_string());
             }
         }
         if action.retry.is_some() {
@@ -633,10 +653,36 @@ impl ProxyHttp for SluiceProxy {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+    /// pingora's own line ("Fail to proxy: ...") is replaced by ours in `fail_to_proxy`.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, _error: &Error) -> bool {
+        true
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = error_status(e);
+        let why = error_reason(e);
         if code > 0 {
-            let _ = session.respond_error(code).await;
+            // Our own answer: a short plain-text reason, and no `server: Pingora` header.
+            let body = Bytes::from(format!("{why}\n"));
+            if let Ok(resp) = plain_response(code, body.len(), &[]) {
+                let _ = session.write_error_response(resp, body).await;
+            }
+        }
+        if code == 0 || code >= 500 {
+            if let Some(suppressed) = UPSTREAM_ERROR_LOG.allow() {
+                tracing::warn!(
+                    gateway = ctx.bind.as_ref().map_or("", |b| b.gateway_label.as_str()),
+                    listener = ctx.listener.as_ref().map_or("", |l| l.name.as_str()),
+                    route = ctx.route.as_ref().map_or("", |r| r.action.route_label.as_str()),
+                    backend = backend_label(ctx),
+                    upstream = ctx.upstream.map(|a| a.to_string()).unwrap_or_default(),
+                    status = code,
+                    kind = e.etype().as_str(),
+                    cause = e.cause.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+                    suppressed,
+                    "{why}"
+                );
+            }
         }
         FailToProxy {
             error_code: code,
@@ -721,6 +767,36 @@ fn error_status(e: &Error) -> u16 {
                 _ => 400,
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+/// Why a request failed, in the words of the plain-text answer and of the log line.
+fn error_reason(e: &Error) -> std::borrow::Cow<'static, str> {
+    use pingora::ErrorType as T;
+    match e.etype() {
+        // Our own refusals carry their reason (e.g. "no ready endpoint for default/app:80").
+        T::HTTPStatus(_) => match &e.context {
+            Some(c) => c.as_str().to_string().into(),
+            None => "request failed".into(),
+        },
+        T::ConnectTimedout => "upstream connect timeout: the backend did not accept the connection in time".into(),
+        T::ConnectRefused => "upstream connect error: the backend refused the connection".into(),
+        T::ConnectNoRoute | T::ConnectError | T::ConnectProxyFailure => {
+            "upstream connect error: no connection to the backend could be made".into()
+        }
+        T::TLSHandshakeFailure | T::TLSHandshakeTimedout | T::InvalidCert | T::HandshakeError => {
+            "upstream TLS error: the TLS handshake with the backend failed".into()
+        }
+        T::ReadTimedout | T::WriteTimedout if e.esource() == &pingora::ErrorSource::Upstream => {
+            "upstream request timeout".into()
+        }
+        _ => match e.esource() {
+            pingora::ErrorSource::Upstream => {
+                "upstream error: the backend's response failed or was cut short".into()
+            }
+            pingora::ErrorSource::Downstream => "bad request".into(),
+            _ => "internal error".into(),
         },
     }
 }
