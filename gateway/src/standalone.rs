@@ -91,6 +91,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on admin address {}: {e}", opts.admin_addr))?;
 
+    // The last valid content of each TLS Secret, carried from one translation to the next.
+    let mut tls_last_good = first.tls_last_good.clone();
     apply(&engine, &admin_state, first, &metrics).await;
     if let Some(addr) = opts.egress_addr {
         crate::egress::serve(addr, engine.state.clone(), workers.handles())
@@ -135,9 +137,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 let mut topts = opts.translate.clone();
                 topts.now = now();
                 topts.version = version;
+                topts.tls_last_good = tls_last_good.clone();
                 match load_and_translate_cached(&opts.manifests, &topts, &mut generations, &mut cache) {
                     Ok(t) => {
                         admin_state.last_error.store(Arc::new(None));
+                        tls_last_good = t.tls_last_good.clone();
                         apply(&engine, &admin_state, t, &metrics).await;
                         metrics.reloads.with_label_values(&["applied"]).inc();
                         info!(version, "configuration reloaded");

@@ -45,6 +45,16 @@ pub struct Options {
     pub version: u64,
     /// How the resources that run each Gateway in a cluster are rendered.
     pub infra: crate::infra::InfraOptions,
+    /// The last valid content of each TLS Secret a listener used (`Translation::tls_last_good`
+    /// of the previous translation). A listener whose Secret became invalid keeps serving it.
+    pub tls_last_good: BTreeMap<NsName, TlsPem>,
+}
+
+/// A certificate chain and private key, as PEM, from a Secret's `tls.crt` and `tls.key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
 }
 
 impl Default for Options {
@@ -56,6 +66,7 @@ impl Default for Options {
             now: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             version: 0,
             infra: crate::infra::InfraOptions::default(),
+            tls_last_good: BTreeMap::new(),
         }
     }
 }
@@ -105,6 +116,9 @@ pub struct Translation {
     pub warnings: Vec<Warning>,
     /// What runs each accepted Gateway in a cluster, with its `spec.infrastructure` metadata.
     pub infrastructure: Vec<crate::infra::GatewayInfra>,
+    /// The last valid content of every TLS Secret a listener references: its content now when
+    /// valid, else what `Options::tls_last_good` held. Pass it to the next translation.
+    pub tls_last_good: BTreeMap<NsName, TlsPem>,
 }
 
 fn condition(
@@ -132,6 +146,8 @@ struct ListenerState {
     name: String,
     port: u16,
     protocol: Option<Protocol>,
+    /// `protocol` as written, for conflicts with listeners of protocols we do not serve.
+    raw_protocol: String,
     hostname: Option<String>,
     /// Route kinds it accepts (empty when none is supported).
     kinds: Vec<String>,
@@ -140,6 +156,8 @@ struct ListenerState {
     resolved_refs: (bool, &'static str, String),
     conflicted: Option<(&'static str, String)>,
     cert: Option<Arc<rustls::sign::CertifiedKey>>,
+    /// Its Secret is invalid now, and `cert` is the Secret's last valid content.
+    serving_last_good: bool,
     /// Client certificate validation of this HTTPS listener (from `spec.tls.frontend`).
     client_validation: Option<crate::engine::tls::ClientValidation>,
     attached: i32,
@@ -148,7 +166,7 @@ struct ListenerState {
 
 impl ListenerState {
     fn programmed(&self) -> bool {
-        self.accepted.0 && self.resolved_refs.0 && self.conflicted.is_none()
+        self.accepted.0 && (self.resolved_refs.0 || self.serving_last_good) && self.conflicted.is_none()
     }
 }
 
@@ -208,6 +226,10 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
     let now = opts.now;
     let mut statuses = Vec::new();
     let mut warnings = Vec::new();
+    let mut tls_memory = TlsMemory {
+        previous: &opts.tls_last_good,
+        next: BTreeMap::new(),
+    };
 
     // GatewayClasses naming our controller.
     let mut our_classes = HashSet::new();
@@ -271,7 +293,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
             .spec
             .listeners
             .iter()
-            .map(|l| listener_state(store, key, l, &mut warnings, gw))
+            .map(|l| listener_state(store, key, l, &mut warnings, &mut tls_memory, gw))
             .collect();
         let listener_sets = attached_listener_sets(store, key, gw);
         for (ls_key, ls, allowed) in &listener_sets {
@@ -280,12 +302,21 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
             }
             for l in &ls.obj.spec.listeners {
                 // A ListenerSet listener has the schema of a Gateway listener.
-                let Ok(gl) =
-                    serde_json::to_value(l).and_then(serde_json::from_value::<GatewayListeners>)
-                else {
-                    continue;
+                let gl = match serde_json::to_value(l)
+                    .and_then(serde_json::from_value::<GatewayListeners>)
+                {
+                    Ok(gl) => gl,
+                    Err(e) => {
+                        warnings.push(Warning {
+                            source: ls.source.to_string(),
+                            object: format!("ListenerSet {ls_key}"),
+                            field: format!(".spec.listeners[name={}]", l.name),
+                            message: format!("not served: it does not read as a Gateway listener: {e}"),
+                        });
+                        continue;
+                    }
                 };
-                let mut st = listener_state(store, ls_key, &gl, &mut warnings, gw);
+                let mut st = listener_state(store, ls_key, &gl, &mut warnings, &mut tls_memory, gw);
                 st.owner = Some(ls_key.clone());
                 listeners.push(st);
             }
@@ -414,7 +445,14 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         statuses,
         warnings,
         infrastructure,
+        tls_last_good: tls_memory.next,
     }
+}
+
+/// The last valid TLS Secrets: what the previous translation kept, and what this one keeps.
+struct TlsMemory<'a> {
+    previous: &'a BTreeMap<NsName, TlsPem>,
+    next: BTreeMap<NsName, TlsPem>,
 }
 
 /// Clusters built so far, and the backend TLS settings they take from BackendTLSPolicies.
@@ -731,6 +769,7 @@ fn listener_state(
     gw_key: &NsName,
     l: &GatewayListeners,
     warnings: &mut Vec<Warning>,
+    memory: &mut TlsMemory<'_>,
     gw: &Object<Gateway>,
 ) -> ListenerState {
     let protocol = match l.protocol.as_str() {
@@ -760,6 +799,7 @@ fn listener_state(
         name: l.name.clone(),
         port: u16::try_from(l.port).unwrap_or(0),
         protocol,
+        raw_protocol: l.protocol.clone(),
         hostname: l.hostname.clone(),
         kinds: Vec::new(),
         allowed,
@@ -767,6 +807,7 @@ fn listener_state(
         resolved_refs: (true, "ResolvedRefs", "All references are resolved".into()),
         conflicted: None,
         cert: None,
+        serving_last_good: false,
         client_validation: None,
         attached: 0,
         routes: Vec::new(),
@@ -872,18 +913,45 @@ fn listener_state(
                     );
                 }
                 Some(secret) => match certified_key(&secret.obj) {
-                    Ok(ck) => st.cert = Some(ck),
+                    Ok(ck) => {
+                        st.cert = Some(ck);
+                        let data = secret_data(&secret.obj);
+                        if let (Some(cert), Some(key)) = (data.get("tls.crt"), data.get("tls.key")) {
+                            memory.next.insert(
+                                secret_key.clone(),
+                                TlsPem {
+                                    cert: cert.clone(),
+                                    key: key.clone(),
+                                },
+                            );
+                        }
+                    }
                     Err(e) => {
+                        // A Secret that was valid before keeps its last valid content in
+                        // service: a bad edit must not take an HTTPS listener down.
+                        let last = memory.previous.get(&secret_key).and_then(|pem| {
+                            certified_key_from_pem(&pem.cert, &pem.key)
+                                .ok()
+                                .map(|ck| (pem.clone(), ck))
+                        });
+                        let kept = if let Some((pem, ck)) = last {
+                            memory.next.insert(secret_key.clone(), pem);
+                            st.cert = Some(ck);
+                            st.serving_last_good = true;
+                            "; the listener keeps serving the last valid certificate of this Secret"
+                        } else {
+                            "; no valid certificate was ever loaded from it, so the listener is not served"
+                        };
                         warnings.push(Warning {
                             source: secret.source.to_string(),
                             object: format!("Secret {secret_key}"),
                             field: ".data".into(),
-                            message: e.clone(),
+                            message: format!("{e}{kept}"),
                         });
                         st.resolved_refs = (
                             false,
                             "InvalidCertificateRef",
-                            format!("Secret {secret_key}: {e}"),
+                            format!("Secret {secret_key}: {e}{kept}"),
                         );
                     }
                 },
@@ -897,7 +965,7 @@ fn listener_state(
                 message: st.resolved_refs.2.clone(),
             });
         }
-        if st.resolved_refs.0 {
+        if st.resolved_refs.0 || st.serving_last_good {
             frontend_validation(store, gw_key, gw, &mut st);
         }
     }
@@ -1117,13 +1185,21 @@ pub fn certified_key(
     let data = secret_data(secret);
     let cert_pem = data.get("tls.crt").ok_or("missing tls.crt")?;
     let key_pem = data.get("tls.key").ok_or("missing tls.key")?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    certified_key_from_pem(cert_pem, key_pem)
+}
+
+/// A certificate chain and its private key, from PEM.
+pub fn certified_key_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<Result<_, _>>()
         .map_err(|e| format!("tls.crt is not PEM: {e}"))?;
     if certs.is_empty() {
         return Err("tls.crt holds no certificate".into());
     }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
         .map_err(|e| format!("tls.key is not PEM: {e}"))?
         .ok_or("tls.key holds no private key")?;
     let provider = rustls::crypto::ring::default_provider();
@@ -1132,46 +1208,53 @@ pub fn certified_key(
         .map_err(|e| format!("certificate and key do not form a usable pair: {e}"))
 }
 
-/// Conflicts among the listeners of one Gateway: a port used with two protocols, or one
-/// hostname used twice on a port.
+/// Marks listeners that share a port with another listener of a different protocol
+/// (ProtocolConflict) or of the same protocol and hostname (HostnameConflict). Protocols are
+/// compared as written, so a listener of a protocol we do not serve (TCP, UDP, TLS) still
+/// conflicts. Within the Gateway every conflicting listener is marked. A ListenerSet listener
+/// yields to the listeners that precede it and are not themselves conflicted: the Gateway's,
+/// then those of older ListenerSets, then earlier ones of its own set.
 fn mark_conflicts(st: &mut GatewayState<'_>) {
+    fn conflict(a: &ListenerState, b: &ListenerState) -> Option<(&'static str, String)> {
+        if a.port != b.port {
+            None
+        } else if a.raw_protocol != b.raw_protocol {
+            Some((
+                "ProtocolConflict",
+                format!(
+                    "port {} is also used with protocol {} by listener {}",
+                    a.port, b.raw_protocol, b.name
+                ),
+            ))
+        } else if a.hostname == b.hostname {
+            Some((
+                "HostnameConflict",
+                format!(
+                    "hostname {:?} on port {} is also used by listener {}",
+                    a.hostname.as_deref().unwrap_or(""),
+                    a.port,
+                    b.name
+                ),
+            ))
+        } else {
+            None
+        }
+    }
     let n = st.listeners.len();
     for i in 0..n {
-        for j in 0..n {
-            // Within the Gateway every conflicting listener is marked; a ListenerSet listener
-            // yields to the listeners before it (the Gateway's, then older ListenerSets').
-            let both_gateway = st.listeners[i].owner.is_none() && st.listeners[j].owner.is_none();
-            if i == j || (!both_gateway && j > i) {
-                continue;
-            }
-            let (a, b) = (&st.listeners[i], &st.listeners[j]);
-            if a.port != b.port || a.protocol.is_none() || b.protocol.is_none() {
-                continue;
-            }
-            let conflict = if a.protocol != b.protocol {
-                Some((
-                    "ProtocolConflict",
-                    format!(
-                        "port {} is also used with another protocol by listener {}",
-                        a.port, b.name
-                    ),
-                ))
-            } else if a.hostname == b.hostname {
-                Some((
-                    "HostnameConflict",
-                    format!(
-                        "hostname {:?} on port {} is also used by listener {}",
-                        a.hostname.as_deref().unwrap_or(""),
-                        a.port,
-                        b.name
-                    ),
-                ))
-            } else {
-                None
-            };
-            if let Some(c) = conflict {
-                st.listeners[i].conflicted = Some(c);
-            }
+        let found = if st.listeners[i].owner.is_none() {
+            (0..n)
+                .filter(|&j| j != i && st.listeners[j].owner.is_none())
+                .find_map(|j| conflict(&st.listeners[i], &st.listeners[j]))
+        } else {
+            (0..i)
+                .filter(|&j| st.listeners[j].conflicted.is_none())
+                .find_map(|j| conflict(&st.listeners[i], &st.listeners[j]))
+        };
+        if let Some((reason, msg)) = found {
+            let l = &mut st.listeners[i];
+            l.accepted = (false, reason, msg.clone());
+            l.conflicted = Some((reason, msg));
         }
     }
 }
@@ -2244,6 +2327,8 @@ fn gateway_status(
                 generation,
                 now,
             )
+        } else if let Some((reason, msg)) = &l.conflicted {
+            condition("Programmed", false, reason, msg.clone(), generation, now)
         } else {
             condition(
                 "Programmed",
@@ -2271,7 +2356,7 @@ fn gateway_status(
     let own: Vec<&ListenerState> = st.listeners.iter().filter(|l| l.owner.is_none()).collect();
     let valid = own
         .iter()
-        .filter(|l| l.accepted.0 && l.resolved_refs.0 && l.conflicted.is_none())
+        .filter(|l| l.programmed())
         .count();
     let (accepted, programmed, addresses) = match &st.address {
         Err((reason, msg)) => (
@@ -2415,12 +2500,19 @@ fn gateway_status(
         "listeners": listener_status,
     });
     if !st.listener_sets.is_empty() {
-        gw_status["attachedListenerSets"] = st
-            .listener_sets
-            .iter()
-            .filter(|(_, _, a)| *a)
-            .count()
-            .into();
+        // Only ListenerSets that are Accepted count as attached.
+        let accepted = if gateway_ok {
+            st.listener_sets
+                .iter()
+                .filter(|(k, _, allowed)| {
+                    let mut own = st.listeners.iter().filter(|l| l.owner.as_ref() == Some(k));
+                    *allowed && (own.clone().next().is_none() || own.any(|l| l.programmed()))
+                })
+                .count()
+        } else {
+            0
+        };
+        gw_status["attachedListenerSets"] = accepted.into();
     }
     let mut out = vec![ObjectStatus {
         api_version: format!("{GATEWAY_GROUP}/v1"),
@@ -2501,7 +2593,7 @@ fn gateway_status(
                             now,
                         )
                     } else {
-                        condition("Programmed", false, "Invalid", msg, g, now)
+                        condition("Programmed", false, "ListenersNotValid", msg, g, now)
                     },
                 ]
             }

@@ -244,3 +244,145 @@ async fn missing_certificate_secret() {
         "wild"
     );
 }
+
+/// The certificate an HTTPS request to `host` was answered with (DER), and the backend.
+async fn served_certificate(gw: &Gateway, ca: &TestCa, host: &str) -> (Vec<u8>, String) {
+    let c = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca.reqwest_cert())
+        .tls_info(true)
+        .resolve(host, gw.addr(8443))
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("https://{host}:8443/"))
+        .send()
+        .await
+        .unwrap();
+    let der = r
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .expect("a peer certificate");
+    let body: serde_json::Value = r.json().await.unwrap();
+    (der, body["service"].as_str().unwrap_or("").to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_secret_on_reload_keeps_the_last_valid_certificate() {
+    let ca = TestCa::new();
+    let (gw, _foo, _wild) = start_https(&ca, &ca).await;
+    let (before, svc) = served_certificate(&gw, &ca, "foo.example.com").await;
+    assert_eq!(svc, "foo");
+
+    // A reload where foo-cert's key does not belong to its certificate.
+    let (cert, _) = ca.issue(&["foo.example.com"]);
+    let (_, other_key) = ca.issue(&["foo.example.com"]);
+    let indent = |s: &str| {
+        s.lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let v = gw.config_version().await;
+    gw.write(
+        "foo-cert.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: foo-cert, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}\n  tls.key: |\n{}\n",
+            indent(&cert),
+            indent(&other_key)
+        ),
+    );
+    gw.wait_version_above(v).await;
+
+    // HTTPS keeps answering on that listener with the previous certificate.
+    let (after, svc) = served_certificate(&gw, &ca, "foo.example.com").await;
+    assert_eq!(svc, "foo", "the foo listener still serves its routes");
+    assert_eq!(after, before, "the last valid certificate is served");
+
+    // Status and warnings report the Secret's problem.
+    let st = gw.status_of("Gateway", Some("default"), "gw").await;
+    let foo = st["status"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "foo")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        condition(&foo["conditions"], "ResolvedRefs"),
+        ("False".into(), "InvalidCertificateRef".into())
+    );
+    assert_eq!(condition(&foo["conditions"], "Programmed").0, "True");
+    let msg = foo["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ResolvedRefs")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("last valid certificate"), "{msg}");
+    let warnings = gw.admin_json("/warnings").await;
+    assert!(
+        warnings["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["object"] == "Secret default/foo-cert"
+                && w["message"].as_str().unwrap().contains("last valid")),
+        "{warnings}"
+    );
+
+    // A valid Secret again: its new certificate is served.
+    let v = gw.config_version().await;
+    gw.write(
+        "foo-cert.yaml",
+        &ca.secret("default", "foo-cert", &["foo.example.com"]),
+    );
+    gw.wait_version_above(v).await;
+    let (renewed, svc) = served_certificate(&gw, &ca, "foo.example.com").await;
+    assert_eq!(svc, "foo");
+    assert_ne!(renewed, before, "the renewed certificate is served");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_never_valid_leaves_the_listener_unserved() {
+    let wild = echo("wild").await;
+    let ca = TestCa::new();
+    let gw = Gateway::start(&[
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", https_gateway()),
+        ),
+        ("routes.yaml", routes()),
+        (
+            "foo-cert.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: foo-cert, namespace: default}\ntype: kubernetes.io/tls\nstringData: {tls.crt: not a certificate, tls.key: not a key}\n".to_string(),
+        ),
+        (
+            "wild-cert.yaml",
+            ca.secret("default", "wild-cert", &["*.example.com"]),
+        ),
+        ("svc.yaml", service("default", "wild", &[wild.addr])),
+    ])
+    .await;
+    let st = gw.status_of("Gateway", Some("default"), "gw").await;
+    let foo = st["status"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "foo")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        condition(&foo["conditions"], "ResolvedRefs"),
+        ("False".into(), "InvalidCertificateRef".into())
+    );
+    assert_eq!(condition(&foo["conditions"], "Programmed").0, "False");
+    // foo.example.com falls to the wildcard listener.
+    let (_, svc) = served_certificate(&gw, &ca, "foo.example.com").await;
+    assert_eq!(svc, "wild");
+}
