@@ -26,7 +26,9 @@ pub struct Metrics {
     /// Configuration reloads by result (applied, rejected).
     pub reloads: IntCounterVec,
     pub config_version: IntGauge,
-    /// Egress decisions by decision (allowed, audit, denied), policy and destination.
+    /// Egress decisions by decision (allowed, audit, denied), policy and rule. Destinations are
+    /// not a label: their number is unbounded (one per name a client tries); the access log
+    /// has each one.
     pub egress_decisions: IntCounterVec,
 }
 
@@ -92,7 +94,7 @@ impl Metrics {
         .expect("valid metric");
         let egress_decisions = IntCounterVec::new(
             Opts::new("sluice_egress_decisions_total", "Egress decisions"),
-            &["decision", "policy", "destination"],
+            &["decision", "policy", "rule"],
         )
         .expect("valid metric");
         for c in [

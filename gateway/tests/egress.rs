@@ -130,7 +130,7 @@ async fn http_and_connect_allow_lists() {
 
     // Every decision is counted.
     let metrics = e.gw.admin_text("/metrics").await;
-    assert!(metrics.contains(r#"sluice_egress_decisions_total{decision="allowed",destination="api.example.test:80",policy="default/outbound"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"sluice_egress_decisions_total{decision="allowed",policy="default/outbound",rule="api"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"decision="denied""#), "{metrics}");
 }
 
@@ -171,6 +171,35 @@ async fn host_and_sni_mismatch_are_refused() {
     };
     assert!(handshake("www.secure.test").await.is_ok());
     assert!(handshake("other.secure.test").await.is_err());
+
+    // The refused tunnel is recorded as denied, with its reason, in the access log and the
+    // metric; the matching one as allowed. The metric has no per-destination series.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let refused = loop {
+        let lines = e.gw.stdout.lock().unwrap().clone();
+        if let Some(l) = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["egress"] == "connect" && l["decision"] == "denied")
+        {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access-log line for the refused tunnel: {lines:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(refused["destination"], "www.secure.test:443");
+    let reason = refused["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("other.secure.test") && reason.contains("does not match the CONNECT host"),
+        "{reason}"
+    );
+    let metrics = e.gw.admin_text("/metrics").await;
+    assert!(metrics.contains(r#"sluice_egress_decisions_total{decision="denied",policy="default/outbound",rule="secure"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"sluice_egress_decisions_total{decision="allowed",policy="default/outbound",rule="secure"} 1"#), "{metrics}");
+    assert!(!metrics.contains("destination="), "{metrics}");
 }
 
 /// Audit rules allow and say so in the access log.
@@ -344,7 +373,7 @@ async fn tls_passthrough_by_sni() {
         .await
         .is_err());
     let metrics = gw.admin_text("/metrics").await;
-    assert!(metrics.contains(r#"sluice_egress_decisions_total{decision="denied",destination="evil.test:443",policy=""} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"sluice_egress_decisions_total{decision="denied",policy="",rule=""} 1"#), "{metrics}");
 }
 
 /// Policy changes under load: allowed requests never fail while the policies change.

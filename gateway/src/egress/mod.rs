@@ -117,7 +117,11 @@ fn record(state: &EngineState, peer: SocketAddr, host: &Host, port: u16, kind: &
     state
         .metrics
         .egress_decisions
-        .with_label_values(&[decision, d.policy.as_deref().unwrap_or(""), &destination])
+        .with_label_values(&[
+            decision,
+            d.policy.as_deref().unwrap_or(""),
+            d.rule.as_deref().unwrap_or(""),
+        ])
         .inc();
     if state.access_log {
         crate::access_log::write_line(&serde_json::json!({
@@ -189,18 +193,28 @@ async fn handle(
         };
         let host = Host::parse(authority.host());
         let d = policies.decide_any(peer.ip(), &host, port, &[Protocol::HTTPS, Protocol::TCP]);
-        record(&state, peer, &host, port, "connect", &d);
         if !d.allowed {
+            record(&state, peer, &host, port, "connect", &d);
             return text(StatusCode::FORBIDDEN, &d.reason);
         }
         let upstream = match open(&host, port, &d).await {
             Ok(s) => s,
-            Err(resp) => return resp,
+            Err(resp) => {
+                record(&state, peer, &host, port, "connect", &d);
+                return resp;
+            }
         };
+        // An allowed tunnel is recorded once its first bytes are checked: a ClientHello
+        // naming another server turns it into a denial.
         tokio::spawn(async move {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => tunnel(TokioIo::new(upgraded), upstream, host).await,
-                Err(e) => debug!(error = %e, "CONNECT upgrade failed"),
+                Ok(upgraded) => {
+                    tunnel(TokioIo::new(upgraded), upstream, &state, peer, host, port, d).await
+                }
+                Err(e) => {
+                    record(&state, peer, &host, port, "connect", &d);
+                    debug!(error = %e, "CONNECT upgrade failed");
+                }
             }
         });
         return Response::new(
@@ -377,22 +391,40 @@ async fn passthrough(mut client: TcpStream, peer: SocketAddr, port: u16, state: 
 
 /// Copies bytes both ways. The first bytes from the client are checked first: a TLS
 /// ClientHello must name the CONNECT host in its SNI.
-async fn tunnel<C>(mut client: C, mut upstream: TcpStream, host: Host)
-where
+async fn tunnel<C>(
+    mut client: C,
+    mut upstream: TcpStream,
+    state: &EngineState,
+    peer: SocketAddr,
+    host: Host,
+    port: u16,
+    mut d: Decision,
+) where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut first = vec![0u8; 16 * 1024];
     let n = match tokio::time::timeout(Duration::from_secs(30), client.read(&mut first)).await {
         Ok(Ok(n)) if n > 0 => n,
-        _ => return,
+        _ => {
+            // The client sent nothing: the tunnel was allowed and carried no traffic.
+            record(state, peer, &host, port, "connect", &d);
+            return;
+        }
     };
     first.truncate(n);
     if let Some(sni) = sni::server_name(&first) {
         if Host::parse(&sni) != host {
+            d.allowed = false;
+            d.audit = false;
+            d.reason = format!(
+                "denied: the TLS server name (SNI) {sni} does not match the CONNECT host {host}"
+            );
+            record(state, peer, &host, port, "connect", &d);
             warn!(%sni, %host, "CONNECT tunnel refused: SNI does not match the CONNECT host");
             return;
         }
     }
+    record(state, peer, &host, port, "connect", &d);
     if upstream.write_all(&first).await.is_err() {
         return;
     }
