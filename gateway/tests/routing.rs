@@ -705,3 +705,48 @@ async fn every_worker_thread_accepts_connections() {
         );
     }
 }
+
+/// Cleartext HTTP/2 with prior knowledge (how plaintext gRPC clients connect) is served on an
+/// HTTP listener, beside HTTP/1.1 on the same port; an HTTP/1 request shorter than the HTTP/2
+/// preface is answered, not held waiting for more bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_prior_knowledge_on_http_listeners() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = echo("app").await;
+    let gw = Gateway::start(&[
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        ("svc.yaml", service("default", "app", &[app.addr])),
+        ("route.yaml", backend_route("r", &["name: gw"], &[], "app")),
+    ])
+    .await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let r = h2.get(gw.url(8080, "/h2c")).send().await.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!((body["service"].as_str(), body["path"].as_str()), (Some("app"), Some("/h2c")));
+    }
+    let r = client_for(gw.addr(8080), &[])
+        .get(gw.url(8080, "/h1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    assert_eq!(r.status(), 200);
+    // 18 bytes, shorter than the 24-byte HTTP/2 preface.
+    let mut s = tokio::net::TcpStream::connect(gw.addr(8080)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_string(&mut resp))
+        .await
+        .expect("an answer to a short HTTP/1.0 request")
+        .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"), "{resp}");
+}

@@ -180,8 +180,45 @@ impl<S: IO + 'static> GetSocketDigest for Buffered<S> {
 
 #[async_trait]
 impl<S: IO + 'static> Peek for Buffered<S> {
+    /// Fills `buf` with the next bytes, which stay to be read (after those already peeked).
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.stream.try_peek(buf).await
+        while self.peeked.len() < buf.len() {
+            let mut more = [0u8; 1024];
+            let n = self.stream.read(&mut more).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.peeked.extend_from_slice(&more[..n]);
+        }
+        buf.copy_from_slice(&self.peeked[..buf.len()]);
+        Ok(true)
+    }
+}
+
+/// The connection preface of HTTP/2 (RFC 9113, section 3.4).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl<S: IO + 'static> Buffered<S> {
+    /// Whether the connection starts with the HTTP/2 preface (cleartext HTTP/2 with prior
+    /// knowledge). Reads only until the bytes differ from the preface; what it reads stays to
+    /// be read. An HTTP/1 request differs at its first byte, so it costs HTTP/1 one read, the
+    /// one pingora would have made.
+    pub async fn starts_with_h2_preface(&mut self) -> io::Result<bool> {
+        loop {
+            let n = self.peeked.len().min(H2_PREFACE.len());
+            if self.peeked[..n] != H2_PREFACE[..n] {
+                return Ok(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Ok(true);
+            }
+            let mut more = [0u8; 4096];
+            let got = self.stream.read(&mut more).await?;
+            if got == 0 {
+                return Ok(false);
+            }
+            self.peeked.extend_from_slice(&more[..got]);
+        }
     }
 }
 

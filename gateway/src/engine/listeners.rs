@@ -200,7 +200,15 @@ async fn serve_connection(
         }
     };
     let Some(cfg) = tls else {
-        serve_http1(&proxy, Box::new(Buffered::new(tcp)), &shutdown).await;
+        let mut plain = Box::new(Buffered::new(tcp));
+        match tokio::time::timeout(KEEPALIVE_IDLE, plain.starts_with_h2_preface()).await {
+            Ok(Ok(false)) => serve_http1(&proxy, plain, &shutdown).await,
+            Ok(Ok(true)) => {
+                let _ = proxy.process_new(plain, &shutdown).await;
+            }
+            // Nothing arrived in time, or the connection failed before its first request.
+            _ => {}
+        }
         return;
     };
     let acceptor = Acceptor::from_server_config(cfg);

@@ -36,7 +36,14 @@ pub fn new_http_proxy(state: Arc<EngineState>) -> Arc<SluiceHttpProxy> {
         upstream_keepalive_pool_size: UPSTREAM_IDLE_POOL,
         ..ServerConf::default()
     });
-    Arc::new(http_proxy(&conf, SluiceProxy { state }))
+    let mut proxy = http_proxy(&conf, SluiceProxy { state });
+    // Cleartext HTTP/2 with prior knowledge: the listener finds the preface and hands such a
+    // connection to pingora's HTTP/2 server, which checks the preface again (h2c only matters
+    // to connections without TLS; TLS connections choose HTTP/2 by ALPN).
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2c = true;
+    proxy.server_options = Some(options);
+    Arc::new(proxy)
 }
 
 pub struct SluiceProxy {
