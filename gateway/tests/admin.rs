@@ -111,3 +111,125 @@ spec:
         assert!(metrics.contains(&line), "no {line} in:\n{metrics}");
     }
 }
+
+/// What the gateway answers itself (no route, a Service without ready endpoints, a backend
+/// that refuses connections) carries a plain-text reason and no `server` header; upstream
+/// failures are one structured, rate-limited log line; the access log has a numeric duration,
+/// the user agent and a request id that the backend sees too; stderr has no ANSI colours when it
+/// is not a terminal.
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_answers_request_ids_and_log_lines() {
+    let app = echo("app").await;
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let routes = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: app, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {value: /app}}]
+    backendRefs: [{name: app, port: 80}]
+  - matches: [{path: {value: /empty}}]
+    backendRefs: [{name: empty, port: 80}]
+  - matches: [{path: {value: /refused}}]
+    backendRefs: [{name: refused, port: 80}]
+";
+    let gw = Gateway::start(&[
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        ("route.yaml", routes.to_string()),
+        (
+            "svc.yaml",
+            format!(
+                "{}---\n{}---\n{}",
+                service("default", "app", &[app.addr]),
+                service("default", "empty", &[]),
+                service("default", "refused", &[closed_addr])
+            ),
+        ),
+    ])
+    .await;
+    let c = client_for(gw.addr(8080), &[]);
+    for (path, code, reason) in [
+        ("/nothing", 404, "no route"),
+        ("/empty", 503, "no ready endpoint"),
+        ("/refused", 503, "upstream connect error"),
+    ] {
+        let r = c.get(gw.url(8080, path)).send().await.unwrap();
+        assert_eq!(r.status(), code, "{path}");
+        assert!(r.headers().get("server").is_none(), "{path}: {:?}", r.headers());
+        assert_eq!(
+            r.headers()["content-type"],
+            "text/plain; charset=utf-8",
+            "{path}"
+        );
+        let body = r.text().await.unwrap();
+        assert!(body.contains(reason), "{path}: {body:?}");
+    }
+
+    // Upstream failures: structured, rate-limited lines, not one per request.
+    for _ in 0..50 {
+        let r = c.get(gw.url(8080, "/refused")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+    }
+    let line = gw.wait_stderr("upstream connect error").await;
+    assert!(line.contains(r#"backend="default/refused:80""#), "{line}");
+    assert!(line.contains(&format!(r#"upstream="{closed_addr}""#)), "{line}");
+    assert!(line.contains(r#"cause="Connection refused"#), "{line}");
+    let stderr = gw.stderr.lock().unwrap().clone();
+    let failures = stderr
+        .iter()
+        .filter(|l| l.contains("upstream connect error"))
+        .count();
+    assert!(
+        (1..51).contains(&failures),
+        "51 failed requests, {failures} log lines"
+    );
+    assert!(
+        stderr.iter().all(|l| !l.contains('\u{1b}')),
+        "ANSI escapes on a stderr that is not a terminal: {stderr:?}"
+    );
+
+    // Request ids: made when absent and passed to the backend, kept when given.
+    let (_, seen, _) = get_json_with(
+        &c,
+        &gw.url(8080, "/app/id"),
+        &[("user-agent", "sluice-test/1.0")],
+    )
+    .await;
+    let made = seen["headers"][conformance::echo::canonical("x-request-id")][0].as_str().unwrap().to_string();
+    assert_eq!(made.len(), 36, "{made}");
+    let (_, seen, _) = get_json_with(
+        &c,
+        &gw.url(8080, "/app/given"),
+        &[("x-request-id", "abc-123")],
+    )
+    .await;
+    assert_eq!(seen["headers"][conformance::echo::canonical("x-request-id")][0], "abc-123");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (first, second) = loop {
+        let lines: Vec<serde_json::Value> = gw
+            .stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let find = |p: &str| lines.iter().find(|l| l["path"] == p).cloned();
+        if let (Some(a), Some(b)) = (find("/app/id"), find("/app/given")) {
+            break (a, b);
+        }
+        assert!(std::time::Instant::now() < deadline, "no access-log lines: {lines:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(first["request_id"], made.as_str());
+    assert_eq!(first["user_agent"], "sluice-test/1.0");
+    assert!(first["duration_ms"].is_f64() || first["duration_ms"].is_u64(), "{first}");
+    assert_eq!(second["request_id"], "abc-123");
+}

@@ -9,6 +9,7 @@ pub mod backend_tls;
 pub mod buffered;
 pub mod listeners;
 pub mod log_limit;
+pub mod request_id;
 pub mod mirror;
 pub mod proxy;
 pub mod tcp;

@@ -51,6 +51,9 @@ pub struct SluiceProxy {
 }
 
 /// Per-request state.
+/// The request id header, as Envoy-based gateways name it.
+const REQUEST_ID: &str = "x-request-id";
+
 pub struct Ctx {
     start: Instant,
     snapshot: Option<Arc<Config>>,
@@ -226,6 +229,13 @@ impl ProxyHttp for SluiceProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Every request carries an id to the backend and the access log: the client's, or one
+        // made here.
+        if !session.req_header().headers.contains_key(REQUEST_ID) {
+            session
+                .req_header_mut()
+                .insert_header(REQUEST_ID, super::request_id::next())?;
+        }
         let snapshot = self.state.config.load_full();
         let local = session.server_addr().and_then(|a| a.as_inet()).copied();
         let Some(bind) = local.and_then(|l| snapshot.bind_for(l)).cloned() else {
@@ -685,7 +695,8 @@ impl ProxyHttp for SluiceProxy {
                     upstream = ctx.upstream.map(|a| a.to_string()).unwrap_or_default(),
                     status = code,
                     kind = e.etype().as_str(),
-                    cause = e.cause.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+                    // The underlying error (e.g. the socket's), not pingora's error chain.
+                    cause = e.cause.as_ref().map(|_| e.root_cause().to_string()).unwrap_or_default(),
                     suppressed,
                     "{why}"
                 );
@@ -739,7 +750,10 @@ impl ProxyHttp for SluiceProxy {
                 "path": req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
                 "protocol": format!("{:?}", req.version),
                 "status": code,
-                "duration_ms": elapsed.as_secs_f64() * 1000.0,
+                // Milliseconds, to the microsecond.
+                "duration_ms": elapsed.as_micros() as f64 / 1000.0,
+                "user_agent": req.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()),
+                "request_id": req.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()),
                 "bytes_sent": session.body_bytes_sent(),
                 "gateway": gateway,
                 "listener": listener,
