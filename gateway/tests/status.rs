@@ -528,3 +528,116 @@ spec:
     );
     assert_eq!(pod["spec"]["serviceAccountName"], "edge-sluice");
 }
+
+/// `gateway status` on a folder with a misspelled kind, a GatewayClass of another controller
+/// and a Service without endpoints prints a warning for each; `--strict` makes them an error.
+#[test]
+fn status_warns_about_what_is_not_served_and_strict_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write(
+        "gw.yaml",
+        &format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+    );
+    write(
+        "istio.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: istio}
+spec: {controllerName: istio.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: other, namespace: default}
+spec:
+  gatewayClassName: istio
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+",
+    );
+    write(
+        "routes.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoutes
+metadata: {name: typo, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: app, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: app, port: 80}]}]
+",
+    );
+    write("svc.yaml", &service("default", "app", &[]));
+
+    let run = |strict: bool| {
+        let mut cmd = std::process::Command::new(gateway_bin());
+        cmd.arg("status").arg("--manifests").arg(dir.path());
+        if strict {
+            cmd.arg("--strict");
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, text) = run(false);
+    assert_eq!(code, Some(0), "{text}");
+    for needle in [
+        "HTTPRoutes",
+        "did you mean HTTPRoute",
+        "routes.yaml",
+        "GatewayClass istio: .spec.controllerName: names controller \"istio.io/gateway-controller\"",
+        "Service default/app",
+        "no ready endpoints",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+    }
+    let (code, text) = run(true);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("--strict"), "{text}");
+}
+
+/// With no Gateway of ours at all, status says that nothing is served and why.
+#[test]
+fn status_says_when_no_gateway_is_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gw.yaml"),
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: eg}
+spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: eg
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+",
+    )
+    .unwrap();
+    let out = std::process::Command::new(gateway_bin())
+        .args(["status", "--strict", "--manifests"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("no Gateway of ours: GatewayClass eg names controller gateway.envoyproxy.io/gatewayclass-controller"),
+        "{text}"
+    );
+}
