@@ -655,19 +655,106 @@ impl Route {
                 "headers": m.headers.iter().map(|h| serde_json::json!({"name": h.name.as_str(), "match": sm(&h.value)})).collect::<Vec<_>>(),
                 "queryParams": m.query.iter().map(|q| serde_json::json!({"name": q.name, "match": sm(&q.value)})).collect::<Vec<_>>(),
             },
-            "redirect": a.redirect.as_ref().map(|r| format!("{r:?}")),
-            "rewrite": a.rewrite.as_ref().map(|r| format!("{r:?}")),
-            "requestHeaders": a.request_headers.as_ref().map(|r| format!("{r:?}")),
-            "responseHeaders": a.response_headers.as_ref().map(|r| format!("{r:?}")),
-            "mirrors": a.mirrors.iter().map(|m| m.target.label().to_string()).collect::<Vec<_>>(),
-            "backends": a.backends.iter().map(|b| serde_json::json!({
-                "backend": b.target.label(),
-                "weight": b.weight,
-                "endpoints": match &b.target {
-                    BackendTarget::Cluster(c) => c.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-                    BackendTarget::Invalid { reason, .. } => vec![format!("invalid: {reason}")],
-                },
+            "redirect": a.redirect.as_ref().map(Redirect::dump),
+            "rewrite": a.rewrite.as_ref().map(UrlRewrite::dump),
+            "requestHeaders": a.request_headers.as_ref().map(HeaderModifier::dump),
+            "responseHeaders": a.response_headers.as_ref().map(HeaderModifier::dump),
+            "mirrors": a.mirrors.iter().map(|m| serde_json::json!({
+                "backend": m.target.label(),
+                "percent": f64::from(m.fraction_ppm) / 10_000.0,
             })).collect::<Vec<_>>(),
+            "cors": a.cors.as_ref().map(|c| serde_json::json!({
+                "allowOrigins": c.allow_origins,
+                "allowMethods": c.allow_methods,
+                "allowHeaders": c.allow_headers,
+                "exposeHeaders": c.expose_headers,
+                "maxAge": c.max_age,
+                "allowCredentials": c.allow_credentials,
+            })),
+            "timeouts": {
+                "request": a.request_timeout.map(|d| format!("{}ms", d.as_millis())),
+                "backendRequest": a.backend_timeout.map(|d| format!("{}ms", d.as_millis())),
+            },
+            "retry": a.retry.as_ref().map(|r| serde_json::json!({
+                "codes": r.codes,
+                "attempts": r.attempts,
+                "backoff": format!("{}ms", r.backoff.as_millis()),
+            })),
+            "noBackends": a.no_backends,
+            "backends": a.backends.iter().map(|b| {
+                let mut v = serde_json::json!({
+                    "backend": b.target.label(),
+                    "weight": b.weight,
+                    "requestHeaders": b.request_headers.as_ref().map(HeaderModifier::dump),
+                    "responseHeaders": b.response_headers.as_ref().map(HeaderModifier::dump),
+                });
+                match &b.target {
+                    BackendTarget::Cluster(c) => {
+                        v["endpoints"] = c.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>().into();
+                    }
+                    BackendTarget::Invalid { reason, .. } => {
+                        v["endpoints"] = serde_json::json!([]);
+                        v["invalid"] = reason.as_str().into();
+                    }
+                }
+                v
+            }).collect::<Vec<_>>(),
+        })
+    }
+}
+
+// The `/config` forms of filters: the Gateway API's field names, plain values.
+
+impl HeaderModifier {
+    fn dump(&self) -> serde_json::Value {
+        let pairs = |v: &[(HeaderName, HeaderValue)]| {
+            v.iter()
+                .map(|(n, v)| {
+                    serde_json::json!({"name": n.as_str(), "value": String::from_utf8_lossy(v.as_bytes())})
+                })
+                .collect::<Vec<_>>()
+        };
+        serde_json::json!({
+            "set": pairs(&self.set),
+            "add": pairs(&self.add),
+            "remove": self.remove.iter().map(HeaderName::as_str).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl PathModifier {
+    fn dump(&self) -> serde_json::Value {
+        match self {
+            PathModifier::Full(p) => serde_json::json!({"type": "ReplaceFullPath", "replaceFullPath": p}),
+            PathModifier::Prefix {
+                matched,
+                replacement,
+            } => serde_json::json!({
+                "type": "ReplacePrefixMatch",
+                "matchedPrefix": if matched.is_empty() { "/" } else { matched.as_str() },
+                "replacePrefixMatch": replacement,
+            }),
+        }
+    }
+}
+
+impl UrlRewrite {
+    fn dump(&self) -> serde_json::Value {
+        serde_json::json!({
+            "hostname": self.hostname,
+            "path": self.path.as_ref().map(PathModifier::dump),
+        })
+    }
+}
+
+impl Redirect {
+    fn dump(&self) -> serde_json::Value {
+        serde_json::json!({
+            "scheme": self.scheme,
+            "hostname": self.hostname,
+            "port": self.port,
+            "path": self.path.as_ref().map(PathModifier::dump),
+            "statusCode": self.status,
         })
     }
 }

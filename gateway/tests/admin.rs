@@ -233,3 +233,64 @@ spec:
     assert!(first["duration_ms"].is_f64() || first["duration_ms"].is_u64(), "{first}");
     assert_eq!(second["request_id"], "abc-123");
 }
+
+/// `/config` shows filters as plain JSON in the Gateway API's field names, never Rust `Debug`
+/// text.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_shows_filters_as_plain_json() {
+    let app = echo("app").await;
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: app, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {value: /old}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: x-env, value: prod}]
+        remove: [x-debug]
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+    backendRefs: [{name: app, port: 80}]
+  - matches: [{path: {value: /moved}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, statusCode: 301}
+";
+    let gw = Gateway::start(&[
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        ("route.yaml", route.to_string()),
+        ("app.yaml", service("default", "app", &[app.addr])),
+    ])
+    .await;
+    let config = gw.admin_json("/config").await;
+    let routes = &config["binds"][0]["listeners"][0]["virtualHosts"][0]["routes"];
+    let find = |p: &str| {
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["match"]["path"]["value"] == p)
+            .cloned()
+            .unwrap_or_else(|| panic!("no route for {p} in {routes}"))
+    };
+    let old = find("/old");
+    assert_eq!(
+        old["requestHeaders"],
+        serde_json::json!({"set": [{"name": "x-env", "value": "prod"}], "add": [], "remove": ["x-debug"]})
+    );
+    assert_eq!(old["rewrite"]["path"]["type"], "ReplacePrefixMatch");
+    assert_eq!(old["rewrite"]["path"]["replacePrefixMatch"], "/new");
+    let moved = find("/moved");
+    assert_eq!(moved["redirect"]["scheme"], "https");
+    assert_eq!(moved["redirect"]["statusCode"], 301);
+    let text = config.to_string();
+    for debug in ["HeaderModifier {", "Redirect {", "Some(", "PathModifier"] {
+        assert!(!text.contains(debug), "Debug text {debug:?} in /config: {text}");
+    }
+}
