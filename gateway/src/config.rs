@@ -484,6 +484,11 @@ pub struct BackendTls {
     pub policy: String,
     /// With subjectAltNames: the engine's own TLS connector, which checks the SANs.
     pub san: Option<Arc<crate::engine::backend_tls::SanTlsConnector>>,
+    /// Pooled connections are shared only among requests with the same key: a hash of the
+    /// policy, hostname, trust anchors and subjectAltNames. (pingora's pool key leaves out the
+    /// CA, so without it a connection verified against one policy's CA would serve another's,
+    /// or outlive a CA change.)
+    pub pool_key: u64,
 }
 
 impl Cluster {

@@ -99,7 +99,7 @@ pub struct Skipped {
 
 /// An invalid manifest: the file, the object, the field and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{origin}: {object}: {field}: {message}")]
+#[error("{}", located(&origin.to_string(), object, field, message))]
 pub struct ManifestError {
     pub origin: Source,
     /// `Kind namespace/name`, or what is known of it.
@@ -107,6 +107,21 @@ pub struct ManifestError {
     /// JSON path of the field, `.` when the whole document is at fault.
     pub field: String,
     pub message: String,
+}
+
+/// `file: object: field: message`, leaving out the parts that are not known (`-`) or are the
+/// whole document (`.`), so an error about a file's YAML reads `file: invalid YAML: ... at line
+/// L column C`.
+pub fn located(source: &str, object: &str, field: &str, message: &str) -> String {
+    let mut out = String::new();
+    for part in [source, object, field] {
+        if !matches!(part, "" | "-" | ".") {
+            out.push_str(part);
+            out.push_str(": ");
+        }
+    }
+    out.push_str(message);
+    out
 }
 
 /// All errors found in one load; the load is rejected when this is not empty.

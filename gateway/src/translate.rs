@@ -102,11 +102,12 @@ pub struct Warning {
 
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: {}: {}: {}",
-            self.source, self.object, self.field, self.message
-        )
+        f.write_str(&crate::resources::located(
+            &self.source,
+            &self.object,
+            &self.field,
+            &self.message,
+        ))
     }
 }
 
@@ -593,11 +594,23 @@ fn backend_tls_policies(store: &Store, opts: &Options) -> (BackendTlsByTarget, V
             }
             c.map(Arc::new)
         };
+        let pool_key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            key.to_string().hash(&mut h);
+            spec.validation.hostname.hash(&mut h);
+            for der in &roots {
+                der.hash(&mut h);
+            }
+            format!("{sans:?}").hash(&mut h);
+            h.finish()
+        };
         let settings = Arc::new(crate::config::BackendTls {
             hostname: spec.validation.hostname.clone(),
             ca: if st.accepted.0 { ca } else { None },
             policy: key.to_string(),
             san,
+            pool_key,
         });
         for t in &spec.target_refs {
             if !t.group.is_empty() || t.kind != "Service" {

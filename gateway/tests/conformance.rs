@@ -144,9 +144,14 @@ struct Expect {
     /// Backends that must receive a mirrored copy of the request.
     #[serde(default)]
     mirrored: Vec<String>,
-    /// With `repeat`: the share of requests each backend answers, within ±0.1.
+    /// With `repeat`: the share of requests each backend answers, within ±`tolerance`.
     #[serde(default)]
     distribution: BTreeMap<String, f64>,
+    /// How far a share may be from `distribution` (0.1 unless given).
+    tolerance: Option<f64>,
+    /// A request header whose value, as the backend saw it, must name the backend that answered
+    /// (set per backendRef by a filter).
+    backend_header: Option<String>,
 }
 
 fn infra() -> String {
@@ -162,6 +167,9 @@ struct StatusCheck {
     name: String,
     /// For routes: the parent Gateway (`name` or `namespace/name`), and its sectionName.
     parent: Option<String>,
+    /// For routes: the parent's kind (`Gateway` or `ListenerSet`); the parentRef in status must
+    /// name it, with group gateway.networking.k8s.io and its namespace, explicitly.
+    parent_kind: Option<String>,
     section: Option<String>,
     /// For Gateways: a listener.
     listener: Option<String>,
@@ -542,6 +550,8 @@ fn check_status(all: &serde_json::Value, s: &StatusCheck) -> Result<(), String> 
                 s.parent.as_deref().is_none_or(|want| {
                     let (ns, n) = split_name(want, &s.namespace);
                     pr["name"] == n.as_str() && pr["namespace"] == ns.as_str()
+                }) && s.parent_kind.as_deref().is_none_or(|k| {
+                    pr["kind"] == k && pr["group"] == "gateway.networking.k8s.io"
                 }) && s
                     .section
                     .as_deref()
@@ -630,9 +640,10 @@ async fn check_request(env: &Env, all: &serde_json::Value, r: &Req) -> Result<()
     }
     for (svc, share) in &r.expect.distribution {
         let got = f64::from(counts.get(svc).copied().unwrap_or(0)) / f64::from(n);
-        if (got - share).abs() > 0.1 {
+        let tolerance = r.expect.tolerance.unwrap_or(0.1);
+        if (got - share).abs() > tolerance {
             return Err(format!(
-                "{svc} answered {got:.2} of {n} requests, want {share} ± 0.1 ({counts:?})"
+                "{svc} answered {got:.2} of {n} requests, want {share} ± {tolerance} ({counts:?})"
             ));
         }
     }
@@ -779,6 +790,15 @@ async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Resu
         }
     }
     let canonical = conformance::echo::canonical;
+    if let Some(h) = &e.backend_header {
+        let got = body["headers"][canonical(h)][0].as_str().unwrap_or("");
+        if got != body["service"].as_str().unwrap_or("") {
+            return Err(format!(
+                "backend {} saw {h}: {got:?}; it must name the backend",
+                body["service"]
+            ));
+        }
+    }
     for (k, v) in &e.headers {
         let got = body["headers"][canonical(k)].as_array().map(|a| {
             a.iter()

@@ -404,7 +404,10 @@ fn invalid_manifests_name_file_object_and_field() {
             "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  gatewayClassName: sluice\n  listners: []\n",
             "Gateway default/g: .spec",
         ),
-        ("kind: [broken\n", "invalid YAML"),
+        // The file, then the parser's message with its line and column: no object or field
+        // placeholders.
+        ("kind: [broken\n", "bad.yaml (document 1): invalid YAML: "),
+        ("a: b\nkind: [broken\n", "at line 3 column 1"),
         (
             "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  rules:\n  - matches: [{path: {value: no-slash}}]\n",
             ".spec.rules[0].matches[0].path.value: \"no-slash\" must be an absolute path",

@@ -486,11 +486,11 @@ impl ProxyHttp for SluiceProxy {
                     Some(san) => {
                         let mut p = HttpPeer::new(addr, false, tls.hostname.clone());
                         p.options.custom_l4 = Some(san.clone());
-                        p.group_key = pool_group(&tls.policy);
                         p
                     }
                     None => HttpPeer::new(addr, true, tls.hostname.clone()),
                 };
+                p.group_key = tls.pool_key;
                 p.options.ca = Some(ca.clone());
                 p.options.verify_cert = true;
                 p.options.verify_hostname = true;
@@ -879,13 +879,6 @@ fn cors_preflight(
 }
 
 /// Keeps pooled connections of one BackendTLSPolicy apart from any other connection.
-fn pool_group(policy: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    policy.hash(&mut h);
-    h.finish()
-}
-
 fn backend_label(ctx: &Ctx) -> &str {
     ctx.route
         .as_ref()
