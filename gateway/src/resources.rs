@@ -361,7 +361,19 @@ impl Loader {
         );
         let key = NsName::new(namespace.clone(), name.clone());
         macro_rules! insert {
-            ($map:ident, $ty:ty, $key:expr, $versions:expr) => {{
+            ($map:ident, $ty:ty, $key:expr, $versions:expr) => {
+                insert!($map, $ty, $key, $versions, None)
+            };
+            ($map:ident, $ty:ty, $key:expr, $versions:expr, schema) => {
+                insert!(
+                    $map,
+                    $ty,
+                    $key,
+                    $versions,
+                    Some(|| serde_json::to_value(schemars::schema_for!($ty)).unwrap_or_default())
+                )
+            };
+            ($map:ident, $ty:ty, $key:expr, $versions:expr, $schema:expr) => {{
                 if !$versions.contains(&version) {
                     self.errors.push(err(
                         ".apiVersion",
@@ -372,7 +384,7 @@ impl Loader {
                     ));
                     return;
                 }
-                match parse_object::<$ty>(value) {
+                match parse_object::<$ty>(value, $schema) {
                     Ok(obj) => {
                         let stored = Object {
                             obj,
@@ -403,12 +415,13 @@ impl Loader {
                     gateway_classes,
                     GatewayClass,
                     name.clone(),
-                    ["v1", "v1beta1"]
+                    ["v1", "v1beta1"],
+                    schema
                 )
             }
-            (GATEWAY_GROUP, "Gateway") => insert!(gateways, Gateway, key, ["v1", "v1beta1"]),
+            (GATEWAY_GROUP, "Gateway") => insert!(gateways, Gateway, key, ["v1", "v1beta1"], schema),
             (GATEWAY_GROUP, "HTTPRoute") => {
-                insert!(http_routes, HttpRoute, key, ["v1", "v1beta1"])
+                insert!(http_routes, HttpRoute, key, ["v1", "v1beta1"], schema)
             }
             (crate::egress::POLICY_GROUP, "EgressPolicy") => {
                 insert!(
@@ -419,18 +432,19 @@ impl Loader {
                 )
             }
             (GATEWAY_GROUP, "ListenerSet") => {
-                insert!(listener_sets, ListenerSet, key, ["v1", "v1alpha1"])
+                insert!(listener_sets, ListenerSet, key, ["v1", "v1alpha1"], schema)
             }
             (GATEWAY_GROUP, "BackendTLSPolicy") => {
                 insert!(
                     backend_tls_policies,
                     BackendTlsPolicy,
                     key,
-                    ["v1", "v1alpha3"]
+                    ["v1", "v1alpha3"],
+                    schema
                 )
             }
             (GATEWAY_GROUP, "ReferenceGrant") => {
-                insert!(reference_grants, ReferenceGrant, key, ["v1", "v1beta1"])
+                insert!(reference_grants, ReferenceGrant, key, ["v1", "v1beta1"], schema)
             }
             _ => self.store.skipped.push(Skipped {
                 source: source.clone(),
@@ -475,13 +489,21 @@ impl Loader {
 
 /// Deserializes one object, rejecting unknown fields as `kubectl apply` does by default
 /// (strict field validation), and reporting the JSON path of the first bad field.
-fn parse_object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, (String, String)> {
-    let mut unknown = Vec::new();
+/// `schema` gives the JSON schema of `T`, to name the fields expected where an unknown one is.
+fn parse_object<T: DeserializeOwned>(
+    value: serde_json::Value,
+    schema: Option<fn() -> serde_json::Value>,
+) -> Result<T, (String, String)> {
+    let mut unknown: Vec<Vec<Segment>> = Vec::new();
     let mut on_ignored = |path: serde_ignored::Path<'_>| {
-        let p = path.to_string();
+        let segments = segments(&path);
         // apiVersion and kind are checked before; status is ignored on apply.
-        if !matches!(p.as_str(), "apiVersion" | "kind") && !p.starts_with("status") {
-            unknown.push(p);
+        let top = match segments.first() {
+            Some(Segment::Key(k)) => k.as_str(),
+            _ => "",
+        };
+        if !matches!(top, "apiVersion" | "kind" | "status") {
+            unknown.push(segments);
         }
     };
     let de = serde_ignored::Deserializer::new(value, &mut on_ignored);
@@ -496,9 +518,126 @@ fn parse_object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, (Str
         (field, e.into_inner().to_string())
     })?;
     if let Some(first) = unknown.first() {
-        return Err((format!(".{first}"), "unknown field".to_string()));
+        let field = field_path(first);
+        let (parent, name) = match first.split_last() {
+            Some((Segment::Key(name), parent)) => (parent, name.as_str()),
+            _ => return Err((field, "unknown field".into())),
+        };
+        let known = schema.map(|s| fields_at(&s(), parent)).unwrap_or_default();
+        let mut message = format!("unknown field {name:?}");
+        if let Some(close) = crate::unserved::closest(name, known.iter().map(String::as_str), 2) {
+            message.push_str(&format!(" (did you mean {close:?}?)"));
+        }
+        if !known.is_empty() {
+            message.push_str(&format!("; expected one of: {}", known.join(", ")));
+        }
+        return Err((field, message));
     }
     Ok(obj)
+}
+
+/// One step of a path into an object.
+#[derive(Clone, Debug, PartialEq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// serde_ignored's path as steps (its `Some` and newtype steps are not steps into the object).
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<Segment> {
+    use serde_ignored::Path as P;
+    let mut out = Vec::new();
+    let mut at = path;
+    loop {
+        match at {
+            P::Root => break,
+            P::Seq { parent, index } => {
+                out.push(Segment::Index(*index));
+                at = parent;
+            }
+            P::Map { parent, key } => {
+                out.push(Segment::Key(key.clone()));
+                at = parent;
+            }
+            P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+                at = parent
+            }
+        }
+    }
+    out.reverse();
+    out
+}
+
+/// `.spec.rules[0].backendRefs[2].weigth`: the form of every field path we print.
+fn field_path(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    for s in segments {
+        match s {
+            Segment::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+    out
+}
+
+/// The property names a JSON schema (as schemars writes it) allows at `path`, sorted.
+fn fields_at(schema: &serde_json::Value, path: &[Segment]) -> Vec<String> {
+    /// Follows `$ref`s and the `anyOf`/`oneOf`/`allOf` that wrap an optional value.
+    fn resolve<'a>(
+        defs: Option<&'a serde_json::Value>,
+        mut node: &'a serde_json::Value,
+    ) -> Option<&'a serde_json::Value> {
+        for _ in 0..16 {
+            if let Some(r) = node.get("$ref").and_then(|r| r.as_str()) {
+                node = defs?.get(r.rsplit('/').next()?)?;
+                continue;
+            }
+            if node.get("properties").is_some() {
+                return Some(node);
+            }
+            let branch = ["anyOf", "oneOf", "allOf"].iter().find_map(|k| {
+                node.get(*k)?
+                    .as_array()?
+                    .iter()
+                    .find(|b| b.get("type").and_then(|t| t.as_str()) != Some("null"))
+            });
+            match branch {
+                Some(b) => node = b,
+                None => return Some(node),
+            }
+        }
+        None
+    }
+    let defs = schema.get("$defs").or_else(|| schema.get("definitions"));
+    let Some(mut node) = resolve(defs, schema) else {
+        return Vec::new();
+    };
+    for s in path {
+        let next = match s {
+            Segment::Key(k) => node
+                .get("properties")
+                .and_then(|p| p.get(k))
+                .or_else(|| node.get("additionalProperties")),
+            Segment::Index(_) => node.get("items"),
+        };
+        match next.and_then(|n| resolve(defs, n)) {
+            Some(n) => node = n,
+            None => return Vec::new(),
+        }
+    }
+    let mut names: Vec<String> = node
+        .get("properties")
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// Generations the API server would have given objects that do not say their own: 1 when an
@@ -637,7 +776,10 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.0[0].field, ".spec.colour");
-        assert_eq!(err.0[0].message, "unknown field");
+        assert_eq!(
+            err.0[0].message,
+            "unknown field \"colour\"; expected one of: controllerName, description, parametersRef"
+        );
     }
 
     #[test]

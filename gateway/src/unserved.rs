@@ -125,6 +125,20 @@ fn suggestion<'a>(kind: &str, known: impl Iterator<Item = &'a str>) -> Option<&'
         .map(|(k, _)| k)
 }
 
+/// The word of `known` closest to `word` (case aside), if at most `max` edits away.
+pub(crate) fn closest<'a>(
+    word: &str,
+    known: impl Iterator<Item = &'a str>,
+    max: usize,
+) -> Option<&'a str> {
+    let lower = word.to_ascii_lowercase();
+    known
+        .map(|k| (k, edit_distance(&k.to_ascii_lowercase(), &lower)))
+        .filter(|(_, d)| *d <= max)
+        .min_by_key(|(_, d)| *d)
+        .map(|(k, _)| k)
+}
+
 /// Levenshtein distance of two short ASCII strings.
 fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b) = (a.as_bytes(), b.as_bytes());

@@ -402,7 +402,11 @@ fn invalid_manifests_name_file_object_and_field() {
         ),
         (
             "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  gatewayClassName: sluice\n  listners: []\n",
-            "Gateway default/g: .spec",
+            "Gateway default/g: .spec: missing field `listeners`",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  rules:\n  - backendRefs: [{name: a, port: 80}, {name: b, port: 80, weigth: 3}]\n",
+            "HTTPRoute default/r: .spec.rules[0].backendRefs[1].weigth: unknown field \"weigth\" (did you mean \"weight\"?); expected one of: filters, group, kind, name, namespace, port, weight",
         ),
         // The file, then the parser's message with its line and column: no object or field
         // placeholders.
