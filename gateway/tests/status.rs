@@ -578,6 +578,24 @@ spec:
 ",
     );
     write("svc.yaml", &service("default", "app", &[]));
+    write(
+        "ported.yaml",
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec: {hosts: [reviews]}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: SecurityPolicy
+metadata: {name: jwt, namespace: default}
+spec: {}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: grpc, namespace: default}
+spec: {parentRefs: [{name: gw}]}
+",
+    );
 
     let run = |strict: bool| {
         let mut cmd = std::process::Command::new(gateway_bin());
@@ -604,6 +622,9 @@ spec:
         "GatewayClass istio: .spec.controllerName: names controller \"istio.io/gateway-controller\"",
         "Service default/app",
         "no ready endpoints",
+        "VirtualService default/reviews",
+        "SecurityPolicy default/jwt",
+        "GRPCRoute default/grpc",
     ] {
         assert!(text.contains(needle), "no {needle:?} in:\n{text}");
     }
