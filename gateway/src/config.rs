@@ -730,7 +730,9 @@ impl HeaderModifier {
 impl PathModifier {
     fn dump(&self) -> serde_json::Value {
         match self {
-            PathModifier::Full(p) => serde_json::json!({"type": "ReplaceFullPath", "replaceFullPath": p}),
+            PathModifier::Full(p) => {
+                serde_json::json!({"type": "ReplaceFullPath", "replaceFullPath": p})
+            }
             PathModifier::Prefix {
                 matched,
                 replacement,

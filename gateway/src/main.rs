@@ -180,9 +180,7 @@ fn init_logging(level: LogLevel, format: LogFormat) {
         LogLevel::Trace => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!(
-            "{level},pingora_core=warn,pingora_proxy=warn"
-        ))
+        tracing_subscriber::EnvFilter::new(format!("{level},pingora_core=warn,pingora_proxy=warn"))
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

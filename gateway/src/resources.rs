@@ -419,7 +419,9 @@ impl Loader {
                     schema
                 )
             }
-            (GATEWAY_GROUP, "Gateway") => insert!(gateways, Gateway, key, ["v1", "v1beta1"], schema),
+            (GATEWAY_GROUP, "Gateway") => {
+                insert!(gateways, Gateway, key, ["v1", "v1beta1"], schema)
+            }
             (GATEWAY_GROUP, "HTTPRoute") => {
                 insert!(http_routes, HttpRoute, key, ["v1", "v1beta1"], schema)
             }
@@ -444,7 +446,13 @@ impl Loader {
                 )
             }
             (GATEWAY_GROUP, "ReferenceGrant") => {
-                insert!(reference_grants, ReferenceGrant, key, ["v1", "v1beta1"], schema)
+                insert!(
+                    reference_grants,
+                    ReferenceGrant,
+                    key,
+                    ["v1", "v1beta1"],
+                    schema
+                )
             }
             _ => self.store.skipped.push(Skipped {
                 source: source.clone(),

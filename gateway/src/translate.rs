@@ -167,7 +167,9 @@ struct ListenerState {
 
 impl ListenerState {
     fn programmed(&self) -> bool {
-        self.accepted.0 && (self.resolved_refs.0 || self.serving_last_good) && self.conflicted.is_none()
+        self.accepted.0
+            && (self.resolved_refs.0 || self.serving_last_good)
+            && self.conflicted.is_none()
     }
 }
 
@@ -312,7 +314,9 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
                             source: ls.source.to_string(),
                             object: format!("ListenerSet {ls_key}"),
                             field: format!(".spec.listeners[name={}]", l.name),
-                            message: format!("not served: it does not read as a Gateway listener: {e}"),
+                            message: format!(
+                                "not served: it does not read as a Gateway listener: {e}"
+                            ),
                         });
                         continue;
                     }
@@ -929,7 +933,8 @@ fn listener_state(
                     Ok(ck) => {
                         st.cert = Some(ck);
                         let data = secret_data(&secret.obj);
-                        if let (Some(cert), Some(key)) = (data.get("tls.crt"), data.get("tls.key")) {
+                        if let (Some(cert), Some(key)) = (data.get("tls.crt"), data.get("tls.key"))
+                        {
                             memory.next.insert(
                                 secret_key.clone(),
                                 TlsPem {
@@ -2367,10 +2372,7 @@ fn gateway_status(
         }
     }
     let own: Vec<&ListenerState> = st.listeners.iter().filter(|l| l.owner.is_none()).collect();
-    let valid = own
-        .iter()
-        .filter(|l| l.programmed())
-        .count();
+    let valid = own.iter().filter(|l| l.programmed()).count();
     let (accepted, programmed, addresses) = match &st.address {
         Err((reason, msg)) => (
             condition("Accepted", false, reason, msg.clone(), generation, now),

@@ -162,7 +162,11 @@ spec:
     ] {
         let r = c.get(gw.url(8080, path)).send().await.unwrap();
         assert_eq!(r.status(), code, "{path}");
-        assert!(r.headers().get("server").is_none(), "{path}: {:?}", r.headers());
+        assert!(
+            r.headers().get("server").is_none(),
+            "{path}: {:?}",
+            r.headers()
+        );
         assert_eq!(
             r.headers()["content-type"],
             "text/plain; charset=utf-8",
@@ -179,7 +183,10 @@ spec:
     }
     let line = gw.wait_stderr("upstream connect error").await;
     assert!(line.contains(r#"backend="default/refused:80""#), "{line}");
-    assert!(line.contains(&format!(r#"upstream="{closed_addr}""#)), "{line}");
+    assert!(
+        line.contains(&format!(r#"upstream="{closed_addr}""#)),
+        "{line}"
+    );
     assert!(line.contains(r#"cause="Connection refused"#), "{line}");
     let stderr = gw.stderr.lock().unwrap().clone();
     let failures = stderr
@@ -202,7 +209,10 @@ spec:
         &[("user-agent", "sluice-test/1.0")],
     )
     .await;
-    let made = seen["headers"][conformance::echo::canonical("x-request-id")][0].as_str().unwrap().to_string();
+    let made = seen["headers"][conformance::echo::canonical("x-request-id")][0]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(made.len(), 36, "{made}");
     let (_, seen, _) = get_json_with(
         &c,
@@ -210,7 +220,10 @@ spec:
         &[("x-request-id", "abc-123")],
     )
     .await;
-    assert_eq!(seen["headers"][conformance::echo::canonical("x-request-id")][0], "abc-123");
+    assert_eq!(
+        seen["headers"][conformance::echo::canonical("x-request-id")][0],
+        "abc-123"
+    );
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let (first, second) = loop {
@@ -225,12 +238,18 @@ spec:
         if let (Some(a), Some(b)) = (find("/app/id"), find("/app/given")) {
             break (a, b);
         }
-        assert!(std::time::Instant::now() < deadline, "no access-log lines: {lines:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access-log lines: {lines:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     };
     assert_eq!(first["request_id"], made.as_str());
     assert_eq!(first["user_agent"], "sluice-test/1.0");
-    assert!(first["duration_ms"].is_f64() || first["duration_ms"].is_u64(), "{first}");
+    assert!(
+        first["duration_ms"].is_f64() || first["duration_ms"].is_u64(),
+        "{first}"
+    );
     assert_eq!(second["request_id"], "abc-123");
 }
 
@@ -291,6 +310,9 @@ spec:
     assert_eq!(moved["redirect"]["statusCode"], 301);
     let text = config.to_string();
     for debug in ["HeaderModifier {", "Redirect {", "Some(", "PathModifier"] {
-        assert!(!text.contains(debug), "Debug text {debug:?} in /config: {text}");
+        assert!(
+            !text.contains(debug),
+            "Debug text {debug:?} in /config: {text}"
+        );
     }
 }

@@ -550,12 +550,13 @@ fn check_status(all: &serde_json::Value, s: &StatusCheck) -> Result<(), String> 
                 s.parent.as_deref().is_none_or(|want| {
                     let (ns, n) = split_name(want, &s.namespace);
                     pr["name"] == n.as_str() && pr["namespace"] == ns.as_str()
-                }) && s.parent_kind.as_deref().is_none_or(|k| {
-                    pr["kind"] == k && pr["group"] == "gateway.networking.k8s.io"
                 }) && s
-                    .section
+                    .parent_kind
                     .as_deref()
-                    .is_none_or(|sec| pr["sectionName"] == sec)
+                    .is_none_or(|k| pr["kind"] == k && pr["group"] == "gateway.networking.k8s.io")
+                    && s.section
+                        .as_deref()
+                        .is_none_or(|sec| pr["sectionName"] == sec)
             });
             match parent {
                 None if s.absent => Ok(()),
@@ -591,7 +592,9 @@ fn check_status(all: &serde_json::Value, s: &StatusCheck) -> Result<(), String> 
                         .filter_map(|k| k["kind"].as_str().map(str::to_string))
                         .collect();
                     if &got != kinds {
-                        return Err(format!("listener {l} supportedKinds {got:?} want {kinds:?}"));
+                        return Err(format!(
+                            "listener {l} supportedKinds {got:?} want {kinds:?}"
+                        ));
                     }
                 }
                 if let Some(n) = s.attached_routes {
@@ -733,7 +736,10 @@ async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Resu
     let e = &r.expect;
     if !e.statuses.is_empty() {
         if !e.statuses.contains(&status) {
-            return Err(format!("status {status}, want one of {:?}; body {body}", e.statuses));
+            return Err(format!(
+                "status {status}, want one of {:?}; body {body}",
+                e.statuses
+            ));
         }
     } else {
         let want_status = e.status.unwrap_or(200);
@@ -911,7 +917,11 @@ fn readme_table_matches_the_cases() {
     for line in readme.lines() {
         let cols: Vec<&str> = line.split('|').map(str::trim).collect();
         if cols.len() == 6 && matches!(cols[2], "core" | "extended") {
-            assert!(!cols[4].is_empty(), "{}: the README says how it was checked", cols[1]);
+            assert!(
+                !cols[4].is_empty(),
+                "{}: the README says how it was checked",
+                cols[1]
+            );
             listed.insert(cols[1].to_string(), cols[3].to_string());
         }
     }

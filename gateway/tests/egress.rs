@@ -373,7 +373,10 @@ async fn tls_passthrough_by_sni() {
         .await
         .is_err());
     let metrics = gw.admin_text("/metrics").await;
-    assert!(metrics.contains(r#"sluice_egress_decisions_total{decision="denied",policy="",rule=""} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"sluice_egress_decisions_total{decision="denied",policy="",rule=""} 1"#),
+        "{metrics}"
+    );
 }
 
 /// Policy changes under load: allowed requests never fail while the policies change.

@@ -162,7 +162,11 @@ spec:
     assert_eq!(r.status(), 403);
     assert!(r.headers().get("access-control-allow-origin").is_none());
     assert!(r.headers().get("server").is_none());
-    assert_eq!(app.count("/cors"), 0, "a refused preflight reaches no backend");
+    assert_eq!(
+        app.count("/cors"),
+        0,
+        "a refused preflight reaches no backend"
+    );
     // An actual request from an allowed origin.
     let (code, _, headers) = get_json_with(
         &c,

@@ -731,7 +731,10 @@ async fn h2c_prior_knowledge_on_http_listeners() {
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
         assert_eq!(r.status(), 200);
         let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!((body["service"].as_str(), body["path"].as_str()), (Some("app"), Some("/h2c")));
+        assert_eq!(
+            (body["service"].as_str(), body["path"].as_str()),
+            (Some("app"), Some("/h2c"))
+        );
     }
     let r = client_for(gw.addr(8080), &[])
         .get(gw.url(8080, "/h1"))
@@ -744,9 +747,15 @@ async fn h2c_prior_knowledge_on_http_listeners() {
     let mut s = tokio::net::TcpStream::connect(gw.addr(8080)).await.unwrap();
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
     let mut resp = String::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_string(&mut resp))
-        .await
-        .expect("an answer to a short HTTP/1.0 request")
-        .unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"), "{resp}");
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.read_to_string(&mut resp),
+    )
+    .await
+    .expect("an answer to a short HTTP/1.0 request")
+    .unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"),
+        "{resp}"
+    );
 }

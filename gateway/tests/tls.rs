@@ -254,11 +254,7 @@ async fn served_certificate(gw: &Gateway, ca: &TestCa, host: &str) -> (Vec<u8>, 
         .resolve(host, gw.addr(8443))
         .build()
         .unwrap();
-    let r = c
-        .get(format!("https://{host}:8443/"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("https://{host}:8443/")).send().await.unwrap();
     let der = r
         .extensions()
         .get::<reqwest::tls::TlsInfo>()

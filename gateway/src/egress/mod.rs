@@ -209,7 +209,16 @@ async fn handle(
         tokio::spawn(async move {
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
-                    tunnel(TokioIo::new(upgraded), upstream, &state, peer, host, port, d).await
+                    tunnel(
+                        TokioIo::new(upgraded),
+                        upstream,
+                        &state,
+                        peer,
+                        host,
+                        port,
+                        d,
+                    )
+                    .await
                 }
                 Err(e) => {
                     record(&state, peer, &host, port, "connect", &d);

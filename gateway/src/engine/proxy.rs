@@ -690,13 +690,20 @@ impl ProxyHttp for SluiceProxy {
                 tracing::warn!(
                     gateway = ctx.bind.as_ref().map_or("", |b| b.gateway_label.as_str()),
                     listener = ctx.listener.as_ref().map_or("", |l| l.name.as_str()),
-                    route = ctx.route.as_ref().map_or("", |r| r.action.route_label.as_str()),
+                    route = ctx
+                        .route
+                        .as_ref()
+                        .map_or("", |r| r.action.route_label.as_str()),
                     backend = backend_label(ctx),
                     upstream = ctx.upstream.map(|a| a.to_string()).unwrap_or_default(),
                     status = code,
                     kind = e.etype().as_str(),
                     // The underlying error (e.g. the socket's), not pingora's error chain.
-                    cause = e.cause.as_ref().map(|_| e.root_cause().to_string()).unwrap_or_default(),
+                    cause = e
+                        .cause
+                        .as_ref()
+                        .map(|_| e.root_cause().to_string())
+                        .unwrap_or_default(),
                     suppressed,
                     "{why}"
                 );
@@ -801,7 +808,9 @@ fn error_reason(e: &Error) -> std::borrow::Cow<'static, str> {
             Some(c) => c.as_str().to_string().into(),
             None => "request failed".into(),
         },
-        T::ConnectTimedout => "upstream connect timeout: the backend did not accept the connection in time".into(),
+        T::ConnectTimedout => {
+            "upstream connect timeout: the backend did not accept the connection in time".into()
+        }
         T::ConnectRefused => "upstream connect error: the backend refused the connection".into(),
         T::ConnectNoRoute | T::ConnectError | T::ConnectProxyFailure => {
             "upstream connect error: no connection to the backend could be made".into()
