@@ -316,3 +316,39 @@ spec:
         );
     }
 }
+
+/// `gateway run --help` names every admin endpoint the admin listener serves, and the
+/// endpoint list an unknown admin path answers with is the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn help_lists_every_admin_endpoint() {
+    let out = std::process::Command::new(gateway_bin())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout).to_string();
+    let gw = Gateway::start(&[(
+        "gw.yaml",
+        format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+    )])
+    .await;
+    let listed = gw.admin_text("/nope").await;
+    for endpoint in [
+        "/ready",
+        "/status",
+        "/config",
+        "/infrastructure",
+        "/warnings",
+        "/metrics",
+    ] {
+        assert!(help.contains(endpoint), "--help lacks {endpoint}:\n{help}");
+        assert!(
+            listed.contains(endpoint),
+            "/nope lacks {endpoint}: {listed}"
+        );
+        assert_ne!(
+            gw.admin_text(endpoint).await,
+            listed,
+            "{endpoint} is not served"
+        );
+    }
+}
