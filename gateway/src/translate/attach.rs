@@ -1,0 +1,325 @@
+//! Route attachment: which listeners of a parent an HTTPRoute attaches to (parentRefs,
+//! sectionName and port, allowed namespaces and kinds, hostname intersection), ReferenceGrants,
+//! and the route's parent status.
+
+use super::*;
+
+pub(super) fn reference_granted(
+    store: &Store,
+    from_group: &str,
+    from_kind: &str,
+    from_ns: &str,
+    to_group: &str,
+    to_kind: &str,
+    to: &NsName,
+) -> bool {
+    store
+        .reference_grants
+        .iter()
+        .filter(|(k, _)| k.namespace == to.namespace)
+        .any(|(_, g)| {
+            let spec = &g.obj.spec;
+            spec.from
+                .iter()
+                .any(|f| f.group == from_group && f.kind == from_kind && f.namespace == from_ns)
+                && spec.to.iter().any(|t| {
+                    t.group == to_group
+                        && t.kind == to_kind
+                        && t.name.as_deref().is_none_or(|n| n == to.name)
+                })
+        })
+}
+
+/// Intersection of a listener hostname and a route hostname, per the Gateway API: the more
+/// specific of the two when one contains the other.
+pub fn intersect_hostnames(listener: Option<&str>, route: &str) -> Option<String> {
+    let Some(l) = listener else {
+        return Some(route.to_string());
+    };
+    let covers = |wild: &str, name: &str| match wild.strip_prefix('*') {
+        Some(suffix) => name.len() > suffix.len() && name.ends_with(suffix),
+        None => wild == name,
+    };
+    if l == route || covers(l, route) {
+        Some(route.to_string())
+    } else if covers(route, l) {
+        Some(l.to_string())
+    } else {
+        None
+    }
+}
+
+pub(super) fn namespace_allowed(
+    store: &Store,
+    allowed: &AllowedNamespaces,
+    gw_ns: &str,
+    route_ns: &str,
+) -> bool {
+    match allowed {
+        AllowedNamespaces::All => true,
+        AllowedNamespaces::Same => gw_ns == route_ns,
+        AllowedNamespaces::Selector(sel) => {
+            let labels = namespace_labels(store, route_ns);
+            let labels_ok = sel
+                .match_labels
+                .iter()
+                .flatten()
+                .all(|(k, v)| labels.get(k) == Some(v));
+            let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
+                let values = e.values.as_deref().unwrap_or_default();
+                let v = labels.get(&e.key);
+                match e.operator.as_str() {
+                    "In" => v.is_some_and(|v| values.contains(v)),
+                    "NotIn" => v.is_none_or(|v| !values.contains(v)),
+                    "Exists" => v.is_some(),
+                    "DoesNotExist" => v.is_none(),
+                    _ => false,
+                }
+            });
+            labels_ok && exprs_ok
+        }
+    }
+}
+
+/// Attaches one HTTPRoute to the listeners its parentRefs select, and returns its status.
+pub(super) fn attach_http_route(
+    store: &Store,
+    key: &NsName,
+    route: &Object<HttpRoute>,
+    states: &mut [GatewayState<'_>],
+    clusters: &mut Clusters,
+    warnings: &mut Vec<Warning>,
+    opts: &Options,
+) -> Option<ObjectStatus> {
+    let spec = &route.obj.spec;
+    let generation = route.obj.metadata.generation;
+    let now = opts.now;
+    let parent_refs = spec.parent_refs.clone().unwrap_or_default();
+    let mut warn = |field: String, message: String| {
+        warnings.push(Warning {
+            source: route.source.to_string(),
+            object: format!("HTTPRoute {key}"),
+            field,
+            message,
+        })
+    };
+
+    // Compile rules and resolve backends once.
+    let mut resolved: (bool, &'static str, String) =
+        (true, "ResolvedRefs", "All references are resolved".into());
+    let mut unsupported: Option<String> = None;
+    let mut rules = Vec::new();
+    for (ri, rule) in spec.rules.iter().flatten().enumerate() {
+        match compile_rule(store, key, route, ri, rule, clusters) {
+            Ok((compiled, problems)) => {
+                for (field, reason, msg) in problems {
+                    warn(field, msg.clone());
+                    if resolved.0 {
+                        resolved = (false, reason, msg);
+                    }
+                }
+                rules.push(compiled);
+            }
+            Err((field, msg)) => {
+                warn(field, msg.clone());
+                unsupported.get_or_insert(msg);
+            }
+        }
+    }
+
+    let mut parents = Vec::new();
+    for (pi, pref) in parent_refs.iter().enumerate() {
+        let group = pref.group.as_deref().unwrap_or(GATEWAY_GROUP);
+        let kind = pref.kind.as_deref().unwrap_or("Gateway");
+        if group != GATEWAY_GROUP || !matches!(kind, "Gateway" | "ListenerSet") {
+            continue;
+        }
+        let parent_ns = pref
+            .namespace
+            .clone()
+            .unwrap_or_else(|| key.namespace.clone());
+        let parent_key = NsName::new(parent_ns, pref.name.clone());
+        // A ListenerSet parent selects its own listeners on its Gateway.
+        let (gw_key, owner) = if kind == "ListenerSet" {
+            let Some(ls) = store.listener_sets.get(&parent_key) else {
+                warn(
+                    format!(".spec.parentRefs[{pi}]"),
+                    format!("ListenerSet {parent_key} does not exist"),
+                );
+                continue;
+            };
+            let p = &ls.obj.spec.parent_ref;
+            (
+                NsName::new(
+                    p.namespace
+                        .clone()
+                        .unwrap_or_else(|| parent_key.namespace.clone()),
+                    p.name.clone(),
+                ),
+                Some(parent_key.clone()),
+            )
+        } else {
+            (parent_key.clone(), None)
+        };
+        // Parents that are not our Gateways get no status from us.
+        let Some(gw) = states.iter_mut().find(|s| s.key == gw_key) else {
+            if !store.gateways.contains_key(&gw_key) {
+                warn(
+                    format!(".spec.parentRefs[{pi}]"),
+                    format!("Gateway {gw_key} does not exist"),
+                );
+            }
+            continue;
+        };
+        let mut matched_section = false;
+        let mut allowed_any = false;
+        let mut hostname_any = false;
+        for l in &mut gw.listeners {
+            if l.owner != owner {
+                continue;
+            }
+            if pref.section_name.as_ref().is_some_and(|s| *s != l.name) {
+                continue;
+            }
+            if pref.port.is_some_and(|p| p != i32::from(l.port)) {
+                continue;
+            }
+            matched_section = true;
+            if !l.kinds.iter().any(|k| k == "HTTPRoute")
+                || !namespace_allowed(
+                    store,
+                    &l.allowed,
+                    &l.owner.as_ref().unwrap_or(&gw_key).namespace,
+                    &key.namespace,
+                )
+            {
+                continue;
+            }
+            allowed_any = true;
+            // Effective hostnames on this listener.
+            let hostnames: Vec<Option<String>> = match spec.hostnames.as_deref() {
+                None | Some([]) => vec![l.hostname.clone()],
+                Some(hs) => {
+                    let mut v: Vec<Option<String>> = hs
+                        .iter()
+                        .filter_map(|h| intersect_hostnames(l.hostname.as_deref(), h))
+                        .map(Some)
+                        .collect();
+                    v.sort();
+                    v.dedup();
+                    v
+                }
+            };
+            if hostnames.is_empty() {
+                continue;
+            }
+            hostname_any = true;
+            if unsupported.is_some() {
+                continue;
+            }
+            // Only a route accepted on this listener counts as attached to it: one whose
+            // hostnames intersect the listener's (GatewayWithAttachedRoutes,
+            // HTTPRouteHostnameIntersection).
+            l.attached += 1;
+            for rule in &rules {
+                for (m, order) in &rule.matches {
+                    l.routes.push(PendingRoute {
+                        hostnames: hostnames.clone(),
+                        route: Arc::new(Route {
+                            route: key.clone(),
+                            rule: order.rule,
+                            matcher: clone_match(m),
+                            action: rule.action.clone(),
+                        }),
+                        order: order.clone(),
+                    });
+                }
+            }
+        }
+        let accepted = if let Some(msg) = &unsupported {
+            condition(
+                "Accepted",
+                false,
+                "UnsupportedValue",
+                msg.clone(),
+                generation,
+                now,
+            )
+        } else if !matched_section {
+            condition(
+                "Accepted",
+                false,
+                "NoMatchingParent",
+                "no listener of the Gateway matches this parentRef's sectionName and port",
+                generation,
+                now,
+            )
+        } else if !allowed_any {
+            condition(
+                "Accepted",
+                false,
+                "NotAllowedByListeners",
+                "no listener allows routes of this kind from this namespace",
+                generation,
+                now,
+            )
+        } else if !hostname_any {
+            condition(
+                "Accepted",
+                false,
+                "NoMatchingListenerHostname",
+                "no hostname of this route intersects a listener hostname",
+                generation,
+                now,
+            )
+        } else {
+            condition(
+                "Accepted",
+                true,
+                "Accepted",
+                "Route is accepted",
+                generation,
+                now,
+            )
+        };
+        if accepted.status == "False" {
+            warn(
+                format!(".spec.parentRefs[{pi}]"),
+                format!("{}: {}", accepted.reason, accepted.message),
+            );
+        }
+        let mut parent_ref = serde_json::json!({
+            "group": GATEWAY_GROUP,
+            "kind": kind,
+            "namespace": parent_key.namespace,
+            "name": parent_key.name,
+        });
+        if let Some(s) = &pref.section_name {
+            parent_ref["sectionName"] = s.clone().into();
+        }
+        if let Some(p) = pref.port {
+            parent_ref["port"] = p.into();
+        }
+        parents.push(serde_json::json!({
+            "parentRef": parent_ref,
+            "controllerName": opts.controller_name,
+            "conditions": [
+                accepted,
+                condition("ResolvedRefs", resolved.0, resolved.1, resolved.2.clone(), generation, now),
+            ],
+        }));
+    }
+    if parents.is_empty() {
+        return None;
+    }
+    Some(ObjectStatus {
+        api_version: format!("{GATEWAY_GROUP}/v1"),
+        kind: "HTTPRoute".into(),
+        metadata: StatusMeta {
+            namespace: Some(key.namespace.clone()),
+            name: key.name.clone(),
+            generation,
+        },
+        status: serde_json::json!({ "parents": parents }),
+    })
+}

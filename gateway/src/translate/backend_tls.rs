@@ -1,0 +1,268 @@
+//! BackendTLSPolicy: validation, conflict resolution per target (oldest, then by name), and the
+//! policies' ancestor status.
+
+use super::*;
+
+/// What translation decided about one BackendTLSPolicy.
+pub(super) struct PolicyState {
+    key: NsName,
+    generation: Option<i64>,
+    /// Services it targets.
+    targets: Vec<NsName>,
+    accepted: (bool, &'static str, String),
+    resolved: (bool, &'static str, String),
+}
+
+/// Validates every BackendTLSPolicy and resolves conflicts: for one target (Service and
+/// sectionName), the oldest policy wins, then the first by `namespace/name`; the others are
+/// not accepted (`Conflicted`).
+pub(super) fn backend_tls_policies(
+    store: &Store,
+    opts: &Options,
+) -> (BackendTlsByTarget, Vec<PolicyState>) {
+    let _ = opts;
+    let mut policies: Vec<_> = store.backend_tls_policies.iter().collect();
+    policies.sort_by(|a, b| (a.1.created, a.0).cmp(&(b.1.created, b.0)));
+    let mut tls = HashMap::new();
+    let mut states = Vec::new();
+    for (key, p) in policies {
+        let spec = &p.obj.spec;
+        let mut st = PolicyState {
+            key: key.clone(),
+            generation: p.obj.metadata.generation,
+            targets: Vec::new(),
+            accepted: (true, "Accepted", "Policy is accepted".into()),
+            resolved: (true, "ResolvedRefs", "All references are resolved".into()),
+        };
+        let mut roots = Vec::new();
+        let refs = spec
+            .validation
+            .ca_certificate_refs
+            .as_deref()
+            .unwrap_or_default();
+        let mut problem: Option<(&'static str, String)> = None;
+        for r in refs {
+            let cm_key = NsName::new(key.namespace.clone(), r.name.clone());
+            if !r.group.is_empty() || r.kind != "ConfigMap" {
+                problem.get_or_insert((
+                    "InvalidKind",
+                    format!(
+                        "CA certificate kind {}/{} is not supported; use a ConfigMap",
+                        r.group, r.kind
+                    ),
+                ));
+                continue;
+            }
+            match config_map_ca(store, &cm_key) {
+                Ok(mut c) => roots.append(&mut c),
+                Err(e) => {
+                    problem.get_or_insert(("InvalidCACertificateRef", e));
+                }
+            }
+        }
+        if let Some((reason, msg)) = problem {
+            st.resolved = (false, reason, msg.clone());
+            if roots.is_empty() {
+                st.accepted = (false, "NoValidCACertificate", msg);
+            }
+        }
+        if refs.is_empty() {
+            let wk = spec
+                .validation
+                .well_known_ca_certificates
+                .as_deref()
+                .unwrap_or("");
+            st.accepted = (
+                false,
+                "Invalid",
+                format!(
+                    "wellKnownCACertificates {wk:?} is not supported; reference a CA ConfigMap"
+                ),
+            );
+        }
+        let ca: Option<Arc<pingora::protocols::tls::CaType>> = (!roots.is_empty() && st.accepted.0)
+            .then(|| {
+                let wrapped: Vec<pingora::utils::tls::WrappedX509> = roots
+                    .iter()
+                    // pingora's certificate type panics on what x509-parser cannot read.
+                    .filter(|der| x509_der_ok(der))
+                    .map(|der| {
+                        pingora::utils::tls::WrappedX509::new(
+                            der.to_vec(),
+                            pingora::utils::tls::parse_x509,
+                        )
+                    })
+                    .collect();
+                Arc::from(wrapped.into_boxed_slice())
+            });
+        // subjectAltNames: the certificate must name one of them; the hostname is the SNI only.
+        let sans = spec
+            .validation
+            .subject_alt_names
+            .as_deref()
+            .unwrap_or_default();
+        let san = if sans.is_empty() || roots.is_empty() || !st.accepted.0 {
+            None
+        } else {
+            use gateway_api::backendtlspolicies::BackendTlsPolicyValidationSubjectAltNamesType as T;
+            let dns: Vec<String> = sans
+                .iter()
+                .filter(|s| s.r#type == T::Hostname)
+                .filter_map(|s| s.hostname.clone())
+                .collect();
+            let uris: Vec<String> = sans
+                .iter()
+                .filter(|s| s.r#type == T::Uri)
+                .filter_map(|s| s.uri.clone())
+                .collect();
+            let c = crate::engine::backend_tls::SanTlsConnector::new(
+                roots.clone(),
+                &spec.validation.hostname,
+                &dns,
+                &uris,
+            );
+            if c.is_none() {
+                st.accepted = (
+                    false,
+                    "Invalid",
+                    format!(
+                        "hostname {:?} is not a TLS server name",
+                        spec.validation.hostname
+                    ),
+                );
+            }
+            c.map(Arc::new)
+        };
+        let pool_key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            key.to_string().hash(&mut h);
+            spec.validation.hostname.hash(&mut h);
+            for der in &roots {
+                der.hash(&mut h);
+            }
+            format!("{sans:?}").hash(&mut h);
+            h.finish()
+        };
+        let settings = Arc::new(crate::config::BackendTls {
+            hostname: spec.validation.hostname.clone(),
+            ca: if st.accepted.0 { ca } else { None },
+            policy: key.to_string(),
+            san,
+            pool_key,
+        });
+        for t in &spec.target_refs {
+            if !t.group.is_empty() || t.kind != "Service" {
+                continue;
+            }
+            let svc = NsName::new(key.namespace.clone(), t.name.clone());
+            st.targets.push(svc.clone());
+            let target = (svc, t.section_name.clone().unwrap_or_default());
+            match tls.get(&target) {
+                Some(winner) => {
+                    let winner: &Arc<crate::config::BackendTls> = winner;
+                    st.accepted = (
+                        false,
+                        "Conflicted",
+                        format!(
+                            "policy {} already applies to this target and is older",
+                            winner.policy
+                        ),
+                    );
+                }
+                None => {
+                    tls.insert(target, settings.clone());
+                }
+            }
+        }
+        states.push(st);
+    }
+    (tls, states)
+}
+
+/// A BackendTLSPolicy's status: one ancestor per Gateway of ours whose routes send traffic to a
+/// Service the policy targets.
+pub(super) fn policy_statuses(
+    store: &Store,
+    states: &[PolicyState],
+    ours: &HashSet<NsName>,
+    opts: &Options,
+) -> Vec<ObjectStatus> {
+    let mut out = Vec::new();
+    for st in states {
+        let mut ancestors: Vec<NsName> = Vec::new();
+        for (rkey, r) in &store.http_routes {
+            let uses = r
+                .obj
+                .spec
+                .rules
+                .iter()
+                .flatten()
+                .flat_map(|rule| rule.backend_refs.iter().flatten())
+                .any(|b| {
+                    b.kind.as_deref().unwrap_or("Service") == "Service"
+                        && b.group.as_deref().unwrap_or("").is_empty()
+                        && st.targets.contains(&NsName::new(
+                            b.namespace
+                                .clone()
+                                .unwrap_or_else(|| rkey.namespace.clone()),
+                            b.name.clone(),
+                        ))
+                });
+            if !uses {
+                continue;
+            }
+            for pref in r.obj.spec.parent_refs.iter().flatten() {
+                let gw = NsName::new(
+                    pref.namespace
+                        .clone()
+                        .unwrap_or_else(|| rkey.namespace.clone()),
+                    pref.name.clone(),
+                );
+                if ours.contains(&gw) && !ancestors.contains(&gw) {
+                    ancestors.push(gw);
+                }
+            }
+        }
+        if ancestors.is_empty() {
+            continue;
+        }
+        ancestors.sort();
+        let g = st.generation;
+        let conds = [
+            condition(
+                "Accepted",
+                st.accepted.0,
+                st.accepted.1,
+                st.accepted.2.clone(),
+                g,
+                opts.now,
+            ),
+            condition(
+                "ResolvedRefs",
+                st.resolved.0,
+                st.resolved.1,
+                st.resolved.2.clone(),
+                g,
+                opts.now,
+            ),
+        ];
+        out.push(ObjectStatus {
+            api_version: format!("{GATEWAY_GROUP}/v1"),
+            kind: "BackendTLSPolicy".into(),
+            metadata: StatusMeta {
+                namespace: Some(st.key.namespace.clone()),
+                name: st.key.name.clone(),
+                generation: g,
+            },
+            status: serde_json::json!({
+                "ancestors": ancestors.iter().map(|a| serde_json::json!({
+                    "ancestorRef": {"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": a.namespace, "name": a.name},
+                    "controllerName": opts.controller_name,
+                    "conditions": conds,
+                })).collect::<Vec<_>>(),
+            }),
+        });
+    }
+    out
+}

@@ -1,0 +1,134 @@
+//! Backend references: Services, their ports and ready endpoints, as clusters.
+
+use super::*;
+
+/// Resolves a backendRef to a cluster, or to an invalid target whose reason is
+/// `Reason: message` with the spec's reason.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn resolve_backend(
+    store: &Store,
+    route_key: &NsName,
+    group: Option<&str>,
+    kind: Option<&str>,
+    name: &str,
+    namespace: Option<&str>,
+    port: Option<i32>,
+    clusters: &mut Clusters,
+) -> BackendTarget {
+    let group = group.unwrap_or("");
+    let kind = kind.unwrap_or("Service");
+    let ns = namespace.unwrap_or(&route_key.namespace);
+    let svc_key = NsName::new(ns, name);
+    let label = format!("{svc_key}:{}", port.unwrap_or(0));
+    let invalid = |reason: String| BackendTarget::Invalid {
+        label: label.clone(),
+        reason,
+    };
+    if !group.is_empty() || kind != "Service" {
+        return invalid(format!(
+            "InvalidKind: backend kind {}{kind} is not supported; use a Service",
+            if group.is_empty() {
+                String::new()
+            } else {
+                format!("{group}/")
+            }
+        ));
+    }
+    if ns != route_key.namespace
+        && !reference_granted(
+            store,
+            GATEWAY_GROUP,
+            "HTTPRoute",
+            &route_key.namespace,
+            "",
+            "Service",
+            &svc_key,
+        )
+    {
+        return invalid(format!(
+            "RefNotPermitted: no ReferenceGrant in namespace {ns} allows HTTPRoutes from {} to use Service {svc_key}",
+            route_key.namespace
+        ));
+    }
+    let Some(svc) = store.services.get(&svc_key) else {
+        return invalid(format!("BackendNotFound: Service {svc_key} does not exist"));
+    };
+    let Some(port) = port else {
+        return invalid(format!(
+            "BackendNotFound: no port given for Service {svc_key}"
+        ));
+    };
+    let svc_ports = svc
+        .obj
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .unwrap_or_default();
+    let Some(svc_port) = svc_ports.iter().find(|p| p.port == port) else {
+        return invalid(format!(
+            "BackendNotFound: Service {svc_key} has no port {port}"
+        ));
+    };
+    if let Some(c) = clusters.map.get(&label) {
+        return BackendTarget::Cluster(c.clone());
+    }
+    let eps = endpoints(store, &svc_key, svc_port);
+    if eps.is_empty() {
+        clusters.without_endpoints.push((svc_key.clone(), port));
+    }
+    let mut cluster = Cluster::new(label.clone(), eps);
+    cluster.h2c = svc_port.app_protocol.as_deref() == Some("kubernetes.io/h2c");
+    let port_name = svc_port.name.clone().unwrap_or_default();
+    cluster.tls = clusters
+        .tls
+        .get(&(svc_key.clone(), port_name))
+        .or_else(|| clusters.tls.get(&(svc_key.clone(), String::new())))
+        .cloned();
+    let cluster = Arc::new(cluster);
+    clusters.map.insert(label, cluster.clone());
+    BackendTarget::Cluster(cluster)
+}
+
+/// Ready endpoints of a Service port, from the EndpointSlices labelled with the Service name.
+pub(super) fn endpoints(
+    store: &Store,
+    svc: &NsName,
+    port: &k8s_openapi::api::core::v1::ServicePort,
+) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for (key, slice) in &store.endpoint_slices {
+        if key.namespace != svc.namespace {
+            continue;
+        }
+        let labels = slice.obj.metadata.labels.clone().unwrap_or_default();
+        if labels.get("kubernetes.io/service-name").map(String::as_str) != Some(svc.name.as_str()) {
+            continue;
+        }
+        let slice_port = slice
+            .obj
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref().unwrap_or("") == port.name.as_deref().unwrap_or(""));
+        let Some(target) = slice_port.and_then(|p| p.port) else {
+            continue;
+        };
+        let Ok(target) = u16::try_from(target) else {
+            continue;
+        };
+        for ep in &slice.obj.endpoints {
+            // A missing `ready` means ready, as in Kubernetes.
+            if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            for a in &ep.addresses {
+                if let Ok(ip) = a.parse::<IpAddr>() {
+                    out.push(SocketAddr::new(ip, target));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}

@@ -1,0 +1,240 @@
+//! Certificates and CA references: listener certificates from Secrets, frontend client
+//! certificate validation, CA ConfigMaps, and the Gateway's backend client certificate.
+
+use super::*;
+
+/// Client certificate validation for an HTTPS listener: the per-port configuration of its port,
+/// else the default one (`spec.tls.frontend`, GEP-91).
+pub(super) fn frontend_validation(
+    store: &Store,
+    gw_key: &NsName,
+    gw: &Object<Gateway>,
+    st: &mut ListenerState,
+) {
+    let Some(frontend) = gw.obj.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else {
+        return;
+    };
+    let per_port = frontend
+        .per_port
+        .iter()
+        .flatten()
+        .find(|p| p.port == i32::from(st.port))
+        .and_then(|p| p.tls.validation.as_ref())
+        .map(|v| serde_json::to_value(v).unwrap_or_default());
+    let validation = per_port.or_else(|| {
+        frontend
+            .default
+            .validation
+            .as_ref()
+            .map(|v| serde_json::to_value(v).unwrap_or_default())
+    });
+    // Default and per-port validation have the same schema; read both through the default type.
+    let Some(v) = validation.and_then(|v| {
+        serde_json::from_value::<
+            gateway_api::experimental::gateways::GatewayTlsFrontendDefaultValidation,
+        >(v)
+        .ok()
+    }) else {
+        return;
+    };
+    let insecure = matches!(
+        v.mode,
+        Some(gateway_api::experimental::gateways::GatewayTlsFrontendDefaultValidationMode::AllowInsecureFallback)
+    );
+    let mut roots = Vec::new();
+    let mut problem: Option<(&'static str, String)> = None;
+    for r in &v.ca_certificate_refs {
+        let ns = r.namespace.as_deref().unwrap_or(&gw_key.namespace);
+        let key = NsName::new(ns, r.name.clone());
+        if !r.group.is_empty() || r.kind != "ConfigMap" {
+            problem.get_or_insert((
+                "InvalidCACertificateKind",
+                format!(
+                    "CA certificate kind {}/{} is not supported; use a ConfigMap",
+                    r.group, r.kind
+                ),
+            ));
+            continue;
+        }
+        if ns != gw_key.namespace
+            && !reference_granted(
+                store,
+                GATEWAY_GROUP,
+                "Gateway",
+                &gw_key.namespace,
+                "",
+                "ConfigMap",
+                &key,
+            )
+        {
+            problem.get_or_insert((
+                "RefNotPermitted",
+                format!("no ReferenceGrant in namespace {ns} allows this Gateway to use ConfigMap {key}"),
+            ));
+            continue;
+        }
+        match config_map_ca(store, &key) {
+            Ok(mut certs) => roots.append(&mut certs),
+            Err(e) => {
+                problem.get_or_insert(("InvalidCACertificateRef", e));
+            }
+        }
+    }
+    if let Some((reason, msg)) = problem {
+        st.resolved_refs = (false, reason, msg.clone());
+        if roots.is_empty() {
+            st.accepted = (false, "NoValidCACertificate", msg);
+            return;
+        }
+    }
+    st.client_validation = Some(crate::engine::tls::ClientValidation {
+        roots,
+        insecure_fallback: insecure,
+    });
+}
+
+/// The certificates under `ca.crt` of a ConfigMap.
+/// The CA certificates of the ConfigMap `key`, or why there are none to use.
+pub(super) fn config_map_ca(
+    store: &Store,
+    key: &NsName,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    let cm = store
+        .config_maps
+        .get(key)
+        .ok_or(format!("ConfigMap {key} does not exist"))?;
+    ca_certificates(&cm.obj).map_err(|e| format!("ConfigMap {key}: {e}"))
+}
+
+pub fn ca_certificates(
+    cm: &k8s_openapi::api::core::v1::ConfigMap,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    let pem = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ca.crt"))
+        .ok_or("no key ca.crt")?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("ca.crt is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("ca.crt holds no certificate".into());
+    }
+    let (usable, _) =
+        rustls::RootCertStore::empty().add_parsable_certificates(certs.iter().cloned());
+    if usable == 0 {
+        return Err("ca.crt holds no usable CA certificate".into());
+    }
+    Ok(certs)
+}
+
+/// Whether x509-parser reads `der`: pingora's certificate types expect it to.
+pub(super) fn x509_der_ok(der: &[u8]) -> bool {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    X509Certificate::from_der(der).is_ok()
+}
+
+/// The client certificate a Gateway presents to TLS backends, if it names one.
+pub(super) fn backend_client_cert(
+    store: &Store,
+    gw_key: &NsName,
+    gw: &Object<Gateway>,
+) -> Option<Result<Arc<pingora::utils::tls::CertKey>, (&'static str, String)>> {
+    let r = gw
+        .obj
+        .spec
+        .tls
+        .as_ref()?
+        .backend
+        .as_ref()?
+        .client_certificate_ref
+        .as_ref()?;
+    let group = r.group.as_deref().unwrap_or("");
+    let kind = r.kind.as_deref().unwrap_or("Secret");
+    let ns = r.namespace.as_deref().unwrap_or(&gw_key.namespace);
+    let key = NsName::new(ns, r.name.clone());
+    if !group.is_empty() || kind != "Secret" {
+        return Some(Err((
+            "InvalidClientCertificateRef",
+            format!("client certificate kind {group}/{kind} is not supported; use a Secret"),
+        )));
+    }
+    if ns != gw_key.namespace
+        && !reference_granted(
+            store,
+            GATEWAY_GROUP,
+            "Gateway",
+            &gw_key.namespace,
+            "",
+            "Secret",
+            &key,
+        )
+    {
+        return Some(Err((
+            "RefNotPermitted",
+            format!("no ReferenceGrant in namespace {ns} allows this Gateway to use Secret {key}"),
+        )));
+    }
+    let Some(secret) = store.secrets.get(&key) else {
+        return Some(Err((
+            "InvalidClientCertificateRef",
+            format!("Secret {key} does not exist"),
+        )));
+    };
+    // Checked with rustls first: pingora's certificate type expects well-formed input.
+    if let Err(e) = certified_key(&secret.obj) {
+        return Some(Err((
+            "InvalidClientCertificateRef",
+            format!("Secret {key}: {e}"),
+        )));
+    }
+    let data = secret_data(&secret.obj);
+    let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut data.get("tls.crt")?.as_slice())
+        .filter_map(Result::ok)
+        .map(|c| c.to_vec())
+        .collect();
+    let key_der = rustls_pemfile::private_key(&mut data.get("tls.key")?.as_slice())
+        .ok()
+        .flatten()?
+        .secret_der()
+        .to_vec();
+    if certs.is_empty() || !certs.iter().all(|c| x509_der_ok(c)) {
+        return Some(Err((
+            "InvalidClientCertificateRef",
+            format!("Secret {key}: tls.crt holds a certificate that cannot be parsed"),
+        )));
+    }
+    Some(Ok(Arc::new(pingora::utils::tls::CertKey::new(
+        certs, key_der,
+    ))))
+}
+
+/// Parses a `kubernetes.io/tls` Secret into a rustls certified key.
+pub fn certified_key(
+    secret: &k8s_openapi::api::core::v1::Secret,
+) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let data = secret_data(secret);
+    let cert_pem = data.get("tls.crt").ok_or("missing tls.crt")?;
+    let key_pem = data.get("tls.key").ok_or("missing tls.key")?;
+    certified_key_from_pem(cert_pem, key_pem)
+}
+
+/// A certificate chain and its private key, from PEM.
+pub fn certified_key_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("tls.crt is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("tls.crt holds no certificate".into());
+    }
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| format!("tls.key is not PEM: {e}"))?
+        .ok_or("tls.key holds no private key")?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(certs, key, &provider)
+        .map(Arc::new)
+        .map_err(|e| format!("certificate and key do not form a usable pair: {e}"))
+}

@@ -1,0 +1,348 @@
+//! Gateway and ListenerSet listeners: addresses, each listener's state (protocol, route kinds,
+//! certificates), conflicts and listener precedence, and the ListenerSets a Gateway admits.
+
+use super::*;
+
+pub(super) fn gateway_address(
+    gw: &Object<Gateway>,
+    pool: &mut Option<impl Iterator<Item = IpAddr>>,
+    opts: &Options,
+) -> Result<IpAddr, (&'static str, String)> {
+    // An address entry without a value asks for an address to be assigned (GatewayAddressEmpty).
+    if let Some(first) = gw
+        .obj
+        .spec
+        .addresses
+        .iter()
+        .flatten()
+        .find(|a| a.value.is_some())
+    {
+        let ty = first.r#type.as_deref().unwrap_or("IPAddress");
+        if ty != "IPAddress" {
+            return Err((
+                "UnsupportedAddress",
+                format!("address type {ty} is not supported; use IPAddress"),
+            ));
+        }
+        return match first.value.as_deref().map(str::parse::<IpAddr>) {
+            Some(Ok(ip)) => Ok(ip),
+            _ => Err((
+                "UnsupportedAddress",
+                format!(
+                    "{:?} is not an IP address",
+                    first.value.as_deref().unwrap_or("")
+                ),
+            )),
+        };
+    }
+    match pool {
+        Some(p) => p.next().ok_or((
+            "AddressNotAssigned",
+            "the address pool has no free address left".to_string(),
+        )),
+        None => Ok(opts.bind),
+    }
+}
+
+pub(super) fn listener_state(
+    store: &Store,
+    gw_key: &NsName,
+    l: &GatewayListeners,
+    warnings: &mut Vec<Warning>,
+    memory: &mut TlsMemory<'_>,
+    gw: &Object<Gateway>,
+) -> ListenerState {
+    let protocol = match l.protocol.as_str() {
+        "HTTP" => Some(Protocol::Http),
+        "HTTPS" => Some(Protocol::Https),
+        _ => None,
+    };
+    let allowed = match l
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref())
+    {
+        None => AllowedNamespaces::Same,
+        Some(ns) => {
+            use gateway_api::experimental::gateways::GatewayListenersAllowedRoutesNamespacesFrom as From;
+            match ns.from {
+                Some(From::All) => AllowedNamespaces::All,
+                Some(From::Selector) => {
+                    AllowedNamespaces::Selector(ns.selector.clone().unwrap_or_default())
+                }
+                Some(From::Same) | None => AllowedNamespaces::Same,
+            }
+        }
+    };
+    let mut st = ListenerState {
+        owner: None,
+        name: l.name.clone(),
+        port: u16::try_from(l.port).unwrap_or(0),
+        protocol,
+        raw_protocol: l.protocol.clone(),
+        hostname: l.hostname.clone(),
+        kinds: Vec::new(),
+        allowed,
+        accepted: (true, "Accepted", "Listener is accepted".into()),
+        resolved_refs: (true, "ResolvedRefs", "All references are resolved".into()),
+        conflicted: None,
+        cert: None,
+        serving_last_good: false,
+        client_validation: None,
+        attached: 0,
+        routes: Vec::new(),
+    };
+    if protocol.is_none() {
+        st.accepted = (
+            false,
+            "UnsupportedProtocol",
+            format!(
+                "protocol {} is not supported; supported: HTTP, HTTPS",
+                l.protocol
+            ),
+        );
+        return st;
+    }
+    // Route kinds.
+    match l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
+        None => st.kinds.push("HTTPRoute".into()),
+        Some(kinds) => {
+            let mut invalid = Vec::new();
+            for k in kinds {
+                let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
+                if group == GATEWAY_GROUP && k.kind == "HTTPRoute" {
+                    if !st.kinds.contains(&k.kind) {
+                        st.kinds.push(k.kind.clone());
+                    }
+                } else {
+                    invalid.push(format!("{group}/{}", k.kind));
+                }
+            }
+            if !invalid.is_empty() {
+                st.resolved_refs = (
+                    false,
+                    "InvalidRouteKinds",
+                    format!(
+                        "route kinds not supported on this listener: {}",
+                        invalid.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    // TLS.
+    if protocol == Some(Protocol::Https) {
+        let tls = l.tls.as_ref();
+        use gateway_api::experimental::gateways::GatewayListenersTlsMode as Mode;
+        if matches!(tls.and_then(|t| t.mode.as_ref()), Some(Mode::Passthrough)) {
+            st.accepted = (
+                false,
+                "UnsupportedValue",
+                "TLS mode Passthrough is not valid for HTTPS listeners".into(),
+            );
+            return st;
+        }
+        let refs = tls.and_then(|t| t.certificate_refs.as_ref());
+        let Some(first) = refs.and_then(|r| r.first()) else {
+            st.resolved_refs = (
+                false,
+                "InvalidCertificateRef",
+                "an HTTPS listener needs a certificateRef".into(),
+            );
+            return st;
+        };
+        let group = first.group.as_deref().unwrap_or("");
+        let kind = first.kind.as_deref().unwrap_or("Secret");
+        let ns = first.namespace.as_deref().unwrap_or(&gw_key.namespace);
+        let secret_key = NsName::new(ns, first.name.clone());
+        if !group.is_empty() || kind != "Secret" {
+            st.resolved_refs = (
+                false,
+                "InvalidCertificateRef",
+                format!("certificateRef kind {group}/{kind} is not supported; use a Secret"),
+            );
+        } else if ns != gw_key.namespace
+            && !reference_granted(
+                store,
+                GATEWAY_GROUP,
+                if gw.obj.metadata.name.as_deref() == Some(gw_key.name.as_str())
+                    && gw.obj.metadata.namespace.as_deref().unwrap_or("default") == gw_key.namespace
+                {
+                    "Gateway"
+                } else {
+                    "ListenerSet"
+                },
+                &gw_key.namespace,
+                "",
+                "Secret",
+                &secret_key,
+            )
+        {
+            st.resolved_refs = (
+                false,
+                "RefNotPermitted",
+                format!("no ReferenceGrant in namespace {ns} allows this Gateway to use Secret {secret_key}"),
+            );
+        } else {
+            match store.secrets.get(&secret_key) {
+                None => {
+                    st.resolved_refs = (
+                        false,
+                        "InvalidCertificateRef",
+                        format!("Secret {secret_key} does not exist"),
+                    );
+                }
+                Some(secret) => match certified_key(&secret.obj) {
+                    Ok(ck) => {
+                        st.cert = Some(ck);
+                        let data = secret_data(&secret.obj);
+                        if let (Some(cert), Some(key)) = (data.get("tls.crt"), data.get("tls.key"))
+                        {
+                            memory.next.insert(
+                                secret_key.clone(),
+                                TlsPem {
+                                    cert: cert.clone(),
+                                    key: key.clone(),
+                                },
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        // A Secret that was valid before keeps its last valid content in
+                        // service: a bad edit must not take an HTTPS listener down.
+                        let last = memory.previous.get(&secret_key).and_then(|pem| {
+                            certified_key_from_pem(&pem.cert, &pem.key)
+                                .ok()
+                                .map(|ck| (pem.clone(), ck))
+                        });
+                        let kept = if let Some((pem, ck)) = last {
+                            memory.next.insert(secret_key.clone(), pem);
+                            st.cert = Some(ck);
+                            st.serving_last_good = true;
+                            "; the listener keeps serving the last valid certificate of this Secret"
+                        } else {
+                            "; no valid certificate was ever loaded from it, so the listener is not served"
+                        };
+                        warnings.push(Warning {
+                            source: secret.source.to_string(),
+                            object: format!("Secret {secret_key}"),
+                            field: ".data".into(),
+                            message: format!("{e}{kept}"),
+                        });
+                        st.resolved_refs = (
+                            false,
+                            "InvalidCertificateRef",
+                            format!("Secret {secret_key}: {e}{kept}"),
+                        );
+                    }
+                },
+            }
+        }
+        if !st.resolved_refs.0 {
+            warnings.push(Warning {
+                source: gw.source.to_string(),
+                object: format!("Gateway {gw_key}"),
+                field: format!(".spec.listeners[name={}].tls.certificateRefs", l.name),
+                message: st.resolved_refs.2.clone(),
+            });
+        }
+        if st.resolved_refs.0 || st.serving_last_good {
+            frontend_validation(store, gw_key, gw, &mut st);
+        }
+    }
+    st
+}
+
+/// Marks listeners that share a port with another listener of a different protocol
+/// (ProtocolConflict) or of the same protocol and hostname (HostnameConflict). Protocols are
+/// compared as written, so a listener of a protocol we do not serve (TCP, UDP, TLS) still
+/// conflicts. Within the Gateway every conflicting listener is marked. A ListenerSet listener
+/// yields to the listeners that precede it and are not themselves conflicted: the Gateway's,
+/// then those of older ListenerSets, then earlier ones of its own set.
+pub(super) fn mark_conflicts(st: &mut GatewayState<'_>) {
+    fn conflict(a: &ListenerState, b: &ListenerState) -> Option<(&'static str, String)> {
+        if a.port != b.port {
+            None
+        } else if a.raw_protocol != b.raw_protocol {
+            Some((
+                "ProtocolConflict",
+                format!(
+                    "port {} is also used with protocol {} by listener {}",
+                    a.port, b.raw_protocol, b.name
+                ),
+            ))
+        } else if a.hostname == b.hostname {
+            Some((
+                "HostnameConflict",
+                format!(
+                    "hostname {:?} on port {} is also used by listener {}",
+                    a.hostname.as_deref().unwrap_or(""),
+                    a.port,
+                    b.name
+                ),
+            ))
+        } else {
+            None
+        }
+    }
+    let n = st.listeners.len();
+    for i in 0..n {
+        let found = if st.listeners[i].owner.is_none() {
+            (0..n)
+                .filter(|&j| j != i && st.listeners[j].owner.is_none())
+                .find_map(|j| conflict(&st.listeners[i], &st.listeners[j]))
+        } else {
+            (0..i)
+                .filter(|&j| st.listeners[j].conflicted.is_none())
+                .find_map(|j| conflict(&st.listeners[i], &st.listeners[j]))
+        };
+        if let Some((reason, msg)) = found {
+            let l = &mut st.listeners[i];
+            l.accepted = (false, reason, msg.clone());
+            l.conflicted = Some((reason, msg));
+        }
+    }
+}
+
+/// ListenerSets that name `gw` as their parent, oldest first, and whether the Gateway's
+/// `allowedListeners` lets each attach (the default allows none).
+pub(super) fn attached_listener_sets<'a>(
+    store: &'a Store,
+    gw_key: &NsName,
+    gw: &Object<Gateway>,
+) -> Vec<(
+    NsName,
+    &'a Object<gateway_api::listenersets::ListenerSet>,
+    bool,
+)> {
+    let mut out: Vec<_> = store
+        .listener_sets
+        .iter()
+        .filter(|(k, ls)| {
+            let p = &ls.obj.spec.parent_ref;
+            p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+                && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+                && p.name == gw_key.name
+                && p.namespace.as_deref().unwrap_or(&k.namespace) == gw_key.namespace
+        })
+        .map(|(k, ls)| {
+            use gateway_api::experimental::gateways::GatewayAllowedListenersNamespacesFrom as From;
+            let ns = gw.obj.spec.allowed_listeners.as_ref().and_then(|a| a.namespaces.as_ref());
+            let allowed = match ns.and_then(|n| n.from.as_ref()) {
+                None | Some(From::None) => false,
+                Some(From::Same) => k.namespace == gw_key.namespace,
+                Some(From::All) => true,
+                Some(From::Selector) => {
+                    let sel = ns.and_then(|n| n.selector.as_ref());
+                    let sel = sel.map(|s| serde_json::to_value(s).unwrap_or_default()).unwrap_or_default();
+                    let sel: gateway_api::experimental::gateways::GatewayListenersAllowedRoutesNamespacesSelector =
+                        serde_json::from_value(sel).unwrap_or_default();
+                    namespace_allowed(store, &AllowedNamespaces::Selector(sel), &gw_key.namespace, &k.namespace)
+                }
+            };
+            (k.clone(), ls, allowed)
+        })
+        .collect();
+    out.sort_by(|a, b| (a.1.created, &a.0).cmp(&(b.1.created, &b.0)));
+    out
+}

@@ -1,0 +1,533 @@
+//! The one translation from Gateway API objects to proxy configuration and status.
+//!
+//! `translate` is a pure function: the same store and options give the same snapshot and the
+//! same status, with no I/O and no clock (the condition timestamp is an input). The standalone
+//! file provider and the Kubernetes controller both call it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use gateway_api::experimental::gateways::{Gateway, GatewayListeners};
+use gateway_api::experimental::httproutes::{
+    HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersRequestHeaderModifier,
+    HttpRouteRulesFiltersRequestRedirectPathType, HttpRouteRulesFiltersRequestRedirectScheme,
+    HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
+    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
+    HttpRouteRulesMatchesQueryParamsType,
+};
+use http::{HeaderName, HeaderValue, Method};
+use ipnet::IpNet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use regex::Regex;
+use serde::Serialize;
+
+use crate::config::{
+    BackendTarget, Bind, Cluster, Config, HeaderMatch, HeaderModifier, Listener, ListenerSet,
+    Mirror, PathMatch, PathModifier, Protocol, QueryMatch, Redirect, Route, RouteMatch, RouteTable,
+    RuleAction, StringMatch, UrlRewrite, WeightedBackend,
+};
+use crate::resources::{namespace_labels, secret_data, NsName, Object, Store, GATEWAY_GROUP};
+
+mod attach;
+mod backend_tls;
+mod backends;
+mod certs;
+mod filters;
+mod listeners;
+mod rules;
+mod status;
+
+use attach::*;
+use backend_tls::*;
+use backends::*;
+use certs::*;
+use filters::*;
+use listeners::*;
+use rules::*;
+use status::*;
+
+pub use attach::intersect_hostnames;
+pub use certs::{ca_certificates, certified_key, certified_key_from_pem};
+
+pub const DEFAULT_CONTROLLER_NAME: &str = "sluice.dev/gateway-controller";
+
+/// What translation needs besides the objects.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub controller_name: String,
+    /// Address for Gateways without `spec.addresses` when there is no pool.
+    pub bind: IpAddr,
+    /// Addresses handed out to Gateways without `spec.addresses`, in order.
+    pub address_pool: Option<IpNet>,
+    /// The time written as `lastTransitionTime` of new conditions.
+    pub now: k8s_openapi::jiff::Timestamp,
+    /// Snapshot version.
+    pub version: u64,
+    /// How the resources that run each Gateway in a cluster are rendered.
+    pub infra: crate::infra::InfraOptions,
+    /// The last valid content of each TLS Secret a listener used (`Translation::tls_last_good`
+    /// of the previous translation). A listener whose Secret became invalid keeps serving it.
+    pub tls_last_good: BTreeMap<NsName, TlsPem>,
+}
+
+/// A certificate chain and private key, as PEM, from a Secret's `tls.crt` and `tls.key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            controller_name: DEFAULT_CONTROLLER_NAME.into(),
+            bind: IpAddr::from([127, 0, 0, 1]),
+            address_pool: None,
+            now: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            version: 0,
+            infra: crate::infra::InfraOptions::default(),
+            tls_last_good: BTreeMap::new(),
+        }
+    }
+}
+
+/// The status of one object, exactly as a controller would write it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ObjectStatus {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: StatusMeta,
+    pub status: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StatusMeta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+}
+
+/// A problem worth an operator's attention that does not stop the configuration from applying
+/// (it is also visible in status).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Warning {
+    pub source: String,
+    pub object: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::resources::located(
+            &self.source,
+            &self.object,
+            &self.field,
+            &self.message,
+        ))
+    }
+}
+
+pub struct Translation {
+    pub config: Config,
+    pub statuses: Vec<ObjectStatus>,
+    pub warnings: Vec<Warning>,
+    /// What runs each accepted Gateway in a cluster, with its `spec.infrastructure` metadata.
+    pub infrastructure: Vec<crate::infra::GatewayInfra>,
+    /// The last valid content of every TLS Secret a listener references: its content now when
+    /// valid, else what `Options::tls_last_good` held. Pass it to the next translation.
+    pub tls_last_good: BTreeMap<NsName, TlsPem>,
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if ok { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: Time(now),
+    }
+}
+
+/// A listener's state while routes are attached to it.
+struct ListenerState {
+    /// The ListenerSet that declares this listener; `None` for the Gateway's own listeners.
+    owner: Option<NsName>,
+    name: String,
+    port: u16,
+    protocol: Option<Protocol>,
+    /// `protocol` as written, for conflicts with listeners of protocols we do not serve.
+    raw_protocol: String,
+    hostname: Option<String>,
+    /// Route kinds it accepts (empty when none is supported).
+    kinds: Vec<String>,
+    allowed: AllowedNamespaces,
+    accepted: (bool, &'static str, String),
+    resolved_refs: (bool, &'static str, String),
+    conflicted: Option<(&'static str, String)>,
+    cert: Option<Arc<rustls::sign::CertifiedKey>>,
+    /// Its Secret is invalid now, and `cert` is the Secret's last valid content.
+    serving_last_good: bool,
+    /// Client certificate validation of this HTTPS listener (from `spec.tls.frontend`).
+    client_validation: Option<crate::engine::tls::ClientValidation>,
+    attached: i32,
+    routes: Vec<PendingRoute>,
+}
+
+impl ListenerState {
+    fn programmed(&self) -> bool {
+        self.accepted.0
+            && (self.resolved_refs.0 || self.serving_last_good)
+            && self.conflicted.is_none()
+    }
+}
+
+enum AllowedNamespaces {
+    Same,
+    All,
+    Selector(gateway_api::experimental::gateways::GatewayListenersAllowedRoutesNamespacesSelector),
+}
+
+struct GatewayState<'a> {
+    key: NsName,
+    obj: &'a Object<Gateway>,
+    address: Result<IpAddr, (&'static str, String)>,
+    listeners: Vec<ListenerState>,
+    /// ListenerSets whose parent is this Gateway, in precedence order, and whether they are
+    /// allowed to attach.
+    listener_sets: Vec<(
+        NsName,
+        &'a Object<gateway_api::listenersets::ListenerSet>,
+        bool,
+    )>,
+    /// `spec.tls.backend.clientCertificateRef`: the certificate, or why it cannot be used.
+    backend_cert: Option<Result<Arc<pingora::utils::tls::CertKey>, (&'static str, String)>>,
+}
+
+/// A route match waiting to be placed in a listener's route table.
+struct PendingRoute {
+    hostnames: Vec<Option<String>>,
+    route: Arc<Route>,
+    order: RouteOrder,
+}
+
+/// The Gateway API precedence of a match, as a sort key (smaller first).
+///
+/// Within one hostname, precedence goes to:
+/// 1. an Exact path match, then the longest PathPrefix (regex matches after prefixes, longest
+///    pattern first; their precedence is implementation-specific);
+/// 2. a method match;
+/// 3. the most header matches;
+/// 4. the most query parameter matches;
+/// 5. then the oldest Route, then `namespace/name` alphabetically, then rule and match order.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct RouteOrder {
+    path_kind: std::cmp::Reverse<u8>,
+    path_len: std::cmp::Reverse<usize>,
+    method: std::cmp::Reverse<bool>,
+    headers: std::cmp::Reverse<usize>,
+    query: std::cmp::Reverse<usize>,
+    created: (Option<i64>, usize),
+    route: NsName,
+    rule: usize,
+    matcher: usize,
+}
+
+/// Translates every object into one snapshot and the status of every object we own.
+pub fn translate(store: &Store, opts: &Options) -> Translation {
+    let now = opts.now;
+    let mut statuses = Vec::new();
+    let mut warnings = Vec::new();
+    let mut tls_memory = TlsMemory {
+        previous: &opts.tls_last_good,
+        next: BTreeMap::new(),
+    };
+
+    // GatewayClasses naming our controller.
+    let mut our_classes = HashSet::new();
+    for (name, class) in &store.gateway_classes {
+        if class.obj.spec.controller_name != opts.controller_name {
+            continue;
+        }
+        let generation = class.obj.metadata.generation;
+        let (ok, reason, msg) = match &class.obj.spec.parameters_ref {
+            Some(p) => (
+                false,
+                "InvalidParameters",
+                format!(
+                    "parametersRef {}/{} is not supported by this controller",
+                    p.kind, p.name
+                ),
+            ),
+            None => (true, "Accepted", "Accepted by Sluice".to_string()),
+        };
+        if ok {
+            our_classes.insert(name.clone());
+        }
+        statuses.push(ObjectStatus {
+            api_version: format!("{GATEWAY_GROUP}/v1"),
+            kind: "GatewayClass".into(),
+            metadata: StatusMeta {
+                namespace: None,
+                name: name.clone(),
+                generation,
+            },
+            status: serde_json::json!({
+                "conditions": [condition("Accepted", ok, reason, msg, generation, now)],
+            }),
+        });
+    }
+
+    // Our Gateways, oldest first: the older Gateway keeps a contested address and port.
+    let mut gateways: Vec<(&NsName, &Object<Gateway>)> = store
+        .gateways
+        .iter()
+        .filter(|(_, g)| our_classes.contains(&g.obj.spec.gateway_class_name))
+        .collect();
+    gateways.sort_by(|a, b| (a.1.created, a.0).cmp(&(b.1.created, b.0)));
+    crate::unserved::skipped_objects(store, &mut warnings);
+    crate::unserved::gateway_classes(store, &opts.controller_name, gateways.len(), &mut warnings);
+
+    let requested: HashSet<IpAddr> = gateways
+        .iter()
+        .flat_map(|(_, g)| g.obj.spec.addresses.iter().flatten())
+        .filter_map(|a| a.value.as_deref()?.parse().ok())
+        .collect();
+    let mut pool = opts
+        .address_pool
+        .map(|net| net.hosts().filter(move |ip| !requested.contains(ip)));
+
+    let mut states: Vec<GatewayState<'_>> = Vec::new();
+    for (key, gw) in &gateways {
+        let address = gateway_address(gw, &mut pool, opts);
+        let mut listeners: Vec<ListenerState> = gw
+            .obj
+            .spec
+            .listeners
+            .iter()
+            .map(|l| listener_state(store, key, l, &mut warnings, &mut tls_memory, gw))
+            .collect();
+        let listener_sets = attached_listener_sets(store, key, gw);
+        for (ls_key, ls, allowed) in &listener_sets {
+            if !allowed {
+                continue;
+            }
+            for l in &ls.obj.spec.listeners {
+                // A ListenerSet listener has the schema of a Gateway listener.
+                let gl = match serde_json::to_value(l)
+                    .and_then(serde_json::from_value::<GatewayListeners>)
+                {
+                    Ok(gl) => gl,
+                    Err(e) => {
+                        warnings.push(Warning {
+                            source: ls.source.to_string(),
+                            object: format!("ListenerSet {ls_key}"),
+                            field: format!(".spec.listeners[name={}]", l.name),
+                            message: format!(
+                                "not served: it does not read as a Gateway listener: {e}"
+                            ),
+                        });
+                        continue;
+                    }
+                };
+                let mut st = listener_state(store, ls_key, &gl, &mut warnings, &mut tls_memory, gw);
+                st.owner = Some(ls_key.clone());
+                listeners.push(st);
+            }
+        }
+        let mut state = GatewayState {
+            key: (*key).clone(),
+            obj: gw,
+            address,
+            listeners,
+            listener_sets,
+            backend_cert: backend_client_cert(store, key, gw),
+        };
+        mark_conflicts(&mut state);
+        states.push(state);
+    }
+
+    // Address and port are claimed by the oldest Gateway; later claimants are refused.
+    let mut claimed: HashMap<SocketAddr, NsName> = HashMap::new();
+    for st in &mut states {
+        let Ok(ip) = st.address else { continue };
+        let mut mine = HashSet::new();
+        for l in &mut st.listeners {
+            let addr = SocketAddr::new(ip, l.port);
+            match claimed.get(&addr) {
+                Some(owner) if !mine.contains(&addr) => {
+                    l.accepted = (
+                        false,
+                        "PortUnavailable",
+                        format!("{addr} is already served by Gateway {owner}, which is older"),
+                    );
+                }
+                _ => {
+                    claimed.insert(addr, st.key.clone());
+                    mine.insert(addr);
+                }
+            }
+        }
+    }
+
+    // BackendTLSPolicies, then routes.
+    let (tls, policy_states) = backend_tls_policies(store, opts);
+    let mut clusters = Clusters {
+        map: HashMap::new(),
+        tls,
+        without_endpoints: Vec::new(),
+    };
+    let mut routes: Vec<(&NsName, &Object<HttpRoute>)> = store.http_routes.iter().collect();
+    routes.sort_by(|a, b| (a.1.created, a.0).cmp(&(b.1.created, b.0)));
+    for (key, route) in routes {
+        if let Some(st) = attach_http_route(
+            store,
+            key,
+            route,
+            &mut states,
+            &mut clusters,
+            &mut warnings,
+            opts,
+        ) {
+            statuses.push(st);
+        }
+    }
+
+    for (svc, port) in &clusters.without_endpoints {
+        let Some(obj) = store.services.get(svc) else {
+            continue;
+        };
+        warnings.push(Warning {
+            source: obj.source.to_string(),
+            object: format!("Service {svc}"),
+            field: format!(".spec.ports[port={port}]"),
+            message: format!(
+                "no ready endpoints: requests routed to it are answered 503. Endpoints come from \
+                 EndpointSlices labelled kubernetes.io/service-name={}, with a port named as \
+                 this Service port",
+                svc.name
+            ),
+        });
+    }
+
+    // Gateway status and the snapshot.
+    let mut config = Config {
+        version: opts.version,
+        binds: HashMap::new(),
+        backend_client_certs: HashMap::new(),
+        // Checked when the manifests were loaded; a store built otherwise gets no policies.
+        egress: Arc::new(
+            crate::egress::policy::EgressPolicies::compile(
+                store.egress_policies.iter().map(|(k, p)| (k, &p.obj.spec)),
+                &crate::egress::policy::store_ca_lookup(store),
+            )
+            .unwrap_or_default(),
+        ),
+    };
+    let our_gateways: HashSet<NsName> = states.iter().map(|s| s.key.clone()).collect();
+    let mut infrastructure = Vec::new();
+    for st in states {
+        let ports: Vec<u16> = st
+            .listeners
+            .iter()
+            .filter(|l| l.accepted.0)
+            .map(|l| l.port)
+            .collect();
+        let out = gateway_status(&st, &mut config, now);
+        let accepted = out.iter().any(|s| {
+            s.kind == "Gateway"
+                && s.status["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Accepted" && c["status"] == "True")
+                })
+        });
+        if accepted {
+            infrastructure.push(crate::infra::render(&st.obj.obj, &ports, &opts.infra));
+        }
+        statuses.extend(out);
+    }
+    statuses.extend(policy_statuses(store, &policy_states, &our_gateways, opts));
+    statuses.sort_by(|a, b| {
+        (kind_rank(&a.kind), &a.metadata.namespace, &a.metadata.name).cmp(&(
+            kind_rank(&b.kind),
+            &b.metadata.namespace,
+            &b.metadata.name,
+        ))
+    });
+    Translation {
+        config,
+        statuses,
+        warnings,
+        infrastructure,
+        tls_last_good: tls_memory.next,
+    }
+}
+
+/// The last valid TLS Secrets: what the previous translation kept, and what this one keeps.
+struct TlsMemory<'a> {
+    previous: &'a BTreeMap<NsName, TlsPem>,
+    next: BTreeMap<NsName, TlsPem>,
+}
+
+/// Clusters built so far, and the backend TLS settings they take from BackendTLSPolicies.
+struct Clusters {
+    map: HashMap<String, Arc<Cluster>>,
+    tls: BackendTlsByTarget,
+    /// Service ports routes use that have no ready endpoint, in the order first used.
+    without_endpoints: Vec<(NsName, i32)>,
+}
+
+/// (Service, port name or "" for the whole Service) → TLS settings.
+type BackendTlsByTarget = HashMap<(NsName, String), Arc<crate::config::BackendTls>>;
+
+fn kind_rank(kind: &str) -> u8 {
+    match kind {
+        "GatewayClass" => 0,
+        "Gateway" => 1,
+        _ => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostname_intersection() {
+        assert_eq!(intersect_hostnames(None, "a.com").as_deref(), Some("a.com"));
+        assert_eq!(
+            intersect_hostnames(Some("a.com"), "a.com").as_deref(),
+            Some("a.com")
+        );
+        assert_eq!(
+            intersect_hostnames(Some("*.a.com"), "x.a.com").as_deref(),
+            Some("x.a.com")
+        );
+        assert_eq!(
+            intersect_hostnames(Some("x.a.com"), "*.a.com").as_deref(),
+            Some("x.a.com")
+        );
+        assert_eq!(
+            intersect_hostnames(Some("*.a.com"), "*.b.a.com").as_deref(),
+            Some("*.b.a.com")
+        );
+        assert_eq!(
+            intersect_hostnames(Some("*.b.a.com"), "*.a.com").as_deref(),
+            Some("*.b.a.com")
+        );
+        assert_eq!(intersect_hostnames(Some("*.a.com"), "a.com"), None);
+        assert_eq!(intersect_hostnames(Some("b.com"), "a.com"), None);
+    }
+}
