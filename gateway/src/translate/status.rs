@@ -2,22 +2,79 @@
 
 use super::*;
 
-/// Builds the Gateway's status and adds its programmed listeners to the snapshot.
+/// Builds the Gateway's status (and its ListenerSets') and adds its programmed listeners to the
+/// snapshot.
 pub(super) fn gateway_status(
     st: &GatewayState<'_>,
     config: &mut Config,
     now: k8s_openapi::jiff::Timestamp,
 ) -> Vec<ObjectStatus> {
     let generation = st.obj.obj.metadata.generation;
-    let mut listener_status = Vec::new();
-    let mut by_port: BTreeMap<u16, Vec<&ListenerState>> = BTreeMap::new();
-    let mut port_unavailable = false;
-    let mut ls_listener_status: HashMap<NsName, Vec<serde_json::Value>> = HashMap::new();
+    let (listener_status, mut ls_listener_status) = listener_statuses(st, generation, now);
+    if let Some(Ok(cert)) = &st.backend_cert {
+        config
+            .backend_client_certs
+            .insert(st.key.clone(), cert.clone());
+    }
+    let serving = add_binds(st, config);
+    let (accepted, programmed, addresses) = accepted_and_programmed(st, serving, generation, now);
+
+    let gateway_ok = accepted.status == "True" && programmed.status == "True";
+    let mut gw_status = serde_json::json!({
+        "addresses": addresses,
+        "conditions": gateway_conditions(st, accepted, programmed, generation, now),
+        "listeners": listener_status,
+    });
+    if !st.listener_sets.is_empty() {
+        // Only ListenerSets that are Accepted count as attached.
+        let attached = st
+            .listener_sets
+            .iter()
+            .filter(|(k, _, allowed)| gateway_ok && *allowed && listener_set_valid(st, k))
+            .count();
+        gw_status["attachedListenerSets"] = attached.into();
+    }
+    let mut out = vec![ObjectStatus {
+        api_version: format!("{GATEWAY_GROUP}/v1"),
+        kind: "Gateway".into(),
+        metadata: StatusMeta {
+            namespace: Some(st.key.namespace.clone()),
+            name: st.key.name.clone(),
+            generation,
+        },
+        status: gw_status,
+    }];
+    for (ls_key, ls, allowed) in &st.listener_sets {
+        let g = ls.obj.metadata.generation;
+        let listeners = ls_listener_status.remove(ls_key).unwrap_or_default();
+        let conditions = listener_set_conditions(st, ls_key, *allowed, gateway_ok, g, now);
+        out.push(ObjectStatus {
+            api_version: format!("{GATEWAY_GROUP}/v1"),
+            kind: "ListenerSet".into(),
+            metadata: StatusMeta {
+                namespace: Some(ls_key.namespace.clone()),
+                name: ls_key.name.clone(),
+                generation: g,
+            },
+            status: serde_json::json!({"conditions": conditions, "listeners": listeners}),
+        });
+    }
+    out
+}
+
+/// The status of every listener: the Gateway's own, and each ListenerSet's by set.
+fn listener_statuses(
+    st: &GatewayState<'_>,
+    generation: Option<i64>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> (
+    Vec<serde_json::Value>,
+    HashMap<NsName, Vec<serde_json::Value>>,
+) {
+    let mut own = Vec::new();
+    let mut by_set: HashMap<NsName, Vec<serde_json::Value>> = HashMap::new();
     for l in &st.listeners {
         let programmed = l.programmed() && st.address.is_ok();
-        if l.accepted.1 == "PortUnavailable" {
-            port_unavailable = true;
-        }
         let mut conds = vec![
             condition(
                 "Accepted",
@@ -73,8 +130,8 @@ pub(super) fn gateway_status(
             )
         });
         let target = match &l.owner {
-            None => &mut listener_status,
-            Some(o) => ls_listener_status.entry(o.clone()).or_default(),
+            None => &mut own,
+            Some(o) => by_set.entry(o.clone()).or_default(),
         };
         target.push(serde_json::json!({
             "name": l.name,
@@ -82,264 +139,254 @@ pub(super) fn gateway_status(
             "supportedKinds": l.kinds.iter().map(|k| serde_json::json!({"group": GATEWAY_GROUP, "kind": k})).collect::<Vec<_>>(),
             "conditions": conds,
         }));
-        if programmed {
-            by_port.entry(l.port).or_default().push(l);
-        }
     }
+    (own, by_set)
+}
+
+/// Adds a bind to the snapshot for every port with a programmed listener; false when the
+/// Gateway serves nothing.
+fn add_binds(st: &GatewayState<'_>, config: &mut Config) -> bool {
+    let Ok(ip) = st.address else {
+        return false;
+    };
+    let mut by_port: BTreeMap<u16, Vec<&ListenerState>> = BTreeMap::new();
+    for l in st.listeners.iter().filter(|l| l.programmed()) {
+        by_port.entry(l.port).or_default().push(l);
+    }
+    let serving = !by_port.is_empty();
+    for (port, listeners) in by_port {
+        let protocol = listeners[0].protocol.unwrap_or(Protocol::Http);
+        let mut set = ListenerSet::default();
+        let mut certs: Vec<(Option<String>, Arc<rustls::sign::CertifiedKey>)> = Vec::new();
+        // Validation is configured per port, so every listener of the port has the same.
+        let client_validation = listeners.iter().find_map(|l| l.client_validation.clone());
+        for l in listeners {
+            if let Some(c) = &l.cert {
+                certs.push((l.hostname.clone(), c.clone()));
+            }
+            set.insert(Arc::new(Listener {
+                gateway: st.key.clone(),
+                name: l.name.clone(),
+                port,
+                protocol,
+                hostname: l.hostname.clone(),
+                routes: route_table(&l.routes),
+                cert: l.cert.clone(),
+            }));
+        }
+        let tls = (protocol == Protocol::Https)
+            .then(|| crate::engine::tls::server_config(certs, client_validation.as_ref()));
+        let addr = SocketAddr::new(ip, port);
+        config.binds.insert(
+            addr,
+            Arc::new(Bind {
+                addr,
+                protocol,
+                gateway: st.key.clone(),
+                gateway_label: st.key.to_string(),
+                listeners: set,
+                tls,
+            }),
+        );
+    }
+    serving
+}
+
+/// The Gateway's Accepted and Programmed conditions and its status addresses.
+fn accepted_and_programmed(
+    st: &GatewayState<'_>,
+    serving: bool,
+    generation: Option<i64>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> (Condition, Condition, Vec<serde_json::Value>) {
     let own: Vec<&ListenerState> = st.listeners.iter().filter(|l| l.owner.is_none()).collect();
     let valid = own.iter().filter(|l| l.programmed()).count();
-    let (accepted, programmed, addresses) = match &st.address {
-        Err((reason, msg)) => (
-            condition("Accepted", false, reason, msg.clone(), generation, now),
-            condition(
-                "Programmed",
-                false,
-                "AddressNotAssigned",
-                msg.clone(),
-                generation,
-                now,
-            ),
-            vec![],
-        ),
-        Ok(ip) => {
-            let params = st
-                .obj
-                .obj
-                .spec
-                .infrastructure
-                .as_ref()
-                .and_then(|i| i.parameters_ref.as_ref());
-            let accepted = if let Some(p) = params {
-                condition(
-                    "Accepted",
-                    false,
-                    "InvalidParameters",
-                    format!(
-                        "infrastructure.parametersRef {}/{} {} is not supported by this controller",
-                        p.group, p.kind, p.name
-                    ),
-                    generation,
-                    now,
-                )
-            } else if valid == own.len() {
-                condition(
-                    "Accepted",
-                    true,
-                    "Accepted",
-                    "Gateway is accepted",
-                    generation,
-                    now,
-                )
-            } else {
-                condition(
-                    "Accepted",
-                    valid > 0,
-                    "ListenersNotValid",
-                    format!(
-                        "{} of {} listeners are not valid",
-                        own.len() - valid,
-                        own.len()
-                    ),
-                    generation,
-                    now,
-                )
-            };
-            let programmed = if !by_port.is_empty() {
-                condition(
-                    "Programmed",
-                    true,
-                    "Programmed",
-                    format!("Serving on {ip}"),
-                    generation,
-                    now,
-                )
-            } else if port_unavailable {
+    let port_unavailable = st
+        .listeners
+        .iter()
+        .any(|l| l.accepted.1 == "PortUnavailable");
+    let ip = match &st.address {
+        Err((reason, msg)) => {
+            return (
+                condition("Accepted", false, reason, msg.clone(), generation, now),
                 condition(
                     "Programmed",
                     false,
-                    "AddressNotUsable",
-                    format!("the ports of this Gateway on {ip} are used by an older Gateway"),
+                    "AddressNotAssigned",
+                    msg.clone(),
                     generation,
                     now,
-                )
-            } else {
-                condition(
-                    "Programmed",
-                    false,
-                    "Invalid",
-                    "No listener can be served",
-                    generation,
-                    now,
-                )
-            };
-            (
-                accepted,
-                programmed,
-                vec![serde_json::json!({"type": "IPAddress", "value": ip.to_string()})],
+                ),
+                vec![],
             )
         }
+        Ok(ip) => ip,
     };
-
-    if let Some(Ok(cert)) = &st.backend_cert {
-        config
-            .backend_client_certs
-            .insert(st.key.clone(), cert.clone());
-    }
-    if let Ok(ip) = st.address {
-        for (port, listeners) in by_port {
-            let protocol = listeners[0].protocol.unwrap_or(Protocol::Http);
-            let mut set = ListenerSet::default();
-            let mut certs: Vec<(Option<String>, Arc<rustls::sign::CertifiedKey>)> = Vec::new();
-            // Validation is configured per port, so every listener of the port has the same.
-            let client_validation = listeners.iter().find_map(|l| l.client_validation.clone());
-            for l in listeners {
-                if let Some(c) = &l.cert {
-                    certs.push((l.hostname.clone(), c.clone()));
-                }
-                set.insert(Arc::new(Listener {
-                    gateway: st.key.clone(),
-                    name: l.name.clone(),
-                    port,
-                    protocol,
-                    hostname: l.hostname.clone(),
-                    routes: route_table(&l.routes),
-                    cert: l.cert.clone(),
-                }));
-            }
-            let tls = (protocol == Protocol::Https)
-                .then(|| crate::engine::tls::server_config(certs, client_validation.as_ref()));
-            let addr = SocketAddr::new(ip, port);
-            config.binds.insert(
-                addr,
-                Arc::new(Bind {
-                    addr,
-                    protocol,
-                    gateway: st.key.clone(),
-                    gateway_label: st.key.to_string(),
-                    listeners: set,
-                    tls,
-                }),
-            );
-        }
-    }
-
-    let gateway_ok = accepted.status == "True" && programmed.status == "True";
-    let mut gw_status = serde_json::json!({
-        "addresses": addresses,
-        "conditions": gateway_conditions(st, accepted, programmed, generation, now),
-        "listeners": listener_status,
-    });
-    if !st.listener_sets.is_empty() {
-        // Only ListenerSets that are Accepted count as attached.
-        let accepted = if gateway_ok {
-            st.listener_sets
-                .iter()
-                .filter(|(k, _, allowed)| {
-                    let mut own = st.listeners.iter().filter(|l| l.owner.as_ref() == Some(k));
-                    *allowed && (own.clone().next().is_none() || own.any(|l| l.programmed()))
-                })
-                .count()
-        } else {
-            0
-        };
-        gw_status["attachedListenerSets"] = accepted.into();
-    }
-    let mut out = vec![ObjectStatus {
-        api_version: format!("{GATEWAY_GROUP}/v1"),
-        kind: "Gateway".into(),
-        metadata: StatusMeta {
-            namespace: Some(st.key.namespace.clone()),
-            name: st.key.name.clone(),
+    let params = st
+        .obj
+        .obj
+        .spec
+        .infrastructure
+        .as_ref()
+        .and_then(|i| i.parameters_ref.as_ref());
+    let accepted = if let Some(p) = params {
+        condition(
+            "Accepted",
+            false,
+            "InvalidParameters",
+            format!(
+                "infrastructure.parametersRef {}/{} {} is not supported by this controller",
+                p.group, p.kind, p.name
+            ),
             generation,
-        },
-        status: gw_status,
-    }];
-    for (ls_key, ls, allowed) in &st.listener_sets {
-        let g = ls.obj.metadata.generation;
-        let listeners = ls_listener_status.remove(ls_key).unwrap_or_default();
-        let conditions = if !allowed {
-            let msg = format!(
-                "Gateway {} does not allow ListenerSets from namespace {}",
-                st.key, ls_key.namespace
-            );
-            vec![
-                condition("Accepted", false, "NotAllowed", msg.clone(), g, now),
-                condition("Programmed", false, "NotAllowed", msg, g, now),
-            ]
-        } else if !gateway_ok {
-            let msg = format!("parent Gateway {} is not accepted and programmed", st.key);
-            vec![
-                condition("Accepted", false, "ParentNotAccepted", msg.clone(), g, now),
-                condition("Programmed", false, "ParentNotProgrammed", msg, g, now),
-            ]
-        } else {
-            let own: Vec<&ListenerState> = st
-                .listeners
-                .iter()
-                .filter(|l| l.owner.as_ref() == Some(ls_key))
-                .collect();
-            let valid = own.iter().filter(|l| l.programmed()).count();
-            if valid == own.len() {
-                vec![
-                    condition(
-                        "Accepted",
-                        true,
-                        "Accepted",
-                        "ListenerSet is accepted",
-                        g,
-                        now,
-                    ),
-                    condition(
-                        "Programmed",
-                        true,
-                        "Programmed",
-                        "ListenerSet is serving",
-                        g,
-                        now,
-                    ),
-                ]
-            } else {
-                let msg = format!(
-                    "{} of {} listeners are not valid",
-                    own.len() - valid,
-                    own.len()
-                );
-                vec![
-                    condition(
-                        "Accepted",
-                        valid > 0,
-                        "ListenersNotValid",
-                        msg.clone(),
-                        g,
-                        now,
-                    ),
-                    if valid > 0 {
-                        condition(
-                            "Programmed",
-                            true,
-                            "Programmed",
-                            "ListenerSet is serving its valid listeners",
-                            g,
-                            now,
-                        )
-                    } else {
-                        condition("Programmed", false, "ListenersNotValid", msg, g, now)
-                    },
-                ]
-            }
-        };
-        out.push(ObjectStatus {
-            api_version: format!("{GATEWAY_GROUP}/v1"),
-            kind: "ListenerSet".into(),
-            metadata: StatusMeta {
-                namespace: Some(ls_key.namespace.clone()),
-                name: ls_key.name.clone(),
-                generation: g,
-            },
-            status: serde_json::json!({"conditions": conditions, "listeners": listeners}),
-        });
+            now,
+        )
+    } else if valid == own.len() {
+        condition(
+            "Accepted",
+            true,
+            "Accepted",
+            "Gateway is accepted",
+            generation,
+            now,
+        )
+    } else {
+        condition(
+            "Accepted",
+            valid > 0,
+            "ListenersNotValid",
+            format!(
+                "{} of {} listeners are not valid",
+                own.len() - valid,
+                own.len()
+            ),
+            generation,
+            now,
+        )
+    };
+    let programmed = if serving {
+        condition(
+            "Programmed",
+            true,
+            "Programmed",
+            format!("Serving on {ip}"),
+            generation,
+            now,
+        )
+    } else if port_unavailable {
+        condition(
+            "Programmed",
+            false,
+            "AddressNotUsable",
+            format!("the ports of this Gateway on {ip} are used by an older Gateway"),
+            generation,
+            now,
+        )
+    } else {
+        condition(
+            "Programmed",
+            false,
+            "Invalid",
+            "No listener can be served",
+            generation,
+            now,
+        )
+    };
+    (
+        accepted,
+        programmed,
+        vec![serde_json::json!({"type": "IPAddress", "value": ip.to_string()})],
+    )
+}
+
+/// A ListenerSet with at least one valid listener (or none at all) is accepted.
+fn listener_set_valid(st: &GatewayState<'_>, key: &NsName) -> bool {
+    let mut own = st
+        .listeners
+        .iter()
+        .filter(|l| l.owner.as_ref() == Some(key));
+    own.clone().next().is_none() || own.any(|l| l.programmed())
+}
+
+/// A ListenerSet's Accepted and Programmed conditions.
+fn listener_set_conditions(
+    st: &GatewayState<'_>,
+    ls_key: &NsName,
+    allowed: bool,
+    gateway_ok: bool,
+    g: Option<i64>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Vec<Condition> {
+    if !allowed {
+        let msg = format!(
+            "Gateway {} does not allow ListenerSets from namespace {}",
+            st.key, ls_key.namespace
+        );
+        return vec![
+            condition("Accepted", false, "NotAllowed", msg.clone(), g, now),
+            condition("Programmed", false, "NotAllowed", msg, g, now),
+        ];
     }
-    out
+    if !gateway_ok {
+        let msg = format!("parent Gateway {} is not accepted and programmed", st.key);
+        return vec![
+            condition("Accepted", false, "ParentNotAccepted", msg.clone(), g, now),
+            condition("Programmed", false, "ParentNotProgrammed", msg, g, now),
+        ];
+    }
+    let own: Vec<&ListenerState> = st
+        .listeners
+        .iter()
+        .filter(|l| l.owner.as_ref() == Some(ls_key))
+        .collect();
+    let valid = own.iter().filter(|l| l.programmed()).count();
+    if valid == own.len() {
+        return vec![
+            condition(
+                "Accepted",
+                true,
+                "Accepted",
+                "ListenerSet is accepted",
+                g,
+                now,
+            ),
+            condition(
+                "Programmed",
+                true,
+                "Programmed",
+                "ListenerSet is serving",
+                g,
+                now,
+            ),
+        ];
+    }
+    let msg = format!(
+        "{} of {} listeners are not valid",
+        own.len() - valid,
+        own.len()
+    );
+    vec![
+        condition(
+            "Accepted",
+            valid > 0,
+            "ListenersNotValid",
+            msg.clone(),
+            g,
+            now,
+        ),
+        if valid > 0 {
+            condition(
+                "Programmed",
+                true,
+                "Programmed",
+                "ListenerSet is serving its valid listeners",
+                g,
+                now,
+            )
+        } else {
+            condition("Programmed", false, "ListenersNotValid", msg, g, now)
+        },
+    ]
 }
 
 /// Accepted and Programmed, and ResolvedRefs when the Gateway itself references something
