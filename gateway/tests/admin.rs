@@ -1,4 +1,5 @@
 //! The admin listener and the access log.
+#![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
 mod common;
 

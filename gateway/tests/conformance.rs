@@ -5,6 +5,7 @@
 //! The cases and the base resources are written by us from the spec and each upstream test's
 //! intent; they are not copies of the upstream suite (which runs in kind, see
 //! `conformance/README.md`).
+#![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The egress gateway through the real binary: allow-lists for HTTP (absolute form) and CONNECT,
 //! wildcard depth, IP-literal and Host/SNI mismatch refusal, audit mode, live policy changes
 //! and the explain command. Destinations are local servers reached through static endpoints.
+#![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Extended HTTPRoute features through the real binary: timeouts, retries, CORS, h2c backends
 //! and misdirected-request detection. Timing is proven with the echo backend's `?delay=` and
 //! `/retry/` endpoints, never with sleeps in the test.
+#![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
 mod common;
 

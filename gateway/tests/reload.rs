@@ -1,5 +1,6 @@
 //! Live reload: changes to the manifests folder apply without a restart and without failing a
 //! request; invalid changes are reported and the last good configuration stays in force.
+#![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! HTTPRoute behaviour through the real gateway binary, real sockets and echo backends.
+#![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
 mod common;
 

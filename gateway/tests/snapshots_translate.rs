@@ -1,5 +1,6 @@
 //! Snapshot tests of the translation: manifests in, status and effective configuration out.
 //! A change in either shows up as a reviewed diff (`cargo insta review`).
+#![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! Status conditions and reasons as a Gateway API controller writes them, and the errors for
 //! manifests a Kubernetes API server would refuse.
+#![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
 mod common;
 

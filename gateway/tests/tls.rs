@@ -1,5 +1,6 @@
 //! HTTPS listeners: TLS termination with certificates from Secrets, SNI selection among
 //! listeners sharing a port, HTTP/2 by ALPN, and HTTP beside HTTPS.
+#![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
 mod common;
 
