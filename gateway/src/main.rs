@@ -358,7 +358,7 @@ fn egress_check(
     to: &str,
     protocol: &str,
 ) -> std::process::ExitCode {
-    use gateway::egress::policy::{EgressPolicies, Host, Protocol};
+    use gateway::egress::policy::{Host, Protocol};
     let fail = |msg: String| {
         eprintln!("error: {msg}");
         std::process::ExitCode::FAILURE
@@ -375,18 +375,23 @@ fn egress_check(
     let Ok(port) = port.parse::<u16>() else {
         return fail(format!("--to {to:?}: {port:?} is not a port"));
     };
-    let store = match gateway::resources::load_path(manifests) {
-        Ok(s) => s,
+    // The same translation as `run`: invalid policies are reported and not used.
+    let t = match gateway::standalone::load_and_translate(
+        manifests,
+        &gateway::translate::Options::default(),
+        &mut Default::default(),
+    ) {
+        Ok(t) => t,
         Err(e) => return fail(e.to_string().trim_end().to_string()),
     };
-    let ca = gateway::egress::policy::store_ca_lookup(&store);
-    let policies = match EgressPolicies::compile(
-        store.egress_policies.iter().map(|(k, p)| (k, &p.obj.spec)),
-        &ca,
-    ) {
-        Ok(p) => p,
-        Err(e) => return fail(format!("{e:?}")),
-    };
+    for w in t
+        .warnings
+        .iter()
+        .filter(|w| w.object.starts_with("EgressPolicy "))
+    {
+        eprintln!("warning: {w}");
+    }
+    let policies = t.config.egress.clone();
     let host = Host::parse(host);
     let d = policies.decide(from, &host, port, protocol);
     let verdict = if !d.allowed {

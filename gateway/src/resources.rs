@@ -467,26 +467,7 @@ impl Loader {
     /// translation, which reports them in status as the Gateway API defines).
     pub fn finish(mut self) -> Result<Store, LoadErrors> {
         self.errors.extend(crate::validate::validate(&self.store));
-        let egress_errors = {
-            let specs = self
-                .store
-                .egress_policies
-                .iter()
-                .map(|(k, p)| (k, &p.obj.spec));
-            let ca = crate::egress::policy::store_ca_lookup(&self.store);
-            crate::egress::policy::EgressPolicies::compile(specs, &ca)
-                .err()
-                .unwrap_or_default()
-        };
-        for (key, (field, message)) in egress_errors {
-            let origin = self.store.egress_policies[&key].source.clone();
-            self.errors.push(ManifestError {
-                origin,
-                object: format!("EgressPolicy {key}"),
-                field,
-                message,
-            });
-        }
+        // EgressPolicies are checked by translation, one by one, and report in their status.
         if self.errors.is_empty() {
             Ok(self.store)
         } else {
@@ -705,6 +686,14 @@ impl Generations {
         for (key, o) in store.backend_tls_policies.iter_mut() {
             seen.insert(self.next(
                 "BackendTLSPolicy",
+                key.clone(),
+                &o.obj.spec,
+                &mut o.obj.metadata,
+            ));
+        }
+        for (key, o) in store.egress_policies.iter_mut() {
+            seen.insert(self.next(
+                "EgressPolicy",
                 key.clone(),
                 &o.obj.spec,
                 &mut o.obj.metadata,

@@ -93,6 +93,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     // The last valid content of each TLS Secret, carried from one translation to the next.
     let mut tls_last_good = first.tls_last_good.clone();
+    let mut egress_last_good = first.egress_last_good.clone();
     apply(&engine, &admin_state, first, &metrics).await;
     if let Some(addr) = opts.egress_addr {
         crate::egress::serve(addr, engine.state.clone(), workers.handles())
@@ -138,10 +139,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 topts.now = now();
                 topts.version = version;
                 topts.tls_last_good = tls_last_good.clone();
+                topts.egress_last_good = egress_last_good.clone();
                 match load_and_translate_cached(&opts.manifests, &topts, &mut generations, &mut cache) {
                     Ok(t) => {
                         admin_state.last_error.store(Arc::new(None));
                         tls_last_good = t.tls_last_good.clone();
+                        egress_last_good = t.egress_last_good.clone();
                         apply(&engine, &admin_state, t, &metrics).await;
                         metrics.reloads.with_label_values(&["applied"]).inc();
                         info!(version, "configuration reloaded");

@@ -1,9 +1,7 @@
 //! The admin listener and the access log.
 #![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
-mod common;
-
-use common::*;
+use sluice_testing::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_config_status_and_access_log() {

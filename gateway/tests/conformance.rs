@@ -7,14 +7,12 @@
 //! `conformance/README.md`).
 #![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use common::*;
 use serde::Deserialize;
+use sluice_testing::*;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,12 +3,10 @@
 //! and the explain command. Destinations are local servers reached through static endpoints.
 #![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use common::*;
+use sluice_testing::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn policy(http: SocketAddr, tls: SocketAddr, extra_rule: &str) -> String {
@@ -234,8 +232,8 @@ async fn audit_rules_allow_and_log() {
     }
 }
 
-/// A policy change applies live; an invalid policy is refused with its field and the last good
-/// policies stay in force.
+/// A policy change applies live; a policy that becomes invalid reports the field in its status
+/// and the log, and its last valid version stays in force.
 #[tokio::test(flavor = "multi_thread")]
 async fn policies_reload_live() {
     let e = start("").await;
@@ -275,15 +273,91 @@ async fn policies_reload_live() {
         line.contains("EgressPolicy default/outbound") && line.contains(".spec.rules[3].hosts[0]"),
         "{line}"
     );
-    assert_eq!(e.gw.config_version().await, v);
+    e.gw.wait_version_above(v).await;
+    let st =
+        e.gw.status_of("EgressPolicy", Some("default"), "outbound")
+            .await;
     assert_eq!(
-        c.get("http://api.example.test/")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
+        condition(&st["status"]["conditions"], "Accepted"),
+        ("False".into(), "Invalid".into())
     );
+    let msg = st["status"]["conditions"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(".spec.rules[3].hosts[0]") && msg.contains("last valid generation 2"),
+        "{msg}"
+    );
+    // The last valid version (generation 2, with the `new` rule) is still enforced.
+    for (url, code) in [
+        ("http://api.example.test/", 200),
+        ("http://new.example.test/", 502),
+        ("http://evil.example.test/", 403),
+    ] {
+        assert_eq!(c.get(url).send().await.unwrap().status(), code, "{url}");
+    }
+}
+
+/// Every EgressPolicy has a status. One that was never valid is not enforced and says so;
+/// the valid ones keep deciding.
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_policy_is_reported_and_the_others_keep_deciding() {
+    let http = echo("api").await;
+    let ip = unique_ip();
+    let proxy = SocketAddr::new(ip, 3128);
+    let broken = "apiVersion: policy.sluice.dev/v1alpha1
+kind: EgressPolicy
+metadata: {name: broken, namespace: default}
+spec:
+  rules:
+  - name: partners
+    cidrs: [10.0.0.0/33]
+";
+    let gw = Gateway::start_with(
+        &[
+            (
+                "egress.yaml",
+                policy(http.addr, "127.0.0.1:9".parse().unwrap(), ""),
+            ),
+            ("broken.yaml", broken.to_string()),
+        ],
+        &["--egress-listen", &proxy.to_string()],
+    )
+    .await;
+    let good = gw
+        .status_of("EgressPolicy", Some("default"), "outbound")
+        .await;
+    assert_eq!(
+        condition(&good["status"]["conditions"], "Accepted"),
+        ("True".into(), "Accepted".into())
+    );
+    let bad = gw
+        .status_of("EgressPolicy", Some("default"), "broken")
+        .await;
+    assert_eq!(
+        condition(&bad["status"]["conditions"], "Accepted"),
+        ("False".into(), "Invalid".into())
+    );
+    let msg = bad["status"]["conditions"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(".spec.rules[0].cidrs[0]") && msg.contains("not enforced"),
+        "{msg}"
+    );
+    let warnings = gw.admin_json("/warnings").await;
+    assert!(
+        warnings["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["object"] == "EgressPolicy default/broken"),
+        "{warnings}"
+    );
+    let c = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{proxy}")).unwrap())
+        .build()
+        .unwrap();
+    let r = c.get("http://api.example.test/").send().await.unwrap();
+    assert_eq!(r.status(), 200, "the valid policy still allows");
+    let r = c.get("http://evil.example.test/").send().await.unwrap();
+    assert_eq!(r.status(), 403);
 }
 
 /// `gateway egress check` explains decisions without traffic.

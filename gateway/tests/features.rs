@@ -3,9 +3,7 @@
 //! `/retry/` endpoints, never with sleeps in the test.
 #![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
-mod common;
-
-use common::*;
+use sluice_testing::*;
 
 fn gateway_files(route: &str, backends: &[(&str, &EchoServer)]) -> Vec<(String, String)> {
     let mut files = vec![

@@ -2,13 +2,11 @@
 //! request; invalid changes are reported and the last good configuration stays in force.
 #![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use sluice_testing::*;
 
 fn route_to(backend: &str, header_value: &str) -> String {
     format!(

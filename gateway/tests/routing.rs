@@ -1,9 +1,7 @@
 //! HTTPRoute behaviour through the real gateway binary, real sockets and echo backends.
 #![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
-mod common;
-
-use common::*;
+use sluice_testing::*;
 
 /// Path, header, method and query matching with the spec's precedence, and the 404 when
 /// nothing matches.

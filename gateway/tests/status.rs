@@ -2,9 +2,7 @@
 //! manifests a Kubernetes API server would refuse.
 #![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
-mod common;
-
-use common::*;
+use sluice_testing::*;
 
 const BACKEND: &str = "apiVersion: v1
 kind: Service

@@ -2,9 +2,7 @@
 //! listeners sharing a port, HTTP/2 by ALPN, and HTTP beside HTTPS.
 #![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
 
-mod common;
-
-use common::*;
+use sluice_testing::*;
 
 fn https_gateway() -> String {
     "apiVersion: gateway.networking.k8s.io/v1

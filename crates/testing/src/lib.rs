@@ -1,6 +1,7 @@
-//! Shared helpers of the integration tests: a manifests folder, the real `gateway` binary on its
-//! own loopback address, in-process echo backends on real sockets, and clients.
-#![allow(dead_code)]
+//! Test support for every crate's integration tests: a manifests folder, the real `gateway`
+//! binary on its own loopback address, in-process echo backends on real sockets, test CAs and
+//! clients. Tests fail loudly on what they do not expect, so this crate unwraps.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -159,8 +160,28 @@ pub struct Gateway {
     pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
+/// The `gateway` binary cargo built for this test run: beside the `deps` folder that holds the
+/// test executable (`target/debug/deps/<test>` → `target/debug/gateway`). Cargo builds it
+/// before the gateway crate's integration tests; `SLUICE_GATEWAY_BIN` names another.
 pub fn gateway_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_gateway")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("SLUICE_GATEWAY_BIN") {
+            return p;
+        }
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("the test executable is in target/<profile>/deps");
+        let bin = dir.join("gateway");
+        assert!(
+            bin.exists(),
+            "no gateway binary at {} (build it with cargo build -p gateway)",
+            bin.display()
+        );
+        bin.to_string_lossy().into_owned()
+    })
 }
 
 fn capture(r: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {

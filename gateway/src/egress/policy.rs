@@ -170,8 +170,9 @@ struct CompiledRule {
     originate_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+/// One policy, checked and ready to evaluate.
 #[derive(Debug)]
-struct CompiledPolicy {
+pub struct CompiledPolicy {
     key: NsName,
     sources: Vec<IpNet>,
     any_source: bool,
@@ -312,6 +313,21 @@ fn compile(
 }
 
 impl EgressPolicies {
+    /// Checks and compiles one policy; the error names the field.
+    pub fn compile_one(
+        key: &NsName,
+        spec: &EgressPolicySpec,
+        ca: CaLookup<'_>,
+    ) -> Result<CompiledPolicy, FieldError> {
+        compile(key, spec, ca)
+    }
+
+    /// The policies to evaluate, in `namespace/name` order.
+    pub fn from_compiled(mut policies: Vec<CompiledPolicy>) -> Self {
+        policies.sort_by(|a, b| a.key.cmp(&b.key));
+        EgressPolicies { policies }
+    }
+
     /// Compiles every policy, in `namespace/name` order. Errors name the policy's field.
     pub fn compile<'a>(
         policies: impl IntoIterator<Item = (&'a NsName, &'a EgressPolicySpec)>,

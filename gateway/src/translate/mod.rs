@@ -33,6 +33,7 @@ mod attach;
 mod backend_tls;
 mod backends;
 mod certs;
+mod egress;
 mod filters;
 mod listeners;
 mod rules;
@@ -42,6 +43,7 @@ use attach::*;
 use backend_tls::*;
 use backends::*;
 use certs::*;
+use egress::*;
 use filters::*;
 use listeners::*;
 use rules::*;
@@ -49,6 +51,7 @@ use status::*;
 
 pub use attach::intersect_hostnames;
 pub use certs::{ca_certificates, certified_key, certified_key_from_pem};
+pub use egress::LastValidPolicy;
 
 pub const DEFAULT_CONTROLLER_NAME: &str = "sluice.dev/gateway-controller";
 
@@ -69,6 +72,9 @@ pub struct Options {
     /// The last valid content of each TLS Secret a listener used (`Translation::tls_last_good`
     /// of the previous translation). A listener whose Secret became invalid keeps serving it.
     pub tls_last_good: BTreeMap<NsName, TlsPem>,
+    /// The last valid version of each EgressPolicy (`Translation::egress_last_good` of the
+    /// previous translation): an EgressPolicy that became invalid keeps it in force.
+    pub egress_last_good: BTreeMap<NsName, LastValidPolicy>,
 }
 
 /// A certificate chain and private key, as PEM, from a Secret's `tls.crt` and `tls.key`.
@@ -88,6 +94,7 @@ impl Default for Options {
             version: 0,
             infra: crate::infra::InfraOptions::default(),
             tls_last_good: BTreeMap::new(),
+            egress_last_good: BTreeMap::new(),
         }
     }
 }
@@ -141,6 +148,8 @@ pub struct Translation {
     /// The last valid content of every TLS Secret a listener references: its content now when
     /// valid, else what `Options::tls_last_good` held. Pass it to the next translation.
     pub tls_last_good: BTreeMap<NsName, TlsPem>,
+    /// The last valid version of every EgressPolicy; pass it to the next translation.
+    pub egress_last_good: BTreeMap<NsName, LastValidPolicy>,
 }
 
 fn condition(
@@ -422,19 +431,14 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         });
     }
 
+    let (egress, egress_last_good) = egress_policies(store, opts, &mut statuses, &mut warnings);
+
     // Gateway status and the snapshot.
     let mut config = Config {
         version: opts.version,
         binds: HashMap::new(),
         backend_client_certs: HashMap::new(),
-        // Checked when the manifests were loaded; a store built otherwise gets no policies.
-        egress: Arc::new(
-            crate::egress::policy::EgressPolicies::compile(
-                store.egress_policies.iter().map(|(k, p)| (k, &p.obj.spec)),
-                &crate::egress::policy::store_ca_lookup(store),
-            )
-            .unwrap_or_default(),
-        ),
+        egress: Arc::new(egress),
     };
     let our_gateways: HashSet<NsName> = states.iter().map(|s| s.key.clone()).collect();
     let mut infrastructure = Vec::new();
@@ -472,6 +476,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         warnings,
         infrastructure,
         tls_last_good: tls_memory.next,
+        egress_last_good,
     }
 }
 

@@ -1,0 +1,81 @@
+//! EgressPolicies: each is compiled once, on its own. A valid policy is enforced; an invalid one
+//! gets `Accepted=False` with the field and the reason, never disables the others, and, when an
+//! earlier version of it was valid, that version stays in force (as a bad edit of a TLS Secret
+//! keeps the last valid certificate).
+
+use super::*;
+use crate::egress::policy::{EgressPolicies, EgressPolicySpec};
+
+/// The last valid version of an EgressPolicy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LastValidPolicy {
+    pub generation: Option<i64>,
+    pub spec: EgressPolicySpec,
+}
+
+/// Compiles the store's EgressPolicies; returns what to enforce and what to remember.
+pub(super) fn egress_policies(
+    store: &Store,
+    opts: &Options,
+    statuses: &mut Vec<ObjectStatus>,
+    warnings: &mut Vec<Warning>,
+) -> (EgressPolicies, BTreeMap<NsName, LastValidPolicy>) {
+    let ca = crate::egress::policy::store_ca_lookup(store);
+    let mut compiled = Vec::new();
+    let mut remembered = BTreeMap::new();
+    for (key, p) in &store.egress_policies {
+        let generation = p.obj.metadata.generation;
+        let (ok, reason, message) = match EgressPolicies::compile_one(key, &p.obj.spec, &ca) {
+            Ok(c) => {
+                compiled.push(c);
+                remembered.insert(
+                    key.clone(),
+                    LastValidPolicy {
+                        generation,
+                        spec: p.obj.spec.clone(),
+                    },
+                );
+                (true, "Accepted", "The policy is enforced".to_string())
+            }
+            Err((field, e)) => {
+                let last = opts.egress_last_good.get(key).and_then(|last| {
+                    EgressPolicies::compile_one(key, &last.spec, &ca)
+                        .ok()
+                        .map(|c| (last.clone(), c))
+                });
+                let kept = match last {
+                    Some((last, c)) => {
+                        compiled.push(c);
+                        let said = match last.generation {
+                            Some(g) => format!("generation {g}"),
+                            None => "version".into(),
+                        };
+                        remembered.insert(key.clone(), last);
+                        format!("; its last valid {said} stays in force")
+                    }
+                    None => "; it is not enforced: what it would allow is denied".into(),
+                };
+                warnings.push(Warning {
+                    source: p.source.to_string(),
+                    object: format!("EgressPolicy {key}"),
+                    field: field.clone(),
+                    message: format!("{e}{kept}"),
+                });
+                (false, "Invalid", format!("{field}: {e}{kept}"))
+            }
+        };
+        statuses.push(ObjectStatus {
+            api_version: format!("{}/v1alpha1", crate::egress::POLICY_GROUP),
+            kind: "EgressPolicy".into(),
+            metadata: StatusMeta {
+                namespace: Some(key.namespace.clone()),
+                name: key.name.clone(),
+                generation,
+            },
+            status: serde_json::json!({
+                "conditions": [condition("Accepted", ok, reason, message, generation, opts.now)],
+            }),
+        });
+    }
+    (EgressPolicies::from_compiled(compiled), remembered)
+}
