@@ -201,6 +201,67 @@ async fn host_and_sni_mismatch_are_refused() {
     assert!(!metrics.contains("destination="), "{metrics}");
 }
 
+/// A ClientHello split across TLS records cannot hide its server name from the CONNECT check:
+/// a first record without the whole ClientHello is refused, whatever the rest says.
+#[tokio::test(flavor = "multi_thread")]
+async fn split_client_hello_in_a_tunnel_is_refused() {
+    let e = start("").await;
+    // The ClientHello a real client sends for other.secure.test.
+    let name = rustls::pki_types::ServerName::try_from("other.secure.test").unwrap();
+    let mut conn = rustls::ClientConnection::new(e.ca.rustls_client_config(), name).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    assert_eq!(hello[0], 22, "a handshake record");
+    // The same handshake message in two records: 40 bytes, then the rest.
+    let body = &hello[5..];
+    let record = |part: &[u8]| {
+        let mut r = vec![22, hello[1], hello[2]];
+        r.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        r.extend_from_slice(part);
+        r
+    };
+    let mut split = record(&body[..40]);
+    split.extend(record(&body[40..]));
+
+    let mut s = tokio::net::TcpStream::connect(e.proxy).await.unwrap();
+    s.write_all(b"CONNECT www.secure.test:443 HTTP/1.1\r\nHost: www.secure.test:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    s.write_all(&split).await.unwrap();
+    // The tunnel closes without a byte from the destination.
+    let mut rest = Vec::new();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("the tunnel closes");
+    assert!(
+        got.is_err() || rest.is_empty(),
+        "{} bytes came back",
+        rest.len()
+    );
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let lines = e.gw.stdout.lock().unwrap().clone();
+        if let Some(l) = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["egress"] == "connect" && l["decision"] == "denied")
+        {
+            let reason = l["reason"].as_str().unwrap();
+            assert!(reason.contains("names no server"), "{reason}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no denied access-log line: {lines:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Audit rules allow and say so in the access log.
 #[tokio::test(flavor = "multi_thread")]
 async fn audit_rules_allow_and_log() {

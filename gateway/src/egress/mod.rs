@@ -347,24 +347,11 @@ pub async fn serve_sni(
 async fn passthrough(mut client: TcpStream, peer: SocketAddr, port: u16, state: Arc<EngineState>) {
     let _ = client.set_nodelay(true);
     // Read until the first TLS record (the ClientHello) is complete.
-    let mut buf = Vec::with_capacity(4096);
-    let sni = loop {
-        let mut chunk = [0u8; 4096];
-        let n = match tokio::time::timeout(Duration::from_secs(10), client.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => n,
-            _ => return,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(name) = sni::server_name(&buf) {
-            break name;
-        }
-        let record_len = buf
-            .get(3..5)
-            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
-        if buf.first() != Some(&22)
-            || record_len.is_some_and(|l| buf.len() >= l + 5)
-            || buf.len() > 64 * 1024
-        {
+    let mut buf = Vec::new();
+    let sni = match read_first_bytes(&mut client, &mut buf, Duration::from_secs(10)).await {
+        FirstBytes::Sni(name) => name,
+        FirstBytes::Nothing => return,
+        FirstBytes::NotTls | FirstBytes::NoSni => {
             // Not TLS, or a ClientHello without SNI: nothing to decide on.
             let d = Decision {
                 allowed: false,
@@ -398,8 +385,56 @@ async fn passthrough(mut client: TcpStream, peer: SocketAddr, port: u16, state: 
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }
 
+/// What the first bytes of a connection say.
+enum FirstBytes {
+    /// Nothing arrived in time, or the connection closed.
+    Nothing,
+    /// Not a TLS handshake.
+    NotTls,
+    /// A whole ClientHello with this server name.
+    Sni(String),
+    /// A TLS handshake whose first record holds no server name: none was sent, or the
+    /// ClientHello does not fit in its first record, or it did not arrive whole in time.
+    NoSni,
+}
+
+/// Reads a connection's first bytes into `buf` until they are known not to be TLS, or hold a
+/// whole first TLS record (at most 64 KiB, within `wait`). A ClientHello split across TLS
+/// records yields `NoSni`: a server name is never taken from a part of it, so splitting cannot
+/// hide one.
+async fn read_first_bytes<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    wait: Duration,
+) -> FirstBytes {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(&first) = buf.first() {
+            if first != 22 {
+                return FirstBytes::NotTls;
+            }
+            if let Some(name) = sni::server_name(buf) {
+                return FirstBytes::Sni(name);
+            }
+            let record_len = buf
+                .get(3..5)
+                .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+            if record_len.is_some_and(|l| buf.len() >= l + 5) || buf.len() > 64 * 1024 {
+                return FirstBytes::NoSni;
+            }
+        }
+        buf.reserve(4096);
+        match tokio::time::timeout_at(deadline, r.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ if buf.is_empty() => return FirstBytes::Nothing,
+            _ => return FirstBytes::NoSni,
+        }
+    }
+}
+
 /// Copies bytes both ways. The first bytes from the client are checked first: a TLS
-/// ClientHello must name the CONNECT host in its SNI.
+/// ClientHello must name the CONNECT host in its SNI (a name may be left out only when the
+/// CONNECT host is an IP address).
 async fn tunnel<C>(
     mut client: C,
     mut upstream: TcpStream,
@@ -411,27 +446,31 @@ async fn tunnel<C>(
 ) where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut first = vec![0u8; 16 * 1024];
-    let n = match tokio::time::timeout(Duration::from_secs(30), client.read(&mut first)).await {
-        Ok(Ok(n)) if n > 0 => n,
-        _ => {
+    let mut first = Vec::new();
+    let refused = match read_first_bytes(&mut client, &mut first, Duration::from_secs(30)).await
+    {
+        FirstBytes::Nothing => {
             // The client sent nothing: the tunnel was allowed and carried no traffic.
             record(state, peer, &host, port, "connect", &d);
             return;
         }
+        FirstBytes::NotTls => None,
+        FirstBytes::Sni(sni) if Host::parse(&sni) != host => Some(format!(
+            "denied: the TLS server name (SNI) {sni} does not match the CONNECT host {host}"
+        )),
+        FirstBytes::Sni(_) => None,
+        FirstBytes::NoSni if matches!(host, Host::Ip(_)) => None,
+        FirstBytes::NoSni => Some(format!(
+            "denied: the TLS ClientHello names no server (SNI) in its first record; the CONNECT host is {host}"
+        )),
     };
-    first.truncate(n);
-    if let Some(sni) = sni::server_name(&first) {
-        if Host::parse(&sni) != host {
-            d.allowed = false;
-            d.audit = false;
-            d.reason = format!(
-                "denied: the TLS server name (SNI) {sni} does not match the CONNECT host {host}"
-            );
-            record(state, peer, &host, port, "connect", &d);
-            warn!(%sni, %host, "CONNECT tunnel refused: SNI does not match the CONNECT host");
-            return;
-        }
+    if let Some(reason) = refused {
+        d.allowed = false;
+        d.audit = false;
+        d.reason = reason;
+        record(state, peer, &host, port, "connect", &d);
+        warn!(%host, reason = %d.reason, "CONNECT tunnel refused");
+        return;
     }
     record(state, peer, &host, port, "connect", &d);
     if upstream.write_all(&first).await.is_err() {
