@@ -179,8 +179,16 @@ fn init_logging(level: LogLevel, format: LogFormat) {
         LogLevel::Debug => "debug",
         LogLevel::Trace => "trace",
     };
+    // pingora is chatty at info (one line per connection error): it gets `warn` at most, and
+    // never more than the chosen level.
+    let pingora = match level {
+        "error" => "error",
+        _ => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},pingora_core=warn,pingora_proxy=warn"))
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},pingora_core={pingora},pingora_proxy={pingora}"
+        ))
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -668,3 +668,71 @@ spec:
         "{text}"
     );
 }
+
+/// A listener of a protocol we do not serve never takes a port from one we serve: TCP beside
+/// HTTP on one port is the one in conflict, and TLS beside HTTPS (a combination the spec
+/// allows) is only unsupported.
+#[test]
+fn unsupported_listeners_never_displace_served_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    std::fs::write(
+        dir.path().join("gw.yaml"),
+        format!(
+            "{GATEWAY_CLASS}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: sluice
+  listeners:
+  - {{name: http, protocol: HTTP, port: 8080}}
+  - {{name: tcp, protocol: TCP, port: 8080}}
+  - {{name: https, protocol: HTTPS, port: 8443, hostname: a.example.com, tls: {{certificateRefs: [{{name: cert}}]}}}}
+  - {{name: tls, protocol: TLS, port: 8443, hostname: b.example.com, tls: {{mode: Passthrough}}}}
+---
+{}",
+            ca.secret("default", "cert", &["a.example.com"])
+        ),
+    )
+    .unwrap();
+    let all = status_of_dir(dir.path());
+    let gw = find_status(&all, "Gateway", Some("default"), "gw");
+    let listener = |name: &str| {
+        gw["status"]["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    for served in ["http", "https"] {
+        let l = listener(served);
+        assert_eq!(
+            condition(&l["conditions"], "Programmed"),
+            ("True".into(), "Programmed".into()),
+            "{served}: {l}"
+        );
+        assert_eq!(condition(&l["conditions"], "Conflicted").0, "False", "{l}");
+    }
+    let tcp = listener("tcp");
+    assert_eq!(
+        condition(&tcp["conditions"], "Conflicted"),
+        ("True".into(), "ProtocolConflict".into())
+    );
+    assert_eq!(
+        condition(&tcp["conditions"], "Accepted"),
+        ("False".into(), "ProtocolConflict".into())
+    );
+    let tls = listener("tls");
+    assert_eq!(
+        condition(&tls["conditions"], "Accepted"),
+        ("False".into(), "UnsupportedProtocol".into())
+    );
+    assert_eq!(condition(&tls["conditions"], "Conflicted").0, "False");
+    assert_eq!(
+        condition(&gw["status"]["conditions"], "Accepted"),
+        ("True".into(), "ListenersNotValid".into())
+    );
+}

@@ -180,15 +180,15 @@ impl<S: IO + 'static> GetSocketDigest for Buffered<S> {
 
 #[async_trait]
 impl<S: IO + 'static> Peek for Buffered<S> {
-    /// Fills `buf` with the next bytes, which stay to be read (after those already peeked).
+    /// Fills `buf` with the next bytes, which stay to be read: waits until `buf.len()` bytes
+    /// have arrived (pingora calls it only for the HTTP/2 preface, once the listener has seen
+    /// that the connection starts with it).
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         while self.peeked.len() < buf.len() {
-            let mut more = [0u8; 1024];
-            let n = self.stream.read(&mut more).await?;
-            if n == 0 {
+            self.peeked.reserve(buf.len() - self.peeked.len());
+            if self.stream.read_buf(&mut self.peeked).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            self.peeked.extend_from_slice(&more[..n]);
         }
         buf.copy_from_slice(&self.peeked[..buf.len()]);
         Ok(true)
@@ -212,12 +212,11 @@ impl<S: IO + 'static> Buffered<S> {
             if n == H2_PREFACE.len() {
                 return Ok(true);
             }
-            let mut more = [0u8; 4096];
-            let got = self.stream.read(&mut more).await?;
-            if got == 0 {
+            // Into the heap: a buffer on the stack would stay in every connection's task.
+            self.peeked.reserve(4096);
+            if self.stream.read_buf(&mut self.peeked).await? == 0 {
                 return Ok(false);
             }
-            self.peeked.extend_from_slice(&more[..got]);
         }
     }
 }

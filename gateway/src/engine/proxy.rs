@@ -685,7 +685,15 @@ impl ProxyHttp for SluiceProxy {
                 let _ = session.write_error_response(resp, body).await;
             }
         }
-        if code == 0 || code >= 500 {
+        if code == 0 {
+            // The client went away or sent something unreadable: its business, not a backend
+            // failure, and it must not use up the budget of upstream error lines.
+            tracing::debug!(
+                kind = e.etype().as_str(),
+                source = e.esource().as_str(),
+                "{why}"
+            );
+        } else if code >= 500 {
             if let Some(suppressed) = UPSTREAM_ERROR_LOG.allow() {
                 tracing::warn!(
                     gateway = ctx.bind.as_ref().map_or("", |b| b.gateway_label.as_str()),

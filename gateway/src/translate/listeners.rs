@@ -256,14 +256,21 @@ pub(super) fn listener_state(
 /// Marks listeners that share a port with another listener of a different protocol
 /// (ProtocolConflict) or of the same protocol and hostname (HostnameConflict). Protocols are
 /// compared as written, so a listener of a protocol we do not serve (TCP, UDP, TLS) still
-/// conflicts. Within the Gateway every conflicting listener is marked. A ListenerSet listener
+/// conflicts (it is marked; a served listener is never marked for it). Within the Gateway every
+/// conflicting listener is marked. A ListenerSet listener
 /// yields to the listeners that precede it and are not themselves conflicted: the Gateway's,
 /// then those of older ListenerSets, then earlier ones of its own set.
 pub(super) fn mark_conflicts(st: &mut GatewayState<'_>) {
     fn conflict(a: &ListenerState, b: &ListenerState) -> Option<(&'static str, String)> {
+        // HTTPS and TLS listeners may share a port (the SNI tells them apart).
+        let compatible = a.raw_protocol == b.raw_protocol
+            || matches!(
+                (a.raw_protocol.as_str(), b.raw_protocol.as_str()),
+                ("HTTPS", "TLS") | ("TLS", "HTTPS")
+            );
         if a.port != b.port {
             None
-        } else if a.raw_protocol != b.raw_protocol {
+        } else if !compatible {
             Some((
                 "ProtocolConflict",
                 format!(
@@ -286,15 +293,22 @@ pub(super) fn mark_conflicts(st: &mut GatewayState<'_>) {
         }
     }
     let n = st.listeners.len();
+    // A listener of a protocol we do not serve may be marked, but never causes a served one to
+    // be: the spec says such listeners should not be accepted, not that they take a port.
+    let counts =
+        |a: &ListenerState, b: &ListenerState| a.protocol.is_none() || b.protocol.is_some();
     for i in 0..n {
-        let found = if st.listeners[i].owner.is_none() {
+        let l = &st.listeners[i];
+        let found = if l.owner.is_none() {
             (0..n)
                 .filter(|&j| j != i && st.listeners[j].owner.is_none())
-                .find_map(|j| conflict(&st.listeners[i], &st.listeners[j]))
+                .filter(|&j| counts(l, &st.listeners[j]))
+                .find_map(|j| conflict(l, &st.listeners[j]))
         } else {
             (0..i)
                 .filter(|&j| st.listeners[j].conflicted.is_none())
-                .find_map(|j| conflict(&st.listeners[i], &st.listeners[j]))
+                .filter(|&j| counts(l, &st.listeners[j]))
+                .find_map(|j| conflict(l, &st.listeners[j]))
         };
         if let Some((reason, msg)) = found {
             let l = &mut st.listeners[i];
@@ -343,6 +357,11 @@ pub(super) fn attached_listener_sets<'a>(
             (k.clone(), ls, allowed)
         })
         .collect();
-    out.sort_by(|a, b| (a.1.created, &a.0).cmp(&(b.1.created, &b.0)));
+    // Oldest first by creationTimestamp, then by namespace/name, as the spec orders them;
+    // without timestamps (files), in the order the files give them.
+    let order = |o: &Object<gateway_api::listenersets::ListenerSet>| {
+        (o.created.0, o.created.0.map_or(o.created.1, |_| 0))
+    };
+    out.sort_by(|a, b| (order(a.1), &a.0).cmp(&(order(b.1), &b.0)));
     out
 }
