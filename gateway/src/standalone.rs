@@ -96,14 +96,24 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut egress_last_good = first.egress_last_good.clone();
     apply(&engine, &admin_state, first, &metrics).await;
     if let Some(addr) = opts.egress_addr {
-        crate::egress::serve(addr, engine.state.clone(), workers.handles())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on egress address {addr}: {e}"))?;
+        crate::egress::serve(
+            addr,
+            engine.state.clone(),
+            workers.handles(),
+            engine.egress_drain(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on egress address {addr}: {e}"))?;
     }
     if let Some(addr) = opts.egress_sni_addr {
-        crate::egress::serve_sni(addr, engine.state.clone(), workers.handles())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on egress TLS address {addr}: {e}"))?;
+        crate::egress::serve_sni(
+            addr,
+            engine.state.clone(),
+            workers.handles(),
+            engine.egress_drain(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on egress TLS address {addr}: {e}"))?;
     }
     admin_state.ready.store(true, Ordering::Release);
 

@@ -636,3 +636,45 @@ spec:
     );
     drop(gw);
 }
+
+/// SIGTERM drains the egress listener like the Gateway listeners: a request in flight through
+/// it finishes, new connections are refused, and the process exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_the_egress_listener() {
+    let mut e = start("").await;
+    let c = proxied(&e);
+    let slow = tokio::spawn(async move {
+        c.get("http://api.example.test/slow?delay=1s")
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while e.http.count("/slow") < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &e.gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The egress listener closes: new connections are refused while the request finishes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(e.proxy).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the egress listener still accepts after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        200,
+        "the request in flight finishes"
+    );
+    assert_eq!(e.gw.wait_exit(std::time::Duration::from_secs(15)), Some(0));
+}

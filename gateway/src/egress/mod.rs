@@ -23,10 +23,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
+use crate::engine::drain::{accept_until, ConnectionGuard};
 use crate::engine::workers::accept_on;
 use crate::engine::EngineState;
 use policy::{Decision, Host, Protocol};
 use tokio::runtime::Handle;
+use tokio::sync::watch;
 
 /// The API group of our own policies.
 pub const POLICY_GROUP: &str = "policy.sluice.dev";
@@ -50,57 +52,64 @@ fn text(code: StatusCode, reason: &str) -> Response<Body> {
 
 /// Starts the forward proxy on `addr`, accepting on every worker; policies are read from the
 /// current snapshot per request.
+/// It stops when `drain` is set: no new connections, and idle keep-alive connections close.
 pub async fn serve(
     addr: SocketAddr,
     state: Arc<EngineState>,
     workers: &[Handle],
+    drain: watch::Receiver<bool>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     info!(addr = %local, "egress proxy listening");
-    accept_forever(workers, listener, move |tcp, peer| {
+    let stop = drain.clone();
+    accept_on_workers(workers, listener, drain, move |tcp, peer| {
         let _ = tcp.set_nodelay(true);
         let state = state.clone();
+        let mut stop = stop.clone();
         async move {
+            let _guard = ConnectionGuard::new(&state);
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(state, peer, req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), svc)
-                .with_upgrades()
-                .await;
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stop.wait_for(|s| *s) => {}
+            }
+            // Draining: finish the request in progress, then close.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
         }
     })?;
     Ok(local)
 }
 
-/// Accepts connections in the background on every worker and runs `serve` for each on the
-/// worker that took it; accept errors (out of file descriptors and the like) back off instead
-/// of spinning.
-fn accept_forever<F, Fut>(
+/// Accepts connections in the background on every worker, through the engine's accept loop,
+/// until `drain` is set, and runs `serve` for each on the worker that took it.
+fn accept_on_workers<F, Fut>(
     workers: &[Handle],
     listener: TcpListener,
+    drain: watch::Receiver<bool>,
     serve: F,
 ) -> std::io::Result<()>
 where
-    F: Fn(TcpStream, SocketAddr) -> Fut + Clone + Send + 'static,
+    F: Fn(TcpStream, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    let addr = listener.local_addr()?;
     accept_on(workers, listener.into_std()?, move |_, listener| {
         let serve = serve.clone();
+        let drain = drain.clone();
         async move {
-            loop {
-                match listener.accept().await {
-                    Ok((tcp, peer)) => {
-                        tokio::spawn(serve(tcp, peer));
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "egress accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
+            accept_until(listener, addr, drain, move |tcp, peer| {
+                tokio::spawn(serve(tcp, peer));
+            })
+            .await
         }
     })
 }
@@ -207,6 +216,8 @@ async fn handle(
         // An allowed tunnel is recorded once its first bytes are checked: a ClientHello
         // naming another server turns it into a denial.
         tokio::spawn(async move {
+            // The tunnel outlives the HTTP connection it was asked on: it counts on its own.
+            let _guard = ConnectionGuard::new(&state);
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
                     tunnel(
@@ -334,12 +345,17 @@ pub async fn serve_sni(
     addr: SocketAddr,
     state: Arc<EngineState>,
     workers: &[Handle],
+    drain: watch::Receiver<bool>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     info!(addr = %local, "egress TLS passthrough listening");
-    accept_forever(workers, listener, move |tcp, peer| {
-        passthrough(tcp, peer, local.port(), state.clone())
+    accept_on_workers(workers, listener, drain, move |tcp, peer| {
+        let state = state.clone();
+        async move {
+            let _guard = ConnectionGuard::new(&state);
+            passthrough(tcp, peer, local.port(), state.clone()).await
+        }
     })?;
     Ok(local)
 }

@@ -35,7 +35,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 struct Running {
     /// One stop signal per worker: every connection waits on its worker's, so the signal's
     /// lock is never shared between threads.
-    stop: Vec<watch::Sender<bool>>,
+    stop: Vec<super::drain::Drain>,
 }
 
 /// A data-path worker: the runtime its accept loops and connections run on, and its proxy.
@@ -60,11 +60,11 @@ impl Listeners {
     }
 
     /// Binds `addr` once and starts an accept loop for it on every worker.
-    fn listen(&self, addr: SocketAddr) -> std::io::Result<Vec<watch::Sender<bool>>> {
+    fn listen(&self, addr: SocketAddr) -> std::io::Result<Vec<super::drain::Drain>> {
         let listener = bind(addr)?.into_std()?;
-        let (stop, stop_rx): (Vec<_>, Vec<_>) =
-            self.workers.iter().map(|_| watch::channel(false)).unzip();
-        let stop_rx: Arc<[_]> = stop_rx.into();
+        let stop: Vec<super::drain::Drain> =
+            self.workers.iter().map(|_| Default::default()).collect();
+        let stop_rx: Arc<[_]> = stop.iter().map(|d| d.signal()).collect();
         let handles: Vec<_> = self.workers.iter().map(|w| w.handle.clone()).collect();
         let proxies: Arc<[_]> = self.workers.iter().map(|w| w.proxy.clone()).collect();
         let state = self.state.clone();
@@ -103,7 +103,7 @@ impl Listeners {
             if let Some(r) = running.remove(&addr) {
                 info!(%addr, "listener removed; draining its connections");
                 for stop in &r.stop {
-                    let _ = stop.send(true);
+                    stop.start();
                 }
             }
         }
@@ -148,30 +148,19 @@ async fn accept_loop(
     state: Arc<EngineState>,
     proxy: Arc<SluiceHttpProxy>,
     accepted: prometheus::IntCounter,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            res = listener.accept() => match res {
-                Ok((tcp, peer)) => {
-                    accepted.inc();
-                    let state = state.clone();
-                    let proxy = proxy.clone();
-                    let shutdown = stop.clone();
-                    tokio::spawn(async move {
-                        serve_connection(tcp, addr, peer, state, proxy, shutdown).await;
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(%addr, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = stop.changed() => break,
-        }
-    }
-    debug!(%addr, "accept loop stopped");
+    let shutdown = stop.clone();
+    super::drain::accept_until(listener, addr, stop, move |tcp, peer| {
+        accepted.inc();
+        let state = state.clone();
+        let proxy = proxy.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            serve_connection(tcp, addr, peer, state, proxy, shutdown).await;
+        });
+    })
+    .await;
 }
 
 async fn serve_connection(
@@ -182,7 +171,7 @@ async fn serve_connection(
     proxy: Arc<SluiceHttpProxy>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let _guard = ConnectionGuard::new(&state);
+    let _guard = super::drain::ConnectionGuard::new(&state);
     let _ = tcp.set_nodelay(true);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
     // The addresses are known from accept(): record them so no request pays a syscall for them.
@@ -310,25 +299,5 @@ async fn next_request<S: pingora::protocols::IO + AwaitData + 'static>(
     tokio::select! {
         r = tokio::time::timeout(KEEPALIVE_IDLE, stream.next_request()) => matches!(r, Ok(Ok(()))),
         _ = stop.changed() => false,
-    }
-}
-
-/// Counts a connection as open for as long as it lives.
-struct ConnectionGuard(Arc<EngineState>);
-
-impl ConnectionGuard {
-    fn new(state: &Arc<EngineState>) -> Self {
-        state
-            .connections
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        ConnectionGuard(state.clone())
-    }
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0
-            .connections
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }

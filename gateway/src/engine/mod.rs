@@ -7,6 +7,7 @@
 
 pub mod backend_tls;
 pub mod buffered;
+pub mod drain;
 pub mod listeners;
 pub mod log_limit;
 pub mod mirror;
@@ -38,6 +39,8 @@ pub struct EngineState {
 pub struct Engine {
     pub state: Arc<EngineState>,
     listeners: listeners::Listeners,
+    /// The egress listeners' drain: they stop with the engine.
+    egress: drain::Drain,
 }
 
 /// A socket the engine could not listen on.
@@ -72,6 +75,7 @@ impl Engine {
         Engine {
             listeners: listeners::Listeners::new(state.clone(), workers),
             state,
+            egress: drain::Drain::default(),
         }
     }
 
@@ -90,7 +94,14 @@ impl Engine {
     }
 
     /// Stops every listener and lets open connections finish.
+    /// What egress listeners watch, to stop with the engine.
+    pub fn egress_drain(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.egress.signal()
+    }
+
+    /// Stops every listener, Gateway and egress alike; their connections finish and close.
     pub async fn shutdown(&self) {
+        self.egress.start();
         self.listeners.reconcile(&[]).await;
     }
 }
