@@ -4,6 +4,7 @@
 //! The snapshot is loaded once per request and kept in the context, so a reload in the middle
 //! of a request never changes what that request does.
 
+use http::{HeaderName, HeaderValue};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -123,27 +124,47 @@ fn request_host(req: &RequestHeader) -> Option<std::borrow::Cow<'_, str>> {
     })
 }
 
-fn apply_request_headers(req: &mut RequestHeader, m: &HeaderModifier) {
-    for (n, v) in &m.set {
-        let _ = req.insert_header(n.clone(), v.clone());
+/// Request and response headers alike: what a header modifier does to them.
+trait EditHeaders {
+    fn set(&mut self, name: HeaderName, value: HeaderValue);
+    fn add(&mut self, name: HeaderName, value: HeaderValue);
+    fn remove(&mut self, name: &HeaderName);
+}
+
+impl EditHeaders for RequestHeader {
+    fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        let _ = self.insert_header(name, value);
     }
-    for (n, v) in &m.add {
-        let _ = req.append_header(n.clone(), v.clone());
+    fn add(&mut self, name: HeaderName, value: HeaderValue) {
+        let _ = self.append_header(name, value);
     }
-    for n in &m.remove {
-        let _ = req.remove_header(n);
+    fn remove(&mut self, name: &HeaderName) {
+        let _ = self.remove_header(name);
     }
 }
 
-fn apply_response_headers(resp: &mut ResponseHeader, m: &HeaderModifier) {
+impl EditHeaders for ResponseHeader {
+    fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        let _ = self.insert_header(name, value);
+    }
+    fn add(&mut self, name: HeaderName, value: HeaderValue) {
+        let _ = self.append_header(name, value);
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        let _ = self.remove_header(name);
+    }
+}
+
+/// RequestHeaderModifier and ResponseHeaderModifier: set, then add, then remove.
+fn apply_headers(h: &mut impl EditHeaders, m: &HeaderModifier) {
     for (n, v) in &m.set {
-        let _ = resp.insert_header(n.clone(), v.clone());
+        h.set(n.clone(), v.clone());
     }
     for (n, v) in &m.add {
-        let _ = resp.append_header(n.clone(), v.clone());
+        h.add(n.clone(), v.clone());
     }
     for n in &m.remove {
-        let _ = resp.remove_header(n);
+        h.remove(n);
     }
 }
 
@@ -325,7 +346,7 @@ impl ProxyHttp for SluiceProxy {
             return respond(session, r.status, "", Some(("location", location))).await;
         }
         if let Some(m) = &action.request_headers {
-            apply_request_headers(session.req_header_mut(), m);
+            apply_headers(session.req_header_mut(), m);
         }
         if let Some(rw) = &action.rewrite {
             let req = session.req_header_mut();
@@ -401,7 +422,7 @@ impl ProxyHttp for SluiceProxy {
             return respond(session, 500, "backend does not resolve\n", None).await;
         }
         if let Some(m) = &backend.request_headers {
-            apply_request_headers(session.req_header_mut(), m);
+            apply_headers(session.req_header_mut(), m);
         }
         Ok(false)
     }
@@ -606,10 +627,10 @@ impl ProxyHttp for SluiceProxy {
             .backend
             .and_then(|i| route.action.backends.get(i)?.response_headers.as_ref())
         {
-            apply_response_headers(resp, m);
+            apply_headers(resp, m);
         }
         if let Some(m) = &route.action.response_headers {
-            apply_response_headers(resp, m);
+            apply_headers(resp, m);
         }
         Ok(())
     }
@@ -935,7 +956,7 @@ mod tests {
             remove: vec!["c".parse().unwrap()],
         };
         h.insert_header("c", "x").unwrap();
-        apply_request_headers(&mut h, &m);
+        apply_headers(&mut h, &m);
         assert_eq!(h.headers.get("a").unwrap(), "2");
         assert_eq!(h.headers.get("b").unwrap(), "3");
         assert!(h.headers.get("c").is_none());

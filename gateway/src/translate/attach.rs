@@ -30,6 +30,27 @@ pub(super) fn reference_granted(
         })
 }
 
+/// Why a reference from a `from_kind` of the Gateway API in `from_ns` to the core object
+/// `to_kind` `to` is refused: `None` when both are in one namespace or a ReferenceGrant in the
+/// target's namespace allows it.
+pub(super) fn cross_namespace_denial(
+    store: &Store,
+    from_kind: &str,
+    from_ns: &str,
+    to_kind: &str,
+    to: &NsName,
+) -> Option<String> {
+    if to.namespace == from_ns
+        || reference_granted(store, GATEWAY_GROUP, from_kind, from_ns, "", to_kind, to)
+    {
+        return None;
+    }
+    Some(format!(
+        "no ReferenceGrant in namespace {} allows {from_kind}s from namespace {from_ns} to use {to_kind} {to}",
+        to.namespace
+    ))
+}
+
 /// Intersection of a listener hostname and a route hostname, per the Gateway API: the more
 /// specific of the two when one contains the other.
 pub fn intersect_hostnames(listener: Option<&str>, route: &str) -> Option<String> {

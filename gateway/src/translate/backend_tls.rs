@@ -34,32 +34,23 @@ pub(super) fn backend_tls_policies(
             accepted: (true, "Accepted", "Policy is accepted".into()),
             resolved: (true, "ResolvedRefs", "All references are resolved".into()),
         };
-        let mut roots = Vec::new();
         let refs = spec
             .validation
             .ca_certificate_refs
             .as_deref()
             .unwrap_or_default();
-        let mut problem: Option<(&'static str, String)> = None;
-        for r in refs {
-            let cm_key = NsName::new(key.namespace.clone(), r.name.clone());
-            if !r.group.is_empty() || r.kind != "ConfigMap" {
-                problem.get_or_insert((
-                    "InvalidKind",
-                    format!(
-                        "CA certificate kind {}/{} is not supported; use a ConfigMap",
-                        r.group, r.kind
-                    ),
-                ));
-                continue;
-            }
-            match config_map_ca(store, &cm_key) {
-                Ok(mut c) => roots.append(&mut c),
-                Err(e) => {
-                    problem.get_or_insert(("InvalidCACertificateRef", e));
-                }
-            }
-        }
+        let (roots, problem) = ca_roots(
+            store,
+            "BackendTLSPolicy",
+            &key.namespace,
+            refs.iter().map(|r| CaRef {
+                group: &r.group,
+                kind: &r.kind,
+                name: &r.name,
+                namespace: None,
+            }),
+            "InvalidKind",
+        );
         if let Some((reason, msg)) = problem {
             st.resolved = (false, reason, msg.clone());
             if roots.is_empty() {

@@ -34,21 +34,14 @@ pub(super) fn resolve_backend(
             }
         ));
     }
-    if ns != route_key.namespace
-        && !reference_granted(
-            store,
-            GATEWAY_GROUP,
-            "HTTPRoute",
-            &route_key.namespace,
-            "",
-            "Service",
-            &svc_key,
-        )
-    {
-        return invalid(format!(
-            "RefNotPermitted: no ReferenceGrant in namespace {ns} allows HTTPRoutes from {} to use Service {svc_key}",
-            route_key.namespace
-        ));
+    if let Some(why) = cross_namespace_denial(
+        store,
+        "HTTPRoute",
+        &route_key.namespace,
+        "Service",
+        &svc_key,
+    ) {
+        return invalid(format!("RefNotPermitted: {why}"));
     }
     let Some(svc) = store.services.get(&svc_key) else {
         return invalid(format!("BackendNotFound: Service {svc_key} does not exist"));

@@ -41,45 +41,18 @@ pub(super) fn frontend_validation(
         v.mode,
         Some(gateway_api::experimental::gateways::GatewayTlsFrontendDefaultValidationMode::AllowInsecureFallback)
     );
-    let mut roots = Vec::new();
-    let mut problem: Option<(&'static str, String)> = None;
-    for r in &v.ca_certificate_refs {
-        let ns = r.namespace.as_deref().unwrap_or(&gw_key.namespace);
-        let key = NsName::new(ns, r.name.clone());
-        if !r.group.is_empty() || r.kind != "ConfigMap" {
-            problem.get_or_insert((
-                "InvalidCACertificateKind",
-                format!(
-                    "CA certificate kind {}/{} is not supported; use a ConfigMap",
-                    r.group, r.kind
-                ),
-            ));
-            continue;
-        }
-        if ns != gw_key.namespace
-            && !reference_granted(
-                store,
-                GATEWAY_GROUP,
-                "Gateway",
-                &gw_key.namespace,
-                "",
-                "ConfigMap",
-                &key,
-            )
-        {
-            problem.get_or_insert((
-                "RefNotPermitted",
-                format!("no ReferenceGrant in namespace {ns} allows this Gateway to use ConfigMap {key}"),
-            ));
-            continue;
-        }
-        match config_map_ca(store, &key) {
-            Ok(mut certs) => roots.append(&mut certs),
-            Err(e) => {
-                problem.get_or_insert(("InvalidCACertificateRef", e));
-            }
-        }
-    }
+    let (roots, problem) = ca_roots(
+        store,
+        "Gateway",
+        &gw_key.namespace,
+        v.ca_certificate_refs.iter().map(|r| CaRef {
+            group: &r.group,
+            kind: &r.kind,
+            name: &r.name,
+            namespace: r.namespace.as_deref(),
+        }),
+        "InvalidCACertificateKind",
+    );
     if let Some((reason, msg)) = problem {
         st.resolved_refs = (false, reason, msg.clone());
         if roots.is_empty() {
@@ -93,7 +66,57 @@ pub(super) fn frontend_validation(
     });
 }
 
-/// The certificates under `ca.crt` of a ConfigMap.
+/// A reference to CA certificates (frontend validation, BackendTLSPolicy).
+pub(super) struct CaRef<'a> {
+    pub(super) group: &'a str,
+    pub(super) kind: &'a str,
+    pub(super) name: &'a str,
+    /// `None`: the referring object's namespace.
+    pub(super) namespace: Option<&'a str>,
+}
+
+/// The trust anchors of CA references made by a `from_kind` in `from_ns`, and the first
+/// problem with them: a kind other than ConfigMap (`wrong_kind` is the reason the referring
+/// object's API gives it), a cross-namespace reference no ReferenceGrant allows, or a ConfigMap
+/// that is missing or holds no usable certificate.
+pub(super) fn ca_roots<'a>(
+    store: &Store,
+    from_kind: &str,
+    from_ns: &str,
+    refs: impl IntoIterator<Item = CaRef<'a>>,
+    wrong_kind: &'static str,
+) -> (
+    Vec<rustls_pki_types::CertificateDer<'static>>,
+    Option<(&'static str, String)>,
+) {
+    let mut roots = Vec::new();
+    let mut problem: Option<(&'static str, String)> = None;
+    for r in refs {
+        let key = NsName::new(r.namespace.unwrap_or(from_ns), r.name.to_string());
+        if !r.group.is_empty() || r.kind != "ConfigMap" {
+            problem.get_or_insert((
+                wrong_kind,
+                format!(
+                    "CA certificate kind {}/{} is not supported; use a ConfigMap",
+                    r.group, r.kind
+                ),
+            ));
+            continue;
+        }
+        if let Some(why) = cross_namespace_denial(store, from_kind, from_ns, "ConfigMap", &key) {
+            problem.get_or_insert(("RefNotPermitted", why));
+            continue;
+        }
+        match config_map_ca(store, &key) {
+            Ok(mut certs) => roots.append(&mut certs),
+            Err(e) => {
+                problem.get_or_insert(("InvalidCACertificateRef", e));
+            }
+        }
+    }
+    (roots, problem)
+}
+
 /// The CA certificates of the ConfigMap `key`, or why there are none to use.
 pub(super) fn config_map_ca(
     store: &Store,
@@ -159,21 +182,8 @@ pub(super) fn backend_client_cert(
             format!("client certificate kind {group}/{kind} is not supported; use a Secret"),
         )));
     }
-    if ns != gw_key.namespace
-        && !reference_granted(
-            store,
-            GATEWAY_GROUP,
-            "Gateway",
-            &gw_key.namespace,
-            "",
-            "Secret",
-            &key,
-        )
-    {
-        return Some(Err((
-            "RefNotPermitted",
-            format!("no ReferenceGrant in namespace {ns} allows this Gateway to use Secret {key}"),
-        )));
+    if let Some(why) = cross_namespace_denial(store, "Gateway", &gw_key.namespace, "Secret", &key) {
+        return Some(Err(("RefNotPermitted", why)));
     }
     let Some(secret) = store.secrets.get(&key) else {
         return Some(Err((

@@ -161,28 +161,20 @@ pub(super) fn listener_state(
                 "InvalidCertificateRef",
                 format!("certificateRef kind {group}/{kind} is not supported; use a Secret"),
             );
-        } else if ns != gw_key.namespace
-            && !reference_granted(
-                store,
-                GATEWAY_GROUP,
-                if gw.obj.metadata.name.as_deref() == Some(gw_key.name.as_str())
-                    && gw.obj.metadata.namespace.as_deref().unwrap_or("default") == gw_key.namespace
-                {
-                    "Gateway"
-                } else {
-                    "ListenerSet"
-                },
-                &gw_key.namespace,
-                "",
-                "Secret",
-                &secret_key,
-            )
-        {
-            st.resolved_refs = (
-                false,
-                "RefNotPermitted",
-                format!("no ReferenceGrant in namespace {ns} allows this Gateway to use Secret {secret_key}"),
-            );
+        } else if let Some(why) = cross_namespace_denial(
+            store,
+            if gw.obj.metadata.name.as_deref() == Some(gw_key.name.as_str())
+                && gw.obj.metadata.namespace.as_deref().unwrap_or("default") == gw_key.namespace
+            {
+                "Gateway"
+            } else {
+                "ListenerSet"
+            },
+            &gw_key.namespace,
+            "Secret",
+            &secret_key,
+        ) {
+            st.resolved_refs = (false, "RefNotPermitted", why);
         } else {
             match store.secrets.get(&secret_key) {
                 None => {
