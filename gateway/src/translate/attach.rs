@@ -192,117 +192,18 @@ pub(super) fn attach_http_route(
             }
             continue;
         };
-        let mut matched_section = false;
-        let mut allowed_any = false;
-        let mut hostname_any = false;
-        for l in &mut gw.listeners {
-            if l.owner != owner {
-                continue;
-            }
-            if pref.section_name.as_ref().is_some_and(|s| *s != l.name) {
-                continue;
-            }
-            if pref.port.is_some_and(|p| p != i32::from(l.port)) {
-                continue;
-            }
-            matched_section = true;
-            if !l.kinds.iter().any(|k| k == "HTTPRoute")
-                || !namespace_allowed(
-                    store,
-                    &l.allowed,
-                    &l.owner.as_ref().unwrap_or(&gw_key).namespace,
-                    &key.namespace,
-                )
-            {
-                continue;
-            }
-            allowed_any = true;
-            // Effective hostnames on this listener.
-            let hostnames: Vec<Option<String>> = match spec.hostnames.as_deref() {
-                None | Some([]) => vec![l.hostname.clone()],
-                Some(hs) => {
-                    let mut v: Vec<Option<String>> = hs
-                        .iter()
-                        .filter_map(|h| intersect_hostnames(l.hostname.as_deref(), h))
-                        .map(Some)
-                        .collect();
-                    v.sort();
-                    v.dedup();
-                    v
-                }
-            };
-            if hostnames.is_empty() {
-                continue;
-            }
-            hostname_any = true;
-            if unsupported.is_some() {
-                continue;
-            }
-            // Only a route accepted on this listener counts as attached to it: one whose
-            // hostnames intersect the listener's (GatewayWithAttachedRoutes,
-            // HTTPRouteHostnameIntersection).
-            l.attached += 1;
-            for rule in &rules {
-                for (m, order) in &rule.matches {
-                    l.routes.push(PendingRoute {
-                        hostnames: hostnames.clone(),
-                        route: Arc::new(Route {
-                            route: key.clone(),
-                            rule: order.rule,
-                            matcher: clone_match(m),
-                            action: rule.action.clone(),
-                        }),
-                        order: order.clone(),
-                    });
-                }
-            }
-        }
-        let accepted = if let Some(msg) = &unsupported {
-            condition(
-                "Accepted",
-                false,
-                "UnsupportedValue",
-                msg.clone(),
-                generation,
-                now,
-            )
-        } else if !matched_section {
-            condition(
-                "Accepted",
-                false,
-                "NoMatchingParent",
-                "no listener of the Gateway matches this parentRef's sectionName and port",
-                generation,
-                now,
-            )
-        } else if !allowed_any {
-            condition(
-                "Accepted",
-                false,
-                "NotAllowedByListeners",
-                "no listener allows routes of this kind from this namespace",
-                generation,
-                now,
-            )
-        } else if !hostname_any {
-            condition(
-                "Accepted",
-                false,
-                "NoMatchingListenerHostname",
-                "no hostname of this route intersects a listener hostname",
-                generation,
-                now,
-            )
-        } else {
-            condition(
-                "Accepted",
-                true,
-                "Accepted",
-                "Route is accepted",
-                generation,
-                now,
-            )
-        };
+        let found = attach_to_listeners(
+            store,
+            key,
+            spec,
+            pref,
+            &gw_key,
+            owner.as_ref(),
+            &mut gw.listeners,
+            &rules,
+            unsupported.is_some(),
+        );
+        let accepted = parent_accepted(unsupported.as_deref(), &found, generation, now);
         if accepted.status == "False" {
             warn(
                 format!(".spec.parentRefs[{pi}]"),
@@ -343,4 +244,133 @@ pub(super) fn attach_http_route(
         },
         status: serde_json::json!({ "parents": parents }),
     })
+}
+
+/// What attaching a route to one parent found.
+#[derive(Default)]
+struct Found {
+    /// A listener matches the parentRef's sectionName and port.
+    matched_section: bool,
+    /// One of those allows the route's kind and namespace.
+    allowed: bool,
+    /// One of those has a hostname the route's hostnames intersect.
+    hostname: bool,
+}
+
+/// Attaches the compiled rules to every listener of `owner` (the Gateway's own, or a
+/// ListenerSet's) that the parentRef selects and that accepts the route.
+#[allow(clippy::too_many_arguments)]
+fn attach_to_listeners(
+    store: &Store,
+    key: &NsName,
+    spec: &gateway_api::experimental::httproutes::HttpRouteSpec,
+    pref: &gateway_api::experimental::httproutes::HttpRouteParentRefs,
+    gw_key: &NsName,
+    owner: Option<&NsName>,
+    listeners: &mut [ListenerState],
+    rules: &[CompiledRule],
+    unsupported: bool,
+) -> Found {
+    let mut found = Found::default();
+    for l in listeners {
+        if l.owner.as_ref() != owner {
+            continue;
+        }
+        if pref.section_name.as_ref().is_some_and(|s| *s != l.name) {
+            continue;
+        }
+        if pref.port.is_some_and(|p| p != i32::from(l.port)) {
+            continue;
+        }
+        found.matched_section = true;
+        if !l.kinds.iter().any(|k| k == "HTTPRoute")
+            || !namespace_allowed(
+                store,
+                &l.allowed,
+                &l.owner.as_ref().unwrap_or(gw_key).namespace,
+                &key.namespace,
+            )
+        {
+            continue;
+        }
+        found.allowed = true;
+        let hostnames = hostnames_on(l.hostname.as_deref(), spec.hostnames.as_deref());
+        if hostnames.is_empty() {
+            continue;
+        }
+        found.hostname = true;
+        if unsupported {
+            continue;
+        }
+        // Only a route accepted on this listener counts as attached to it: one whose
+        // hostnames intersect the listener's (GatewayWithAttachedRoutes,
+        // HTTPRouteHostnameIntersection).
+        l.attached += 1;
+        for rule in rules {
+            for (m, order) in &rule.matches {
+                l.routes.push(PendingRoute {
+                    hostnames: hostnames.clone(),
+                    route: Arc::new(Route {
+                        route: key.clone(),
+                        rule: order.rule,
+                        matcher: clone_match(m),
+                        action: rule.action.clone(),
+                    }),
+                    order: order.clone(),
+                });
+            }
+        }
+    }
+    found
+}
+
+/// The hostnames a route serves on a listener: the listener's when the route names none, else
+/// the intersections of the route's with the listener's (none: the route does not attach).
+fn hostnames_on(listener: Option<&str>, route: Option<&[String]>) -> Vec<Option<String>> {
+    match route {
+        None | Some([]) => vec![listener.map(str::to_string)],
+        Some(hs) => {
+            let mut v: Vec<Option<String>> = hs
+                .iter()
+                .filter_map(|h| intersect_hostnames(listener, h))
+                .map(Some)
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        }
+    }
+}
+
+/// A route's Accepted condition for one parent.
+fn parent_accepted(
+    unsupported: Option<&str>,
+    found: &Found,
+    generation: Option<i64>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Condition {
+    let (ok, reason, message) = if let Some(msg) = unsupported {
+        (false, "UnsupportedValue", msg.to_string())
+    } else if !found.matched_section {
+        (
+            false,
+            "NoMatchingParent",
+            "no listener of the Gateway matches this parentRef's sectionName and port".into(),
+        )
+    } else if !found.allowed {
+        (
+            false,
+            "NotAllowedByListeners",
+            "no listener allows routes of this kind from this namespace".into(),
+        )
+    } else if !found.hostname {
+        (
+            false,
+            "NoMatchingListenerHostname",
+            "no hostname of this route intersects a listener hostname".into(),
+        )
+    } else {
+        (true, "Accepted", "Route is accepted".into())
+    };
+    condition("Accepted", ok, reason, message, generation, now)
 }

@@ -151,85 +151,7 @@ pub(super) fn listener_state(
             );
             return st;
         };
-        let group = first.group.as_deref().unwrap_or("");
-        let kind = first.kind.as_deref().unwrap_or("Secret");
-        let ns = first.namespace.as_deref().unwrap_or(&gw_key.namespace);
-        let secret_key = NsName::new(ns, first.name.clone());
-        if !group.is_empty() || kind != "Secret" {
-            st.resolved_refs = (
-                false,
-                "InvalidCertificateRef",
-                format!("certificateRef kind {group}/{kind} is not supported; use a Secret"),
-            );
-        } else if let Some(why) = cross_namespace_denial(
-            store,
-            if gw.obj.metadata.name.as_deref() == Some(gw_key.name.as_str())
-                && gw.obj.metadata.namespace.as_deref().unwrap_or("default") == gw_key.namespace
-            {
-                "Gateway"
-            } else {
-                "ListenerSet"
-            },
-            &gw_key.namespace,
-            "Secret",
-            &secret_key,
-        ) {
-            st.resolved_refs = (false, "RefNotPermitted", why);
-        } else {
-            match store.secrets.get(&secret_key) {
-                None => {
-                    st.resolved_refs = (
-                        false,
-                        "InvalidCertificateRef",
-                        format!("Secret {secret_key} does not exist"),
-                    );
-                }
-                Some(secret) => match certified_key(&secret.obj) {
-                    Ok(ck) => {
-                        st.cert = Some(ck);
-                        let data = secret_data(&secret.obj);
-                        if let (Some(cert), Some(key)) = (data.get("tls.crt"), data.get("tls.key"))
-                        {
-                            memory.next.insert(
-                                secret_key.clone(),
-                                TlsPem {
-                                    cert: cert.clone(),
-                                    key: key.clone(),
-                                },
-                            );
-                        }
-                    }
-                    Err(e) => {
-                        // A Secret that was valid before keeps its last valid content in
-                        // service: a bad edit must not take an HTTPS listener down.
-                        let last = memory.previous.get(&secret_key).and_then(|pem| {
-                            certified_key_from_pem(&pem.cert, &pem.key)
-                                .ok()
-                                .map(|ck| (pem.clone(), ck))
-                        });
-                        let kept = if let Some((pem, ck)) = last {
-                            memory.next.insert(secret_key.clone(), pem);
-                            st.cert = Some(ck);
-                            st.serving_last_good = true;
-                            "; the listener keeps serving the last valid certificate of this Secret"
-                        } else {
-                            "; no valid certificate was ever loaded from it, so the listener is not served"
-                        };
-                        warnings.push(Warning {
-                            source: secret.source.to_string(),
-                            object: format!("Secret {secret_key}"),
-                            field: ".data".into(),
-                            message: format!("{e}{kept}"),
-                        });
-                        st.resolved_refs = (
-                            false,
-                            "InvalidCertificateRef",
-                            format!("Secret {secret_key}: {e}{kept}"),
-                        );
-                    }
-                },
-            }
-        }
+        listener_certificate(store, gw_key, gw, first, memory, warnings, &mut st);
         if !st.resolved_refs.0 {
             warnings.push(Warning {
                 source: gw.source.to_string(),
@@ -243,6 +165,98 @@ pub(super) fn listener_state(
         }
     }
     st
+}
+
+/// The certificate of an HTTPS listener from its first certificateRef. A Secret that turned
+/// invalid keeps its last valid content in service; a missing, refused or never valid one
+/// leaves `resolved_refs` False.
+fn listener_certificate(
+    store: &Store,
+    gw_key: &NsName,
+    gw: &Object<Gateway>,
+    first: &gateway_api::experimental::gateways::GatewayListenersTlsCertificateRefs,
+    memory: &mut TlsMemory<'_>,
+    warnings: &mut Vec<Warning>,
+    st: &mut ListenerState,
+) {
+    let group = first.group.as_deref().unwrap_or("");
+    let kind = first.kind.as_deref().unwrap_or("Secret");
+    let ns = first.namespace.as_deref().unwrap_or(&gw_key.namespace);
+    let secret_key = NsName::new(ns, first.name.clone());
+    if !group.is_empty() || kind != "Secret" {
+        st.resolved_refs = (
+            false,
+            "InvalidCertificateRef",
+            format!("certificateRef kind {group}/{kind} is not supported; use a Secret"),
+        );
+    } else if let Some(why) = cross_namespace_denial(
+        store,
+        if gw.obj.metadata.name.as_deref() == Some(gw_key.name.as_str())
+            && gw.obj.metadata.namespace.as_deref().unwrap_or("default") == gw_key.namespace
+        {
+            "Gateway"
+        } else {
+            "ListenerSet"
+        },
+        &gw_key.namespace,
+        "Secret",
+        &secret_key,
+    ) {
+        st.resolved_refs = (false, "RefNotPermitted", why);
+    } else {
+        match store.secrets.get(&secret_key) {
+            None => {
+                st.resolved_refs = (
+                    false,
+                    "InvalidCertificateRef",
+                    format!("Secret {secret_key} does not exist"),
+                );
+            }
+            Some(secret) => match certified_key(&secret.obj) {
+                Ok(ck) => {
+                    st.cert = Some(ck);
+                    let data = secret_data(&secret.obj);
+                    if let (Some(cert), Some(key)) = (data.get("tls.crt"), data.get("tls.key")) {
+                        memory.next.insert(
+                            secret_key.clone(),
+                            TlsPem {
+                                cert: cert.clone(),
+                                key: key.clone(),
+                            },
+                        );
+                    }
+                }
+                Err(e) => {
+                    // A Secret that was valid before keeps its last valid content in
+                    // service: a bad edit must not take an HTTPS listener down.
+                    let last = memory.previous.get(&secret_key).and_then(|pem| {
+                        certified_key_from_pem(&pem.cert, &pem.key)
+                            .ok()
+                            .map(|ck| (pem.clone(), ck))
+                    });
+                    let kept = if let Some((pem, ck)) = last {
+                        memory.next.insert(secret_key.clone(), pem);
+                        st.cert = Some(ck);
+                        st.serving_last_good = true;
+                        "; the listener keeps serving the last valid certificate of this Secret"
+                    } else {
+                        "; no valid certificate was ever loaded from it, so the listener is not served"
+                    };
+                    warnings.push(Warning {
+                        source: secret.source.to_string(),
+                        object: format!("Secret {secret_key}"),
+                        field: ".data".into(),
+                        message: format!("{e}{kept}"),
+                    });
+                    st.resolved_refs = (
+                        false,
+                        "InvalidCertificateRef",
+                        format!("Secret {secret_key}: {e}{kept}"),
+                    );
+                }
+            },
+        }
+    }
 }
 
 /// Marks listeners that share a port with another listener of a different protocol

@@ -256,7 +256,6 @@ struct RouteOrder {
 
 /// Translates every object into one snapshot and the status of every object we own.
 pub fn translate(store: &Store, opts: &Options) -> Translation {
-    let now = opts.now;
     let mut statuses = Vec::new();
     let mut warnings = Vec::new();
     let mut tls_memory = TlsMemory {
@@ -264,41 +263,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         next: BTreeMap::new(),
     };
 
-    // GatewayClasses naming our controller.
-    let mut our_classes = HashSet::new();
-    for (name, class) in &store.gateway_classes {
-        if class.obj.spec.controller_name != opts.controller_name {
-            continue;
-        }
-        let generation = class.obj.metadata.generation;
-        let (ok, reason, msg) = match &class.obj.spec.parameters_ref {
-            Some(p) => (
-                false,
-                "InvalidParameters",
-                format!(
-                    "parametersRef {}/{} is not supported by this controller",
-                    p.kind, p.name
-                ),
-            ),
-            None => (true, "Accepted", "Accepted by Sluice".to_string()),
-        };
-        if ok {
-            our_classes.insert(name.clone());
-        }
-        statuses.push(ObjectStatus {
-            api_version: format!("{GATEWAY_GROUP}/v1"),
-            kind: "GatewayClass".into(),
-            metadata: StatusMeta {
-                namespace: None,
-                name: name.clone(),
-                generation,
-            },
-            status: serde_json::json!({
-                "conditions": [condition("Accepted", ok, reason, msg, generation, now)],
-            }),
-        });
-    }
-
+    let our_classes = gateway_classes(store, opts, &mut statuses);
     // Our Gateways, oldest first: the older Gateway keeps a contested address and port.
     let mut gateways: Vec<(&NsName, &Object<Gateway>)> = store
         .gateways
@@ -309,89 +274,10 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
     crate::unserved::skipped_objects(store, &mut warnings);
     crate::unserved::gateway_classes(store, &opts.controller_name, gateways.len(), &mut warnings);
 
-    let requested: HashSet<IpAddr> = gateways
-        .iter()
-        .flat_map(|(_, g)| g.obj.spec.addresses.iter().flatten())
-        .filter_map(|a| a.value.as_deref()?.parse().ok())
-        .collect();
-    let mut pool = opts
-        .address_pool
-        .map(|net| net.hosts().filter(move |ip| !requested.contains(ip)));
+    let mut states = gateway_states(store, opts, &gateways, &mut warnings, &mut tls_memory);
+    claim_ports(&mut states);
 
-    let mut states: Vec<GatewayState<'_>> = Vec::new();
-    for (key, gw) in &gateways {
-        let address = gateway_address(gw, &mut pool, opts);
-        let mut listeners: Vec<ListenerState> = gw
-            .obj
-            .spec
-            .listeners
-            .iter()
-            .map(|l| listener_state(store, key, l, &mut warnings, &mut tls_memory, gw))
-            .collect();
-        let listener_sets = attached_listener_sets(store, key, gw);
-        for (ls_key, ls, allowed) in &listener_sets {
-            if !allowed {
-                continue;
-            }
-            for l in &ls.obj.spec.listeners {
-                // A ListenerSet listener has the schema of a Gateway listener.
-                let gl = match serde_json::to_value(l)
-                    .and_then(serde_json::from_value::<GatewayListeners>)
-                {
-                    Ok(gl) => gl,
-                    Err(e) => {
-                        warnings.push(Warning {
-                            source: ls.source.to_string(),
-                            object: format!("ListenerSet {ls_key}"),
-                            field: format!(".spec.listeners[name={}]", l.name),
-                            message: format!(
-                                "not served: it does not read as a Gateway listener: {e}"
-                            ),
-                        });
-                        continue;
-                    }
-                };
-                let mut st = listener_state(store, ls_key, &gl, &mut warnings, &mut tls_memory, gw);
-                st.owner = Some(ls_key.clone());
-                listeners.push(st);
-            }
-        }
-        let mut state = GatewayState {
-            key: (*key).clone(),
-            obj: gw,
-            address,
-            listeners,
-            listener_sets,
-            backend_cert: backend_client_cert(store, key, gw),
-        };
-        mark_conflicts(&mut state);
-        states.push(state);
-    }
-
-    // Address and port are claimed by the oldest Gateway; later claimants are refused.
-    let mut claimed: HashMap<SocketAddr, NsName> = HashMap::new();
-    for st in &mut states {
-        let Ok(ip) = st.address else { continue };
-        let mut mine = HashSet::new();
-        for l in &mut st.listeners {
-            let addr = SocketAddr::new(ip, l.port);
-            match claimed.get(&addr) {
-                Some(owner) if !mine.contains(&addr) => {
-                    l.accepted = (
-                        false,
-                        "PortUnavailable",
-                        format!("{addr} is already served by Gateway {owner}, which is older"),
-                    );
-                }
-                _ => {
-                    claimed.insert(addr, st.key.clone());
-                    mine.insert(addr);
-                }
-            }
-        }
-    }
-
-    // BackendTLSPolicies, then routes.
+    // BackendTLSPolicies, then routes, oldest first.
     let (tls, policy_states) = backend_tls_policies(store, opts);
     let mut clusters = Clusters {
         map: HashMap::new(),
@@ -413,23 +299,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
             statuses.push(st);
         }
     }
-
-    for (svc, port) in &clusters.without_endpoints {
-        let Some(obj) = store.services.get(svc) else {
-            continue;
-        };
-        warnings.push(Warning {
-            source: obj.source.to_string(),
-            object: format!("Service {svc}"),
-            field: format!(".spec.ports[port={port}]"),
-            message: format!(
-                "no ready endpoints: requests routed to it are answered 503. Endpoints come from \
-                 EndpointSlices labelled kubernetes.io/service-name={}, with a port named as \
-                 this Service port",
-                svc.name
-            ),
-        });
-    }
+    warn_without_endpoints(store, &clusters, &mut warnings);
 
     let (egress, egress_last_good) = egress_policies(store, opts, &mut statuses, &mut warnings);
 
@@ -449,7 +319,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
             .filter(|l| l.accepted.0)
             .map(|l| l.port)
             .collect();
-        let out = gateway_status(&st, &mut config, now);
+        let out = gateway_status(&st, &mut config, opts.now);
         let accepted = out.iter().any(|s| {
             s.kind == "Gateway"
                 && s.status["conditions"].as_array().is_some_and(|c| {
@@ -477,6 +347,162 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         infrastructure,
         tls_last_good: tls_memory.next,
         egress_last_good,
+    }
+}
+
+/// The GatewayClasses naming our controller get a status; returns the accepted ones.
+fn gateway_classes(
+    store: &Store,
+    opts: &Options,
+    statuses: &mut Vec<ObjectStatus>,
+) -> HashSet<String> {
+    let mut ours = HashSet::new();
+    for (name, class) in &store.gateway_classes {
+        if class.obj.spec.controller_name != opts.controller_name {
+            continue;
+        }
+        let generation = class.obj.metadata.generation;
+        let (ok, reason, msg) = match &class.obj.spec.parameters_ref {
+            Some(p) => (
+                false,
+                "InvalidParameters",
+                format!(
+                    "parametersRef {}/{} is not supported by this controller",
+                    p.kind, p.name
+                ),
+            ),
+            None => (true, "Accepted", "Accepted by Sluice".to_string()),
+        };
+        if ok {
+            ours.insert(name.clone());
+        }
+        statuses.push(ObjectStatus {
+            api_version: format!("{GATEWAY_GROUP}/v1"),
+            kind: "GatewayClass".into(),
+            metadata: StatusMeta {
+                namespace: None,
+                name: name.clone(),
+                generation,
+            },
+            status: serde_json::json!({
+                "conditions": [condition("Accepted", ok, reason, msg, generation, opts.now)],
+            }),
+        });
+    }
+    ours
+}
+
+/// Each Gateway's address and listeners (its own, then its ListenerSets'), with conflicts
+/// marked.
+fn gateway_states<'a>(
+    store: &'a Store,
+    opts: &Options,
+    gateways: &[(&'a NsName, &'a Object<Gateway>)],
+    warnings: &mut Vec<Warning>,
+    tls_memory: &mut TlsMemory<'_>,
+) -> Vec<GatewayState<'a>> {
+    let requested: HashSet<IpAddr> = gateways
+        .iter()
+        .flat_map(|(_, g)| g.obj.spec.addresses.iter().flatten())
+        .filter_map(|a| a.value.as_deref()?.parse().ok())
+        .collect();
+    let mut pool = opts
+        .address_pool
+        .map(|net| net.hosts().filter(move |ip| !requested.contains(ip)));
+    let mut states = Vec::new();
+    for (key, gw) in gateways {
+        let address = gateway_address(gw, &mut pool, opts);
+        let mut listeners: Vec<ListenerState> = gw
+            .obj
+            .spec
+            .listeners
+            .iter()
+            .map(|l| listener_state(store, key, l, warnings, tls_memory, gw))
+            .collect();
+        let listener_sets = attached_listener_sets(store, key, gw);
+        for (ls_key, ls, allowed) in &listener_sets {
+            if !allowed {
+                continue;
+            }
+            for l in &ls.obj.spec.listeners {
+                // A ListenerSet listener has the schema of a Gateway listener.
+                let gl = match serde_json::to_value(l)
+                    .and_then(serde_json::from_value::<GatewayListeners>)
+                {
+                    Ok(gl) => gl,
+                    Err(e) => {
+                        warnings.push(Warning {
+                            source: ls.source.to_string(),
+                            object: format!("ListenerSet {ls_key}"),
+                            field: format!(".spec.listeners[name={}]", l.name),
+                            message: format!(
+                                "not served: it does not read as a Gateway listener: {e}"
+                            ),
+                        });
+                        continue;
+                    }
+                };
+                let mut st = listener_state(store, ls_key, &gl, warnings, tls_memory, gw);
+                st.owner = Some(ls_key.clone());
+                listeners.push(st);
+            }
+        }
+        let mut state = GatewayState {
+            key: (*key).clone(),
+            obj: gw,
+            address,
+            listeners,
+            listener_sets,
+            backend_cert: backend_client_cert(store, key, gw),
+        };
+        mark_conflicts(&mut state);
+        states.push(state);
+    }
+    states
+}
+
+/// Address and port are claimed by the oldest Gateway; later claimants are refused.
+fn claim_ports(states: &mut [GatewayState<'_>]) {
+    let mut claimed: HashMap<SocketAddr, NsName> = HashMap::new();
+    for st in states {
+        let Ok(ip) = st.address else { continue };
+        let mut mine = HashSet::new();
+        for l in &mut st.listeners {
+            let addr = SocketAddr::new(ip, l.port);
+            match claimed.get(&addr) {
+                Some(owner) if !mine.contains(&addr) => {
+                    l.accepted = (
+                        false,
+                        "PortUnavailable",
+                        format!("{addr} is already served by Gateway {owner}, which is older"),
+                    );
+                }
+                _ => {
+                    claimed.insert(addr, st.key.clone());
+                    mine.insert(addr);
+                }
+            }
+        }
+    }
+}
+
+/// A warning for every Service port routes use that has no ready endpoint.
+fn warn_without_endpoints(store: &Store, clusters: &Clusters, warnings: &mut Vec<Warning>) {
+    for (svc, port) in &clusters.without_endpoints {
+        let Some(obj) = store.services.get(svc) else {
+            continue;
+        };
+        warnings.push(Warning {
+            source: obj.source.to_string(),
+            object: format!("Service {svc}"),
+            field: format!(".spec.ports[port={port}]"),
+            message: format!(
+                "no ready endpoints: requests routed to it are answered 503. Endpoints come from \
+                 EndpointSlices labelled kubernetes.io/service-name={}, with a port named as \
+                 this Service port",
+                svc.name
+            ),
+        });
     }
 }
 
