@@ -81,95 +81,7 @@ pub(super) fn compile_rule(
     };
     let mut compiled_matches = Vec::new();
     for (mi, m) in matches.iter().enumerate() {
-        let field = format!(".spec.rules[{ri}].matches[{mi}]");
-        let path_type = m
-            .path
-            .as_ref()
-            .and_then(|p| p.r#type.clone())
-            .unwrap_or(HttpRouteRulesMatchesPathType::PathPrefix);
-        let path_value = m
-            .path
-            .as_ref()
-            .and_then(|p| p.value.clone())
-            .unwrap_or_else(|| "/".into());
-        let (path, kind) = match path_type {
-            HttpRouteRulesMatchesPathType::Exact => (PathMatch::Exact(path_value.clone()), 3),
-            HttpRouteRulesMatchesPathType::PathPrefix => (
-                PathMatch::Prefix(path_value.trim_end_matches('/').to_string()),
-                2,
-            ),
-            HttpRouteRulesMatchesPathType::RegularExpression => (
-                PathMatch::Regex(
-                    compile_regex(&path_value).map_err(|e| (format!("{field}.path.value"), e))?,
-                ),
-                1,
-            ),
-        };
-        let mut headers = Vec::new();
-        for (hi, h) in m.headers.iter().flatten().enumerate() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|e| (format!("{field}.headers[{hi}].name"), e.to_string()))?;
-            let value = match h.r#type {
-                Some(HttpRouteRulesMatchesHeadersType::RegularExpression) => StringMatch::Regex(
-                    compile_regex(&h.value)
-                        .map_err(|e| (format!("{field}.headers[{hi}].value"), e))?,
-                ),
-                _ => StringMatch::Exact(h.value.clone()),
-            };
-            // The first match of a header name wins; later duplicates are ignored (spec).
-            if !headers.iter().any(|x: &HeaderMatch| x.name == name) {
-                headers.push(HeaderMatch { name, value });
-            }
-        }
-        let mut query = Vec::new();
-        for (qi, q) in m.query_params.iter().flatten().enumerate() {
-            let value = match q.r#type {
-                Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression) => {
-                    StringMatch::Regex(
-                        compile_regex(&q.value)
-                            .map_err(|e| (format!("{field}.queryParams[{qi}].value"), e))?,
-                    )
-                }
-                _ => StringMatch::Exact(q.value.clone()),
-            };
-            if !query.iter().any(|x: &QueryMatch| x.name == q.name) {
-                query.push(QueryMatch {
-                    name: q.name.clone(),
-                    value,
-                });
-            }
-        }
-        let method = m.method.as_ref().map(|meth| {
-            let s = serde_json::to_value(meth)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            Method::from_bytes(s.as_bytes()).unwrap_or(Method::GET)
-        });
-        let path_len = match &path {
-            PathMatch::Exact(p) | PathMatch::Prefix(p) => p.len(),
-            PathMatch::Regex(r) => r.as_str().len(),
-        };
-        let order = RouteOrder {
-            path_kind: std::cmp::Reverse(kind),
-            path_len: std::cmp::Reverse(path_len),
-            method: std::cmp::Reverse(method.is_some()),
-            headers: std::cmp::Reverse(headers.len()),
-            query: std::cmp::Reverse(query.len()),
-            created: route.created,
-            route: key.clone(),
-            rule: ri,
-            matcher: mi,
-        };
-        compiled_matches.push((
-            RouteMatch {
-                path,
-                method,
-                headers,
-                query,
-            },
-            order,
-        ));
+        compiled_matches.push(compile_match(key, route, ri, mi, m)?);
     }
 
     // The path matched by the first match, for ReplacePrefixMatch.
@@ -190,6 +102,151 @@ pub(super) fn compile_rule(
         route_label: key.to_string(),
         ..RuleAction::default()
     };
+    timeouts_and_retry(rule, ri, &mut action)?;
+    for (fi, f) in rule.filters.iter().flatten().enumerate() {
+        let field = format!(".spec.rules[{ri}].filters[{fi}]");
+        apply_filter(
+            store,
+            key,
+            f,
+            &field,
+            &matched_prefix,
+            &mut action,
+            &mut problems,
+            clusters,
+        )?;
+    }
+    let backend_refs = rule.backend_refs.as_deref().unwrap_or_default();
+    if backend_refs.is_empty() && action.redirect.is_none() {
+        action.no_backends = true;
+    }
+    for (bi, b) in backend_refs.iter().enumerate() {
+        let field = format!(".spec.rules[{ri}].backendRefs[{bi}]");
+        let backend = weighted_backend(
+            store,
+            key,
+            b,
+            &field,
+            &matched_prefix,
+            &mut problems,
+            clusters,
+        )?;
+        if backend.weight > 0 {
+            action.total_weight += u64::from(backend.weight);
+            action.backends.push(backend);
+        }
+    }
+    Ok((
+        CompiledRule {
+            matches: compiled_matches,
+            action: Arc::new(action),
+        },
+        problems,
+    ))
+}
+
+/// One match of a rule: its matcher and its place in the Gateway API precedence.
+fn compile_match(
+    key: &NsName,
+    route: &Object<HttpRoute>,
+    ri: usize,
+    mi: usize,
+    m: &HttpRouteRulesMatches,
+) -> Result<(RouteMatch, RouteOrder), (String, String)> {
+    let field = format!(".spec.rules[{ri}].matches[{mi}]");
+    let path_type = m
+        .path
+        .as_ref()
+        .and_then(|p| p.r#type.clone())
+        .unwrap_or(HttpRouteRulesMatchesPathType::PathPrefix);
+    let path_value = m
+        .path
+        .as_ref()
+        .and_then(|p| p.value.clone())
+        .unwrap_or_else(|| "/".into());
+    let (path, kind) = match path_type {
+        HttpRouteRulesMatchesPathType::Exact => (PathMatch::Exact(path_value.clone()), 3),
+        HttpRouteRulesMatchesPathType::PathPrefix => (
+            PathMatch::Prefix(path_value.trim_end_matches('/').to_string()),
+            2,
+        ),
+        HttpRouteRulesMatchesPathType::RegularExpression => (
+            PathMatch::Regex(
+                compile_regex(&path_value).map_err(|e| (format!("{field}.path.value"), e))?,
+            ),
+            1,
+        ),
+    };
+    let mut headers = Vec::new();
+    for (hi, h) in m.headers.iter().flatten().enumerate() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|e| (format!("{field}.headers[{hi}].name"), e.to_string()))?;
+        let value = match h.r#type {
+            Some(HttpRouteRulesMatchesHeadersType::RegularExpression) => StringMatch::Regex(
+                compile_regex(&h.value).map_err(|e| (format!("{field}.headers[{hi}].value"), e))?,
+            ),
+            _ => StringMatch::Exact(h.value.clone()),
+        };
+        // The first match of a header name wins; later duplicates are ignored (spec).
+        if !headers.iter().any(|x: &HeaderMatch| x.name == name) {
+            headers.push(HeaderMatch { name, value });
+        }
+    }
+    let mut query = Vec::new();
+    for (qi, q) in m.query_params.iter().flatten().enumerate() {
+        let value = match q.r#type {
+            Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression) => StringMatch::Regex(
+                compile_regex(&q.value)
+                    .map_err(|e| (format!("{field}.queryParams[{qi}].value"), e))?,
+            ),
+            _ => StringMatch::Exact(q.value.clone()),
+        };
+        if !query.iter().any(|x: &QueryMatch| x.name == q.name) {
+            query.push(QueryMatch {
+                name: q.name.clone(),
+                value,
+            });
+        }
+    }
+    let method = m.method.as_ref().map(|meth| {
+        let s = serde_json::to_value(meth)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        Method::from_bytes(s.as_bytes()).unwrap_or(Method::GET)
+    });
+    let path_len = match &path {
+        PathMatch::Exact(p) | PathMatch::Prefix(p) => p.len(),
+        PathMatch::Regex(r) => r.as_str().len(),
+    };
+    let order = RouteOrder {
+        path_kind: std::cmp::Reverse(kind),
+        path_len: std::cmp::Reverse(path_len),
+        method: std::cmp::Reverse(method.is_some()),
+        headers: std::cmp::Reverse(headers.len()),
+        query: std::cmp::Reverse(query.len()),
+        created: route.created,
+        route: key.clone(),
+        rule: ri,
+        matcher: mi,
+    };
+    Ok((
+        RouteMatch {
+            path,
+            method,
+            headers,
+            query,
+        },
+        order,
+    ))
+}
+
+/// `timeouts` and `retry` of a rule.
+fn timeouts_and_retry(
+    rule: &HttpRouteRules,
+    ri: usize,
+    action: &mut RuleAction,
+) -> Result<(), (String, String)> {
     if let Some(t) = &rule.timeouts {
         let field = format!(".spec.rules[{ri}].timeouts");
         action.request_timeout = parse_duration(t.request.as_deref(), &format!("{field}.request"))?;
@@ -213,85 +270,68 @@ pub(super) fn compile_rule(
                 .unwrap_or_default(),
         });
     }
-    for (fi, f) in rule.filters.iter().flatten().enumerate() {
-        let field = format!(".spec.rules[{ri}].filters[{fi}]");
+    Ok(())
+}
+
+/// One backendRef of a rule: its target and weight, and its own header filters.
+fn weighted_backend(
+    store: &Store,
+    key: &NsName,
+    b: &gateway_api::experimental::httproutes::HttpRouteRulesBackendRefs,
+    field: &str,
+    matched_prefix: &str,
+    problems: &mut RuleProblems,
+    clusters: &mut Clusters,
+) -> Result<WeightedBackend, (String, String)> {
+    let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
+    let target = resolve_backend(
+        store,
+        key,
+        b.group.as_deref(),
+        b.kind.as_deref(),
+        &b.name,
+        b.namespace.as_deref(),
+        b.port,
+        clusters,
+    );
+    note_invalid(&target, field.to_string(), problems);
+    let mut backend = WeightedBackend {
+        weight,
+        target,
+        request_headers: None,
+        response_headers: None,
+    };
+    for (fi, f) in b.filters.iter().flatten().enumerate() {
+        let ffield = format!("{field}.filters[{fi}]");
+        // Backend filters have the same schema as rule filters.
+        let f: HttpRouteRulesFilters = serde_json::to_value(f)
+            .and_then(serde_json::from_value)
+            .map_err(|e| (ffield.clone(), e.to_string()))?;
+        let mut sub = RuleAction::default();
         apply_filter(
             store,
             key,
-            f,
-            &field,
-            &matched_prefix,
-            &mut action,
-            &mut problems,
+            &f,
+            &ffield,
+            matched_prefix,
+            &mut sub,
+            problems,
             clusters,
         )?;
-    }
-    let backend_refs = rule.backend_refs.as_deref().unwrap_or_default();
-    if backend_refs.is_empty() && action.redirect.is_none() {
-        action.no_backends = true;
-    }
-    for (bi, b) in backend_refs.iter().enumerate() {
-        let field = format!(".spec.rules[{ri}].backendRefs[{bi}]");
-        let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
-        let target = resolve_backend(
-            store,
-            key,
-            b.group.as_deref(),
-            b.kind.as_deref(),
-            &b.name,
-            b.namespace.as_deref(),
-            b.port,
-            clusters,
-        );
-        note_invalid(&target, field.clone(), &mut problems);
-        let mut backend = WeightedBackend {
-            weight,
-            target,
-            request_headers: None,
-            response_headers: None,
-        };
-        for (fi, f) in b.filters.iter().flatten().enumerate() {
-            let ffield = format!("{field}.filters[{fi}]");
-            // Backend filters have the same schema as rule filters.
-            let f: HttpRouteRulesFilters = serde_json::to_value(f)
-                .and_then(serde_json::from_value)
-                .map_err(|e| (ffield.clone(), e.to_string()))?;
-            let mut sub = RuleAction::default();
-            apply_filter(
-                store,
-                key,
-                &f,
-                &ffield,
-                &matched_prefix,
-                &mut sub,
-                &mut problems,
-                clusters,
-            )?;
-            if sub.rewrite.is_some()
-                || sub.redirect.is_some()
-                || !sub.mirrors.is_empty()
-                || sub.cors.is_some()
-            {
-                return Err((
-                    ffield,
-                    "only RequestHeaderModifier and ResponseHeaderModifier are supported on a backendRef".into(),
-                ));
-            }
-            backend.request_headers = sub.request_headers.or(backend.request_headers);
-            backend.response_headers = sub.response_headers.or(backend.response_headers);
+        if sub.rewrite.is_some()
+            || sub.redirect.is_some()
+            || !sub.mirrors.is_empty()
+            || sub.cors.is_some()
+        {
+            return Err((
+                ffield,
+                "only RequestHeaderModifier and ResponseHeaderModifier are supported on a backendRef".into(),
+            ));
         }
-        if weight > 0 {
-            action.total_weight += u64::from(weight);
-            action.backends.push(backend);
-        }
+        backend.request_headers = sub.request_headers.or(backend.request_headers);
+        backend.response_headers = sub.response_headers.or(backend.response_headers);
     }
-    Ok((
-        CompiledRule {
-            matches: compiled_matches,
-            action: Arc::new(action),
-        },
-        problems,
-    ))
+    Ok(backend)
 }
 
 /// Records why a backend reference did not resolve, with the spec's reason.
