@@ -188,27 +188,6 @@ struct StatusCheck {
     listeners: Option<Vec<String>>,
 }
 
-/// The backends of the base resources: (namespace, Service name).
-const BACKENDS: &[(&str, &str)] = &[
-    ("gateway-conformance-infra", "infra-backend-v1"),
-    ("gateway-conformance-infra", "infra-backend-v2"),
-    ("gateway-conformance-infra", "infra-backend-v3"),
-    ("gateway-conformance-app-backend", "app-backend-v1"),
-    ("gateway-conformance-app-backend", "app-backend-v2"),
-    ("gateway-conformance-web-backend", "web-backend"),
-];
-
-/// Names the base certificate covers.
-const CERT_NAMES: &[&str] = &[
-    "example.com",
-    "*.example.com",
-    "example.org",
-    "*.example.org",
-    "second-example.org",
-    "example.net",
-    "*.example.net",
-];
-
 struct Env {
     ca: TestCa,
     /// Client certificates: (valid, untrusted), each as certificate and key PEM.
@@ -218,71 +197,22 @@ struct Env {
 }
 
 async fn environment() -> Env {
+    use sluice_testing::conformance_env::{base_manifests, BACKENDS, TLS_BACKEND};
     let ca = TestCa::new();
     let mut backends = Vec::new();
-    let mut base = vec![format!(
-        "apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: gateway-conformance}}
-spec: {{controllerName: sluice.dev/gateway-controller}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {{name: gateway-conformance-infra, labels: {{gateway-conformance: infra}}}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {{name: gateway-conformance-app-backend, labels: {{gateway-conformance: backend}}}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {{name: gateway-conformance-web-backend, labels: {{gateway-conformance: web-backend}}}}
----
-{}",
-        include_str!("../../conformance/cases/base.yaml")
-    )];
     for (ns, name) in BACKENDS {
-        let e = echo_in(ns, name).await;
-        base.push(service(ns, name, &[e.addr]).replace(
-            "{name: http, port: 80, targetPort:",
-            "{name: http, port: 8080, targetPort:",
-        ));
-        backends.push((name.to_string(), e));
+        backends.push((name.to_string(), echo_in(ns, name).await));
     }
-    base.push(ca.secret(
-        "gateway-conformance-infra",
-        "tls-validity-checks-certificate",
-        CERT_NAMES,
-    ));
-    base.push(ca.secret(
-        "gateway-conformance-web-backend",
-        "certificate-for-cross-ns",
-        CERT_NAMES,
-    ));
-    let indent = |s: &str| {
-        s.lines()
-            .map(|l| format!("    {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    for ns in [
-        "gateway-conformance-infra",
-        "gateway-conformance-web-backend",
-    ] {
-        base.push(format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: client-ca, namespace: {ns}}}\ndata:\n  ca.crt: |\n{}\n",
-            indent(&ca.cert_pem)
-        ));
-    }
-    // A TLS backend for BackendTLSPolicy cases, with a certificate for abc.example.com, and the
-    // CA that signed it in a ConfigMap.
-    let (tls_cert, tls_key) = ca.issue(&["abc.example.com"]);
+    // A TLS backend for BackendTLSPolicy cases, with a certificate for abc.example.com; it
+    // trusts the same CA for client certificates.
+    let (tls_ns, tls_name, tls_host) = TLS_BACKEND;
+    let (tls_cert, tls_key) = ca.issue(&[tls_host]);
     let tls_echo = conformance::echo::serve(
         "127.0.0.1:0".parse().unwrap(),
         Identity {
-            namespace: "gateway-conformance-infra".into(),
-            service: "tls-backend".into(),
-            pod: "tls-backend-0".into(),
+            namespace: tls_ns.into(),
+            service: tls_name.into(),
+            pod: format!("{tls_name}-0"),
             ..Identity::default()
         },
         Some(conformance::echo::TlsFiles {
@@ -293,24 +223,15 @@ metadata: {{name: gateway-conformance-web-backend, labels: {{gateway-conformance
     )
     .await
     .unwrap();
-    base.push(
-        service("gateway-conformance-infra", "tls-backend", &[tls_echo.addr])
-            .replace(
-                "{name: http, port: 80, targetPort:",
-                "{name: https, port: 443, targetPort:",
-            )
-            .replace("- {name: http, port:", "- {name: https, port:"),
-    );
-    backends.push(("tls-backend".to_string(), tls_echo));
-    base.push(format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: backend-tls-checks-certificate, namespace: gateway-conformance-infra}}\ndata:\n  ca.crt: |\n{}\n",
-        indent(&ca.cert_pem)
-    ));
-    base.push(ca.secret(
-        "gateway-conformance-infra",
-        "tls-checks-client-certificate",
-        &["gateway.example.com"],
-    ));
+    backends.push((tls_name.to_string(), tls_echo));
+    let addr = |name: &str| {
+        backends
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, e)| e.addr)
+            .unwrap_or_else(|| panic!("no backend {name}"))
+    };
+    let base = base_manifests(&ca, &addr);
     let (cert, key) = ca.issue(&["client.example.com"]);
     let other = TestCa::new();
     let (ucert, ukey) = other.issue(&["client.example.com"]);
@@ -318,7 +239,7 @@ metadata: {{name: gateway-conformance-web-backend, labels: {{gateway-conformance
     Env {
         ca,
         client_certs,
-        base: base.join("---\n"),
+        base,
         backends,
     }
 }
@@ -330,20 +251,12 @@ fn cases_dir() -> PathBuf {
 /// Fills in `${PORT:<service>}` with the port of that echo backend, and `${POOL:<n>}` with the
 /// n-th address of the case's address pool.
 fn render(env: &Env, text: &str, pool: std::net::Ipv4Addr) -> String {
-    let mut out = text.to_string();
-    for n in 0..=255u32 {
-        let key = format!("${{POOL:{n}}}");
-        if out.contains(&key) {
-            out = out.replace(
-                &key,
-                &std::net::Ipv4Addr::from(u32::from(pool) + n).to_string(),
-            );
-        }
-    }
-    for (name, e) in &env.backends {
-        out = out.replace(&format!("${{PORT:{name}}}"), &e.addr.port().to_string());
-    }
-    out
+    sluice_testing::conformance_env::render(text, pool, &|name| {
+        env.backends
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, e)| e.addr.port())
+    })
 }
 
 /// Runs one case; returns the first failure.

@@ -27,3 +27,69 @@ fn quickstart_example() {
     insta::assert_json_snapshot!("quickstart_config", config);
     insta::assert_yaml_snapshot!("quickstart_infrastructure", infra);
 }
+
+/// The translation of every conformance case (and of each of its steps), in-process: the
+/// status of every object, the effective configuration and the warnings. A change in what a
+/// case translates to shows up as a reviewed diff, before the conformance runner runs it.
+/// Backends get fixed addresses, the address pool is fixed and the clock is the epoch, so the
+/// snapshots do not depend on the run.
+#[test]
+fn conformance_case_translations() {
+    use sluice_testing::conformance_env::{
+        base_manifests, cases_dir, render, BACKENDS, TLS_BACKEND,
+    };
+    let ca = sluice_testing::TestCa::new();
+    let names: Vec<&str> = BACKENDS
+        .iter()
+        .map(|(_, n)| *n)
+        .chain([TLS_BACKEND.1])
+        .collect();
+    let port = |name: &str| 30001 + names.iter().position(|n| *n == name).unwrap() as u16;
+    let addr = |name: &str| std::net::SocketAddr::from(([127, 0, 0, 1], port(name)));
+    let base = base_manifests(&ca, &addr);
+    let pool = std::net::Ipv4Addr::new(127, 50, 0, 0);
+    let mut files: Vec<_> = std::fs::read_dir(cases_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("base.yaml"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 94);
+    for file in files {
+        let case: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let name = case["name"].as_str().unwrap().to_string();
+        let mut states = vec![case["manifests"].as_str().unwrap_or("").to_string()];
+        for step in case["steps"].as_sequence().into_iter().flatten() {
+            let last = states.last().cloned().unwrap_or_default();
+            states.push(step["manifests"].as_str().map_or(last, str::to_string));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.yaml"), &base).unwrap();
+        let mut opts = Options {
+            address_pool: Some("127.50.0.0/24".parse().unwrap()),
+            ..Options::default()
+        };
+        let mut generations = gateway::resources::Generations::default();
+        for (i, manifests) in states.iter().enumerate() {
+            std::fs::write(dir.path().join("case.yaml"), render(manifests, pool, &port)).unwrap();
+            opts.version = i as u64 + 1;
+            let t = gateway::standalone::load_and_translate(dir.path(), &opts, &mut generations)
+                .unwrap_or_else(|e| panic!("{name} step {i}: {e}"));
+            let prefix = format!("{}/", dir.path().display());
+            let warnings: Vec<String> = t
+                .warnings
+                .iter()
+                .map(|w| w.to_string().replace(&prefix, ""))
+                .collect();
+            let snapshot = serde_json::json!({
+                "status": t.statuses,
+                "config": t.config.dump(),
+                "warnings": warnings,
+            });
+            insta::assert_yaml_snapshot!(format!("case_{name}_{i}"), snapshot);
+            opts.tls_last_good = t.tls_last_good;
+            opts.egress_last_good = t.egress_last_good;
+        }
+    }
+}

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 pub use conformance::echo::{EchoServer, Identity};
 
+pub mod conformance_env;
+
 /// A loopback address of its own for each gateway, so tests can run in parallel with fixed
 /// listener ports. The whole of 127.0.0.0/8 routes to loopback on Linux.
 pub fn unique_ip() -> IpAddr {

@@ -1,0 +1,140 @@
+//! The environment of our conformance cases (`conformance/cases/`): the base objects every case
+//! runs on (GatewayClass, namespaces, the echo backends' Services, TLS Secrets, CA ConfigMaps)
+//! and the placeholders a case's manifests use. The conformance runner and the translation
+//! snapshots of every case share it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use crate::{service, TestCa};
+
+/// The echo backends of the base objects: (namespace, Service name).
+pub const BACKENDS: &[(&str, &str)] = &[
+    ("gateway-conformance-infra", "infra-backend-v1"),
+    ("gateway-conformance-infra", "infra-backend-v2"),
+    ("gateway-conformance-infra", "infra-backend-v3"),
+    ("gateway-conformance-app-backend", "app-backend-v1"),
+    ("gateway-conformance-app-backend", "app-backend-v2"),
+    ("gateway-conformance-web-backend", "web-backend"),
+];
+
+/// The TLS echo backend of BackendTLSPolicy cases: its namespace, name and certificate name.
+pub const TLS_BACKEND: (&str, &str, &str) = (
+    "gateway-conformance-infra",
+    "tls-backend",
+    "abc.example.com",
+);
+
+/// Names the base certificate covers.
+pub const CERT_NAMES: &[&str] = &[
+    "example.com",
+    "*.example.com",
+    "example.org",
+    "*.example.org",
+    "second-example.org",
+    "example.net",
+    "*.example.net",
+];
+
+/// `conformance/cases/`.
+pub fn cases_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../conformance/cases")
+}
+
+/// The base objects, with each backend (`BACKENDS`, and `TLS_BACKEND`'s name) at `addr(name)`;
+/// certificates and CA ConfigMaps come from `ca`.
+pub fn base_manifests(ca: &TestCa, addr: &dyn Fn(&str) -> SocketAddr) -> String {
+    let base_yaml = std::fs::read_to_string(cases_dir().join("base.yaml"))
+        .unwrap_or_else(|e| panic!("conformance/cases/base.yaml: {e}"));
+    let mut base = vec![format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: gateway-conformance}}
+spec: {{controllerName: sluice.dev/gateway-controller}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: gateway-conformance-infra, labels: {{gateway-conformance: infra}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: gateway-conformance-app-backend, labels: {{gateway-conformance: backend}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: gateway-conformance-web-backend, labels: {{gateway-conformance: web-backend}}}}
+---
+{base_yaml}"
+    )];
+    for (ns, name) in BACKENDS {
+        base.push(service(ns, name, &[addr(name)]).replace(
+            "{name: http, port: 80, targetPort:",
+            "{name: http, port: 8080, targetPort:",
+        ));
+    }
+    base.push(ca.secret(
+        "gateway-conformance-infra",
+        "tls-validity-checks-certificate",
+        CERT_NAMES,
+    ));
+    base.push(ca.secret(
+        "gateway-conformance-web-backend",
+        "certificate-for-cross-ns",
+        CERT_NAMES,
+    ));
+    let indent = |s: &str| {
+        s.lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for ns in [
+        "gateway-conformance-infra",
+        "gateway-conformance-web-backend",
+    ] {
+        base.push(format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: client-ca, namespace: {ns}}}\ndata:\n  ca.crt: |\n{}\n",
+            indent(&ca.cert_pem)
+        ));
+    }
+    let (tls_ns, tls_name, _) = TLS_BACKEND;
+    base.push(
+        service(tls_ns, tls_name, &[addr(tls_name)])
+            .replace(
+                "{name: http, port: 80, targetPort:",
+                "{name: https, port: 443, targetPort:",
+            )
+            .replace("- {name: http, port:", "- {name: https, port:"),
+    );
+    // The CA that signed the TLS backend's certificate.
+    base.push(format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: backend-tls-checks-certificate, namespace: gateway-conformance-infra}}\ndata:\n  ca.crt: |\n{}\n",
+        indent(&ca.cert_pem)
+    ));
+    base.push(ca.secret(
+        "gateway-conformance-infra",
+        "tls-checks-client-certificate",
+        &["gateway.example.com"],
+    ));
+    base.join("---\n")
+}
+
+/// A case's manifests with `${POOL:n}` (the n-th address of the pool from `pool`) and
+/// `${PORT:name}` (the port of backend `name`) filled in.
+pub fn render(text: &str, pool: Ipv4Addr, port: &dyn Fn(&str) -> u16) -> String {
+    let mut out = text.to_string();
+    for n in 0..=255u32 {
+        let key = format!("${{POOL:{n}}}");
+        if out.contains(&key) {
+            out = out.replace(&key, &Ipv4Addr::from(u32::from(pool) + n).to_string());
+        }
+    }
+    let (_, tls_name, _) = TLS_BACKEND;
+    for name in BACKENDS.iter().map(|(_, n)| *n).chain([tls_name]) {
+        let key = format!("${{PORT:{name}}}");
+        if out.contains(&key) {
+            out = out.replace(&key, &port(name).to_string());
+        }
+    }
+    out
+}
