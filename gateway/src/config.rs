@@ -11,9 +11,12 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Method};
 use regex::Regex;
-use serde::Serialize;
 
 use crate::resources::NsName;
+
+pub use crate::ir::{
+    Cors, HeaderModifier, PathModifier, Protocol, Redirect, RetryPolicy, UrlRewrite,
+};
 
 /// One immutable, versioned configuration.
 #[derive(Default)]
@@ -41,21 +44,6 @@ impl Config {
             };
             self.binds.get(&any)
         })
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Protocol {
-    Http,
-    Https,
-}
-
-impl Protocol {
-    pub fn scheme(self) -> &'static str {
-        match self {
-            Protocol::Http => "http",
-            Protocol::Https => "https",
-        }
     }
 }
 
@@ -139,7 +127,8 @@ pub struct Listener {
     pub protocol: Protocol,
     pub hostname: Option<String>,
     pub routes: RouteTable,
-    pub cert: Option<Arc<rustls::sign::CertifiedKey>>,
+    /// Whether it terminates TLS with a certificate of its own.
+    pub tls: bool,
 }
 
 /// Routes of a listener, grouped by the hostname they serve, each group in precedence order.
@@ -332,55 +321,6 @@ pub struct RuleAction {
     pub cors: Option<Cors>,
 }
 
-/// GEP-1731 retries: which answers are retried, how often, and the pause between attempts.
-#[derive(Clone, Debug)]
-pub struct RetryPolicy {
-    pub codes: Vec<u16>,
-    /// Retries after the first attempt.
-    pub attempts: u32,
-    pub backoff: std::time::Duration,
-}
-
-/// The CORS filter (GEP-1767).
-#[derive(Clone, Debug, Default)]
-pub struct Cors {
-    /// `*`, exact origins, or origins with a `*` host label (`https://*.example.com`).
-    pub allow_origins: Vec<String>,
-    pub allow_methods: Vec<String>,
-    pub allow_headers: Vec<String>,
-    pub expose_headers: Vec<String>,
-    pub max_age: u32,
-    pub allow_credentials: bool,
-}
-
-impl Cors {
-    /// Does the policy allow this `Origin` value?
-    pub fn allows(&self, origin: &str) -> bool {
-        self.allow_origins.iter().any(|o| {
-            if o == "*" {
-                return true;
-            }
-            match o.split_once("://*") {
-                // `https://*.example.com` matches `https://a.example.com` and deeper names.
-                Some((scheme, suffix)) => origin
-                    .strip_prefix(scheme)
-                    .and_then(|r| r.strip_prefix("://"))
-                    .is_some_and(|host| host.len() > suffix.len() && host.ends_with(suffix)),
-                None => o.eq_ignore_ascii_case(origin),
-            }
-        })
-    }
-
-    /// The Access-Control-Allow-Origin value for an allowed origin.
-    pub fn allow_origin_value<'a>(&self, origin: &'a str) -> &'a str {
-        if self.allow_origins.iter().any(|o| o == "*") && !self.allow_credentials {
-            "*"
-        } else {
-            origin
-        }
-    }
-}
-
 impl RuleAction {
     /// Picks a backend by weight: the one whose share of the total weight holds the next point
     /// of `picks`.
@@ -512,61 +452,6 @@ impl Cluster {
     }
 }
 
-/// RequestHeaderModifier / ResponseHeaderModifier.
-#[derive(Clone, Debug, Default)]
-pub struct HeaderModifier {
-    pub set: Vec<(HeaderName, HeaderValue)>,
-    pub add: Vec<(HeaderName, HeaderValue)>,
-    pub remove: Vec<HeaderName>,
-}
-
-#[derive(Clone, Debug)]
-pub enum PathModifier {
-    Full(String),
-    /// Replaces the matched prefix (stored without its trailing slash).
-    Prefix {
-        matched: String,
-        replacement: String,
-    },
-}
-
-impl PathModifier {
-    /// Applies the spec's rules, including the trailing-slash cases of ReplacePrefixMatch.
-    pub fn apply(&self, path: &str) -> String {
-        match self {
-            PathModifier::Full(p) => p.clone(),
-            PathModifier::Prefix {
-                matched,
-                replacement,
-            } => {
-                let rest = path.get(matched.len()..).unwrap_or("");
-                let repl = replacement.trim_end_matches('/');
-                let out = format!("{repl}{rest}");
-                if out.is_empty() {
-                    "/".to_string()
-                } else {
-                    out
-                }
-            }
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct UrlRewrite {
-    pub hostname: Option<String>,
-    pub path: Option<PathModifier>,
-}
-
-#[derive(Clone, Debug)]
-pub struct Redirect {
-    pub scheme: Option<String>,
-    pub hostname: Option<String>,
-    pub port: Option<u16>,
-    pub path: Option<PathModifier>,
-    pub status: u16,
-}
-
 pub struct Mirror {
     pub target: BackendTarget,
     /// Share of requests mirrored, in millionths.
@@ -626,7 +511,7 @@ impl Listener {
             "name": self.name,
             "hostname": self.hostname,
             "port": self.port,
-            "tls": self.cert.is_some(),
+            "tls": self.tls,
             "virtualHosts": hosts,
         })
     }

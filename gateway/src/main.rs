@@ -399,7 +399,7 @@ fn egress_check(
     {
         eprintln!("warning: {w}");
     }
-    let policies = t.config.egress.clone();
+    let policies = gateway::engine::compile::egress(&t.config.egress);
     let host = Host::parse(host);
     let d = policies.decide(from, &host, port, protocol);
     let verdict = if !d.allowed {

@@ -16,7 +16,11 @@ fn translate_dir(dir: &Path) -> (String, serde_json::Value, serde_json::Value) {
         .map(|s| serde_yaml::to_string(s).unwrap())
         .collect::<Vec<_>>()
         .join("---\n");
-    (status, t.config.dump(), infra)
+    (
+        status,
+        gateway::engine::compile::compile(t.config).dump(),
+        infra,
+    )
 }
 
 #[test]
@@ -84,7 +88,7 @@ fn conformance_case_translations() {
                 .collect();
             let snapshot = serde_json::json!({
                 "status": t.statuses,
-                "config": t.config.dump(),
+                "config": gateway::engine::compile::compile(t.config).dump(),
                 "warnings": warnings,
             });
             insta::assert_yaml_snapshot!(format!("case_{name}_{i}"), snapshot);

@@ -7,6 +7,7 @@
 
 pub mod backend_tls;
 pub mod buffered;
+pub mod compile;
 pub mod drain;
 pub mod listeners;
 pub mod log_limit;
@@ -82,7 +83,8 @@ impl Engine {
     /// Makes `config` current: new requests use it at once, requests in flight finish on the
     /// snapshot they started with. Listeners are then opened and closed to match; closed
     /// listeners drain their connections. Returns the sockets that could not be opened.
-    pub async fn apply(&self, config: Config) -> Vec<BindError> {
+    pub async fn apply(&self, config: crate::ir::Config) -> Vec<BindError> {
+        let config = compile::compile(config);
         let addrs: Vec<SocketAddr> = config.binds.keys().copied().collect();
         self.state.config.store(Arc::new(config));
         self.listeners.reconcile(&addrs).await

@@ -40,12 +40,7 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// Client certificate validation of an HTTPS port (GEP-91).
-#[derive(Clone, Debug)]
-pub struct ClientValidation {
-    pub roots: Vec<rustls_pki_types::CertificateDer<'static>>,
-    /// AllowInsecureFallback: ask for a certificate, accept the connection without a valid one.
-    pub insecure_fallback: bool,
-}
+pub use crate::ir::ClientValidation;
 
 /// AllowInsecureFallback: offers client authentication and verifies what is presented, but lets
 /// the handshake continue whatever the outcome, as the mode asks. Authorization is then the
@@ -102,7 +97,11 @@ fn client_verifier(
     provider: &Arc<rustls::crypto::CryptoProvider>,
 ) -> Option<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
     let mut roots = rustls::RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(v.roots.iter().cloned());
+    let (added, _) = roots.add_parsable_certificates(
+        v.roots
+            .iter()
+            .map(|der| rustls_pki_types::CertificateDer::from(der.clone())),
+    );
     if added == 0 {
         return None;
     }

@@ -71,21 +71,14 @@ pub(super) fn backend_tls_policies(
                 ),
             );
         }
-        let ca: Option<Arc<pingora::protocols::tls::CaType>> = (!roots.is_empty() && st.accepted.0)
-            .then(|| {
-                let wrapped: Vec<pingora::utils::tls::WrappedX509> = roots
-                    .iter()
-                    // pingora's certificate type panics on what x509-parser cannot read.
-                    .filter(|der| x509_der_ok(der))
-                    .map(|der| {
-                        pingora::utils::tls::WrappedX509::new(
-                            der.to_vec(),
-                            pingora::utils::tls::parse_x509,
-                        )
-                    })
-                    .collect();
-                Arc::from(wrapped.into_boxed_slice())
-            });
+        let ca: Option<Vec<Vec<u8>>> = (!roots.is_empty() && st.accepted.0).then(|| {
+            roots
+                .iter()
+                // pingora's certificate type panics on what x509-parser cannot read.
+                .filter(|der| x509_der_ok(der))
+                .map(|der| der.to_vec())
+                .collect()
+        });
         // subjectAltNames: the certificate must name one of them; the hostname is the SNI only.
         let sans = spec
             .validation
@@ -106,13 +99,9 @@ pub(super) fn backend_tls_policies(
                 .filter(|s| s.r#type == T::Uri)
                 .filter_map(|s| s.uri.clone())
                 .collect();
-            let c = crate::engine::backend_tls::SanTlsConnector::new(
-                roots.clone(),
-                &spec.validation.hostname,
-                &dns,
-                &uris,
-            );
-            if c.is_none() {
+            let valid =
+                rustls_pki_types::ServerName::try_from(spec.validation.hostname.as_str()).is_ok();
+            if !valid {
                 st.accepted = (
                     false,
                     "Invalid",
@@ -122,7 +111,7 @@ pub(super) fn backend_tls_policies(
                     ),
                 );
             }
-            c.map(Arc::new)
+            valid.then_some(crate::ir::SubjectAltNames { dns, uris })
         };
         let pool_key = {
             use std::hash::{Hash, Hasher};
@@ -135,11 +124,11 @@ pub(super) fn backend_tls_policies(
             format!("{sans:?}").hash(&mut h);
             h.finish()
         };
-        let settings = Arc::new(crate::config::BackendTls {
+        let settings = Arc::new(crate::ir::BackendTls {
             hostname: spec.validation.hostname.clone(),
             ca: if st.accepted.0 { ca } else { None },
             policy: key.to_string(),
-            san,
+            sans: san,
             pool_key,
         });
         for t in &spec.target_refs {
@@ -151,7 +140,7 @@ pub(super) fn backend_tls_policies(
             let target = (svc, t.section_name.clone().unwrap_or_default());
             match tls.get(&target) {
                 Some(winner) => {
-                    let winner: &Arc<crate::config::BackendTls> = winner;
+                    let winner: &Arc<crate::ir::BackendTls> = winner;
                     st.accepted = (
                         false,
                         "Conflicted",

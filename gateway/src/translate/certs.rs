@@ -60,8 +60,8 @@ pub(super) fn frontend_validation(
             return;
         }
     }
-    st.client_validation = Some(crate::engine::tls::ClientValidation {
-        roots,
+    st.client_validation = Some(ClientValidation {
+        roots: roots.iter().map(|der| der.to_vec()).collect(),
         insecure_fallback: insecure,
     });
 }
@@ -162,7 +162,7 @@ pub(super) fn backend_client_cert(
     store: &Store,
     gw_key: &NsName,
     gw: &Object<Gateway>,
-) -> Option<Result<Arc<pingora::utils::tls::CertKey>, (&'static str, String)>> {
+) -> Option<Result<TlsPem, (&'static str, String)>> {
     let r = gw
         .obj
         .spec
@@ -214,9 +214,16 @@ pub(super) fn backend_client_cert(
             format!("Secret {key}: tls.crt holds a certificate that cannot be parsed"),
         )));
     }
-    Some(Ok(Arc::new(pingora::utils::tls::CertKey::new(
-        certs, key_der,
-    ))))
+    if key_der.is_empty() {
+        return Some(Err((
+            "InvalidClientCertificateRef",
+            format!("Secret {key}: tls.key holds no private key"),
+        )));
+    }
+    Some(Ok(TlsPem {
+        cert: data.get("tls.crt")?.clone(),
+        key: data.get("tls.key")?.clone(),
+    }))
 }
 
 /// Parses a `kubernetes.io/tls` Secret into a rustls certified key.
@@ -227,24 +234,4 @@ pub fn certified_key(
     let cert_pem = data.get("tls.crt").ok_or("missing tls.crt")?;
     let key_pem = data.get("tls.key").ok_or("missing tls.key")?;
     certified_key_from_pem(cert_pem, key_pem)
-}
-
-/// A certificate chain and its private key, from PEM.
-pub fn certified_key_from_pem(
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls.crt is not PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err("tls.crt holds no certificate".into());
-    }
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| format!("tls.key is not PEM: {e}"))?
-        .ok_or("tls.key holds no private key")?;
-    let provider = rustls::crypto::ring::default_provider();
-    rustls::sign::CertifiedKey::from_der(certs, key, &provider)
-        .map(Arc::new)
-        .map_err(|e| format!("certificate and key do not form a usable pair: {e}"))
 }

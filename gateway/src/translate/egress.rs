@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::egress::policy::{EgressPolicies, EgressPolicySpec};
+use crate::ir::EgressPolicy;
 
 /// The last valid version of an EgressPolicy.
 #[derive(Clone, Debug, PartialEq)]
@@ -13,19 +14,37 @@ pub struct LastValidPolicy {
     pub spec: EgressPolicySpec,
 }
 
-/// Compiles the store's EgressPolicies; returns what to enforce and what to remember.
+/// Checks the store's EgressPolicies (by compiling each); returns the valid ones, with the CA
+/// certificates they reference, and what to remember.
 pub(super) fn egress_policies(
     store: &Store,
     opts: &Options,
     statuses: &mut Vec<ObjectStatus>,
     warnings: &mut Vec<Warning>,
-) -> (EgressPolicies, BTreeMap<NsName, LastValidPolicy>) {
-    let ca = crate::egress::policy::store_ca_lookup(store);
+) -> (Vec<EgressPolicy>, BTreeMap<NsName, LastValidPolicy>) {
+    let lookup = crate::egress::policy::store_ca_lookup(store);
+    // Checks one policy; valid, it goes to the snapshot with the CA certificates it used.
+    let check = |key: &NsName, spec: &EgressPolicySpec| {
+        let cas = std::cell::RefCell::new(BTreeMap::new());
+        let ca = |k: &NsName| {
+            let found = lookup(k);
+            if let Ok(certs) = &found {
+                cas.borrow_mut()
+                    .insert(k.clone(), certs.iter().map(|c| c.to_vec()).collect());
+            }
+            found
+        };
+        EgressPolicies::compile_one(key, spec, &ca).map(|_| EgressPolicy {
+            key: key.clone(),
+            spec: spec.clone(),
+            cas: cas.into_inner(),
+        })
+    };
     let mut compiled = Vec::new();
     let mut remembered = BTreeMap::new();
     for (key, p) in &store.egress_policies {
         let generation = p.obj.metadata.generation;
-        let (ok, reason, message) = match EgressPolicies::compile_one(key, &p.obj.spec, &ca) {
+        let (ok, reason, message) = match check(key, &p.obj.spec) {
             Ok(c) => {
                 compiled.push(c);
                 remembered.insert(
@@ -38,11 +57,10 @@ pub(super) fn egress_policies(
                 (true, "Accepted", "The policy is enforced".to_string())
             }
             Err((field, e)) => {
-                let last = opts.egress_last_good.get(key).and_then(|last| {
-                    EgressPolicies::compile_one(key, &last.spec, &ca)
-                        .ok()
-                        .map(|c| (last.clone(), c))
-                });
+                let last = opts
+                    .egress_last_good
+                    .get(key)
+                    .and_then(|last| check(key, &last.spec).ok().map(|c| (last.clone(), c)));
                 let kept = match last {
                     Some((last, c)) => {
                         compiled.push(c);
@@ -77,5 +95,5 @@ pub(super) fn egress_policies(
             }),
         });
     }
-    (EgressPolicies::from_compiled(compiled), remembered)
+    (compiled, remembered)
 }

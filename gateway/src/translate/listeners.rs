@@ -213,30 +213,27 @@ fn listener_certificate(
                 );
             }
             Some(secret) => match certified_key(&secret.obj) {
-                Ok(ck) => {
-                    st.cert = Some(ck);
+                Ok(_) => {
                     let data = secret_data(&secret.obj);
                     if let (Some(cert), Some(key)) = (data.get("tls.crt"), data.get("tls.key")) {
-                        memory.next.insert(
-                            secret_key.clone(),
-                            TlsPem {
-                                cert: cert.clone(),
-                                key: key.clone(),
-                            },
-                        );
+                        let pem = TlsPem {
+                            cert: cert.clone(),
+                            key: key.clone(),
+                        };
+                        memory.next.insert(secret_key.clone(), pem.clone());
+                        st.cert = Some(pem);
                     }
                 }
                 Err(e) => {
                     // A Secret that was valid before keeps its last valid content in
                     // service: a bad edit must not take an HTTPS listener down.
-                    let last = memory.previous.get(&secret_key).and_then(|pem| {
-                        certified_key_from_pem(&pem.cert, &pem.key)
-                            .ok()
-                            .map(|ck| (pem.clone(), ck))
-                    });
-                    let kept = if let Some((pem, ck)) = last {
-                        memory.next.insert(secret_key.clone(), pem);
-                        st.cert = Some(ck);
+                    let last = memory
+                        .previous
+                        .get(&secret_key)
+                        .filter(|pem| certified_key_from_pem(&pem.cert, &pem.key).is_ok());
+                    let kept = if let Some(pem) = last {
+                        memory.next.insert(secret_key.clone(), pem.clone());
+                        st.cert = Some(pem.clone());
                         st.serving_last_good = true;
                         "; the listener keeps serving the last valid certificate of this Secret"
                     } else {

@@ -22,10 +22,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use regex::Regex;
 use serde::Serialize;
 
-use crate::config::{
-    BackendTarget, Bind, Cluster, Config, HeaderMatch, HeaderModifier, Listener, ListenerSet,
+pub use crate::ir::TlsPem;
+use crate::ir::{
+    BackendTarget, Bind, ClientValidation, Cluster, Config, HeaderMatch, HeaderModifier, Listener,
     Mirror, PathMatch, PathModifier, Protocol, QueryMatch, Redirect, Route, RouteMatch, RouteTable,
-    RuleAction, StringMatch, UrlRewrite, WeightedBackend,
+    RuleAction, ServerTls, StringMatch, UrlRewrite, WeightedBackend,
 };
 use crate::resources::{namespace_labels, secret_data, NsName, Object, Store, GATEWAY_GROUP};
 
@@ -49,8 +50,9 @@ use listeners::*;
 use rules::*;
 use status::*;
 
+pub use crate::pem::certified_key_from_pem;
 pub use attach::intersect_hostnames;
-pub use certs::{ca_certificates, certified_key, certified_key_from_pem};
+pub use certs::{ca_certificates, certified_key};
 pub use egress::LastValidPolicy;
 
 pub const DEFAULT_CONTROLLER_NAME: &str = "sluice.dev/gateway-controller";
@@ -75,13 +77,6 @@ pub struct Options {
     /// The last valid version of each EgressPolicy (`Translation::egress_last_good` of the
     /// previous translation): an EgressPolicy that became invalid keeps it in force.
     pub egress_last_good: BTreeMap<NsName, LastValidPolicy>,
-}
-
-/// A certificate chain and private key, as PEM, from a Secret's `tls.crt` and `tls.key`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsPem {
-    pub cert: Vec<u8>,
-    pub key: Vec<u8>,
 }
 
 impl Default for Options {
@@ -186,11 +181,12 @@ struct ListenerState {
     accepted: (bool, &'static str, String),
     resolved_refs: (bool, &'static str, String),
     conflicted: Option<(&'static str, String)>,
-    cert: Option<Arc<rustls::sign::CertifiedKey>>,
+    /// The listener's certificate, checked (from its Secret, or the Secret's last valid content).
+    cert: Option<TlsPem>,
     /// Its Secret is invalid now, and `cert` is the Secret's last valid content.
     serving_last_good: bool,
     /// Client certificate validation of this HTTPS listener (from `spec.tls.frontend`).
-    client_validation: Option<crate::engine::tls::ClientValidation>,
+    client_validation: Option<ClientValidation>,
     attached: i32,
     routes: Vec<PendingRoute>,
 }
@@ -222,7 +218,7 @@ struct GatewayState<'a> {
         bool,
     )>,
     /// `spec.tls.backend.clientCertificateRef`: the certificate, or why it cannot be used.
-    backend_cert: Option<Result<Arc<pingora::utils::tls::CertKey>, (&'static str, String)>>,
+    backend_cert: Option<Result<TlsPem, (&'static str, String)>>,
 }
 
 /// A route match waiting to be placed in a listener's route table.
@@ -308,7 +304,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         version: opts.version,
         binds: HashMap::new(),
         backend_client_certs: HashMap::new(),
-        egress: Arc::new(egress),
+        egress,
     };
     let our_gateways: HashSet<NsName> = states.iter().map(|s| s.key.clone()).collect();
     let mut infrastructure = Vec::new();
@@ -521,7 +517,7 @@ struct Clusters {
 }
 
 /// (Service, port name or "" for the whole Service) → TLS settings.
-type BackendTlsByTarget = HashMap<(NsName, String), Arc<crate::config::BackendTls>>;
+type BackendTlsByTarget = HashMap<(NsName, String), Arc<crate::ir::BackendTls>>;
 
 fn kind_rank(kind: &str) -> u8 {
     match kind {

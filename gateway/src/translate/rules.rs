@@ -57,8 +57,11 @@ pub(super) fn parse_duration(
 }
 
 /// Regexes are anchored: a match means the whole value matches, as in Envoy's RE2 semantics.
-pub(super) fn compile_regex(pattern: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{pattern})$"))
+/// Returns the anchored expression, checked; the engine compiles it.
+pub(super) fn compile_regex(pattern: &str) -> Result<String, String> {
+    let anchored = format!("^(?:{pattern})$");
+    Regex::new(&anchored)
+        .map(|_| anchored)
         .map_err(|e| format!("invalid regular expression {pattern:?}: {e}"))
 }
 
@@ -217,7 +220,7 @@ fn compile_match(
     });
     let path_len = match &path {
         PathMatch::Exact(p) | PathMatch::Prefix(p) => p.len(),
-        PathMatch::Regex(r) => r.as_str().len(),
+        PathMatch::Regex(r) => r.len(),
     };
     let order = RouteOrder {
         path_kind: std::cmp::Reverse(kind),
@@ -263,7 +266,7 @@ fn timeouts_and_retry(
             .flatten()
             .filter_map(|c| u16::try_from(*c).ok())
             .collect();
-        action.retry = Some(crate::config::RetryPolicy {
+        action.retry = Some(crate::ir::RetryPolicy {
             codes,
             attempts: r.attempts.and_then(|a| u32::try_from(a).ok()).unwrap_or(1),
             backoff: parse_duration(r.backoff.as_deref(), &format!("{field}.backoff"))?

@@ -156,37 +156,38 @@ fn add_binds(st: &GatewayState<'_>, config: &mut Config) -> bool {
     let serving = !by_port.is_empty();
     for (port, listeners) in by_port {
         let protocol = listeners[0].protocol.unwrap_or(Protocol::Http);
-        let mut set = ListenerSet::default();
-        let mut certs: Vec<(Option<String>, Arc<rustls::sign::CertifiedKey>)> = Vec::new();
+        let mut certs: Vec<(Option<String>, TlsPem)> = Vec::new();
         // Validation is configured per port, so every listener of the port has the same.
         let client_validation = listeners.iter().find_map(|l| l.client_validation.clone());
+        let mut served = Vec::new();
         for l in listeners {
             if let Some(c) = &l.cert {
                 certs.push((l.hostname.clone(), c.clone()));
             }
-            set.insert(Arc::new(Listener {
+            served.push(Listener {
                 gateway: st.key.clone(),
                 name: l.name.clone(),
                 port,
                 protocol,
                 hostname: l.hostname.clone(),
                 routes: route_table(&l.routes),
-                cert: l.cert.clone(),
-            }));
+                tls: l.cert.is_some(),
+            });
         }
-        let tls = (protocol == Protocol::Https)
-            .then(|| crate::engine::tls::server_config(certs, client_validation.as_ref()));
+        let tls = (protocol == Protocol::Https).then_some(ServerTls {
+            certs,
+            client_validation,
+        });
         let addr = SocketAddr::new(ip, port);
         config.binds.insert(
             addr,
-            Arc::new(Bind {
+            Bind {
                 addr,
                 protocol,
                 gateway: st.key.clone(),
-                gateway_label: st.key.to_string(),
-                listeners: set,
+                listeners: served,
                 tls,
-            }),
+            },
         );
     }
     serving
