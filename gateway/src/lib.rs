@@ -1,19 +1,20 @@
-//! Sluice gateway: the proxy engine, the translation from Gateway API objects to its
-//! configuration, and the standalone file provider.
+//! The `gateway` binary's library: the standalone file provider, the admin listener, and the
+//! crates it composes, re-exported under the names the binary and its tests use.
 #![forbid(unsafe_code)]
 
-pub mod access_log;
 pub mod admin;
-pub mod config;
-pub mod egress;
-pub mod engine;
-pub mod infra;
-pub mod ir;
-pub mod metrics;
-pub mod pem;
-pub mod resources;
 pub mod standalone;
-pub mod status;
-pub mod translate;
-pub mod unserved;
-pub mod validate;
+
+pub use sluice_api::{pem, resources, validate};
+pub use sluice_config as ir;
+pub use sluice_engine as engine;
+pub use sluice_engine::{access_log, config, metrics};
+pub use sluice_translate as translate;
+pub use sluice_translate::{infra, presentation as status, unserved};
+
+/// The egress gateway: its data path (engine) and its policies.
+pub mod egress {
+    pub use sluice_api::egress::POLICY_GROUP;
+    pub use sluice_egress_policy as policy;
+    pub use sluice_engine::egress::*;
+}

@@ -22,13 +22,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use regex::Regex;
 use serde::Serialize;
 
-pub use crate::ir::TlsPem;
-use crate::ir::{
+use sluice_api::resources::{namespace_labels, secret_data, NsName, Object, Store, GATEWAY_GROUP};
+pub use sluice_config::TlsPem;
+use sluice_config::{
     BackendTarget, Bind, ClientValidation, Cluster, Config, HeaderMatch, HeaderModifier, Listener,
     Mirror, PathMatch, PathModifier, Protocol, QueryMatch, Redirect, Route, RouteMatch, RouteTable,
     RuleAction, ServerTls, StringMatch, UrlRewrite, WeightedBackend,
 };
-use crate::resources::{namespace_labels, secret_data, NsName, Object, Store, GATEWAY_GROUP};
+
+pub mod infra;
+pub mod presentation;
+pub mod unserved;
 
 mod attach;
 mod backend_tls;
@@ -50,10 +54,10 @@ use listeners::*;
 use rules::*;
 use status::*;
 
-pub use crate::pem::certified_key_from_pem;
 pub use attach::intersect_hostnames;
 pub use certs::{ca_certificates, certified_key};
 pub use egress::LastValidPolicy;
+pub use sluice_api::pem::certified_key_from_pem;
 
 pub const DEFAULT_CONTROLLER_NAME: &str = "sluice.dev/gateway-controller";
 
@@ -125,7 +129,7 @@ pub struct Warning {
 
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::resources::located(
+        f.write_str(&sluice_api::resources::located(
             &self.source,
             &self.object,
             &self.field,
@@ -517,7 +521,7 @@ struct Clusters {
 }
 
 /// (Service, port name or "" for the whole Service) → TLS settings.
-type BackendTlsByTarget = HashMap<(NsName, String), Arc<crate::ir::BackendTls>>;
+type BackendTlsByTarget = HashMap<(NsName, String), Arc<sluice_config::BackendTls>>;
 
 fn kind_rank(kind: &str) -> u8 {
     match kind {

@@ -140,7 +140,7 @@ pub(super) fn apply_filter(
         }
         HttpRouteRulesFiltersType::Cors => {
             let c = f.cors.as_ref().ok_or_else(|| missing("cors"))?;
-            action.cors = Some(crate::ir::Cors {
+            action.cors = Some(sluice_config::Cors {
                 allow_origins: c.allow_origins.clone().unwrap_or_default(),
                 allow_methods: c.allow_methods.clone().unwrap_or_default(),
                 allow_headers: c.allow_headers.clone().unwrap_or_default(),

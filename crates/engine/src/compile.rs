@@ -14,7 +14,7 @@ use regex::Regex;
 use tracing::error;
 
 use crate::config as rt;
-use crate::ir;
+use sluice_config as ir;
 
 /// Compiles a configuration for the engine.
 pub fn compile(c: ir::Config) -> rt::Config {
@@ -67,7 +67,7 @@ impl Compiler {
             let certs = t
                 .certs
                 .iter()
-                .filter_map(|(host, pem)| match crate::pem::certified_key_from_pem(&pem.cert, &pem.key) {
+                .filter_map(|(host, pem)| match sluice_api::pem::certified_key_from_pem(&pem.cert, &pem.key) {
                     Ok(ck) => Some((host.clone(), ck)),
                     Err(e) => {
                         error!(addr = %b.addr, error = %e, "listener certificate does not parse");
@@ -281,11 +281,11 @@ fn client_cert(pem: &ir::TlsPem) -> Option<pingora::utils::tls::CertKey> {
 }
 
 /// The EgressPolicies, compiled with the CA certificates translation resolved for them.
-pub fn egress(policies: &[ir::EgressPolicy]) -> crate::egress::policy::EgressPolicies {
-    use crate::egress::policy::EgressPolicies;
+pub fn egress(policies: &[ir::EgressPolicy]) -> sluice_egress_policy::EgressPolicies {
+    use sluice_egress_policy::EgressPolicies;
     let mut compiled = Vec::new();
     for p in policies {
-        let ca = |k: &crate::resources::NsName| {
+        let ca = |k: &sluice_api::resources::NsName| {
             p.cas
                 .get(k)
                 .map(|certs| {

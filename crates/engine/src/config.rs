@@ -12,9 +12,9 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Method};
 use regex::Regex;
 
-use crate::resources::NsName;
+use sluice_api::resources::NsName;
 
-pub use crate::ir::{
+pub use sluice_config::{
     Cors, HeaderModifier, PathModifier, Protocol, Redirect, RetryPolicy, UrlRewrite,
 };
 
@@ -25,7 +25,7 @@ pub struct Config {
     /// Every socket the engine listens on, with what it serves.
     pub binds: HashMap<SocketAddr, Arc<Bind>>,
     /// Egress allow-lists.
-    pub egress: Arc<crate::egress::policy::EgressPolicies>,
+    pub egress: Arc<sluice_egress_policy::EgressPolicies>,
     /// The client certificate each Gateway presents to TLS backends (`spec.tls.backend`).
     pub backend_client_certs: HashMap<NsName, Arc<pingora::utils::tls::CertKey>>,
 }
@@ -113,11 +113,7 @@ impl ListenerSet {
     }
 }
 
-/// `*.example.com` (stored as the suffix `.example.com`) matches `a.example.com` and
-/// `a.b.example.com`, never `example.com`.
-pub fn wildcard_matches(suffix: &str, host: &str) -> bool {
-    host.len() > suffix.len() && host.ends_with(suffix)
-}
+pub use sluice_api::names::wildcard_matches;
 
 /// One Gateway listener as the proxy serves it.
 pub struct Listener {
@@ -423,7 +419,7 @@ pub struct BackendTls {
     /// `namespace/name` of the policy.
     pub policy: String,
     /// With subjectAltNames: the engine's own TLS connector, which checks the SANs.
-    pub san: Option<Arc<crate::engine::backend_tls::SanTlsConnector>>,
+    pub san: Option<Arc<crate::backend_tls::SanTlsConnector>>,
     /// Pooled connections are shared only among requests with the same key: a hash of the
     /// policy, hostname, trust anchors and subjectAltNames. (pingora's pool key leaves out the
     /// CA, so without it a connection verified against one policy's CA would serve another's,
@@ -545,10 +541,10 @@ impl Route {
                 "headers": m.headers.iter().map(|h| serde_json::json!({"name": h.name.as_str(), "match": sm(&h.value)})).collect::<Vec<_>>(),
                 "queryParams": m.query.iter().map(|q| serde_json::json!({"name": q.name, "match": sm(&q.value)})).collect::<Vec<_>>(),
             },
-            "redirect": a.redirect.as_ref().map(Redirect::dump),
-            "rewrite": a.rewrite.as_ref().map(UrlRewrite::dump),
-            "requestHeaders": a.request_headers.as_ref().map(HeaderModifier::dump),
-            "responseHeaders": a.response_headers.as_ref().map(HeaderModifier::dump),
+            "redirect": a.redirect.as_ref().map(dump_redirect),
+            "rewrite": a.rewrite.as_ref().map(dump_url_rewrite),
+            "requestHeaders": a.request_headers.as_ref().map(dump_header_modifier),
+            "responseHeaders": a.response_headers.as_ref().map(dump_header_modifier),
             "mirrors": a.mirrors.iter().map(|m| serde_json::json!({
                 "backend": m.target.label(),
                 "percent": f64::from(m.fraction_ppm) / 10_000.0,
@@ -575,8 +571,8 @@ impl Route {
                 let mut v = serde_json::json!({
                     "backend": b.target.label(),
                     "weight": b.weight,
-                    "requestHeaders": b.request_headers.as_ref().map(HeaderModifier::dump),
-                    "responseHeaders": b.response_headers.as_ref().map(HeaderModifier::dump),
+                    "requestHeaders": b.request_headers.as_ref().map(dump_header_modifier),
+                    "responseHeaders": b.response_headers.as_ref().map(dump_header_modifier),
                 });
                 match &b.target {
                     BackendTarget::Cluster(c) => {
@@ -595,60 +591,52 @@ impl Route {
 
 // The `/config` forms of filters: the Gateway API's field names, plain values.
 
-impl HeaderModifier {
-    fn dump(&self) -> serde_json::Value {
-        let pairs = |v: &[(HeaderName, HeaderValue)]| {
-            v.iter()
-                .map(|(n, v)| {
-                    serde_json::json!({"name": n.as_str(), "value": String::from_utf8_lossy(v.as_bytes())})
-                })
-                .collect::<Vec<_>>()
-        };
-        serde_json::json!({
-            "set": pairs(&self.set),
-            "add": pairs(&self.add),
-            "remove": self.remove.iter().map(HeaderName::as_str).collect::<Vec<_>>(),
-        })
-    }
+fn dump_header_modifier(m: &HeaderModifier) -> serde_json::Value {
+    let pairs = |v: &[(HeaderName, HeaderValue)]| {
+        v.iter()
+            .map(|(n, v)| {
+                serde_json::json!({"name": n.as_str(), "value": String::from_utf8_lossy(v.as_bytes())})
+            })
+            .collect::<Vec<_>>()
+    };
+    serde_json::json!({
+        "set": pairs(&m.set),
+        "add": pairs(&m.add),
+        "remove": m.remove.iter().map(HeaderName::as_str).collect::<Vec<_>>(),
+    })
 }
 
-impl PathModifier {
-    fn dump(&self) -> serde_json::Value {
-        match self {
-            PathModifier::Full(p) => {
-                serde_json::json!({"type": "ReplaceFullPath", "replaceFullPath": p})
-            }
-            PathModifier::Prefix {
-                matched,
-                replacement,
-            } => serde_json::json!({
-                "type": "ReplacePrefixMatch",
-                "matchedPrefix": if matched.is_empty() { "/" } else { matched.as_str() },
-                "replacePrefixMatch": replacement,
-            }),
+fn dump_path_modifier(m: &PathModifier) -> serde_json::Value {
+    match m {
+        PathModifier::Full(p) => {
+            serde_json::json!({"type": "ReplaceFullPath", "replaceFullPath": p})
         }
+        PathModifier::Prefix {
+            matched,
+            replacement,
+        } => serde_json::json!({
+            "type": "ReplacePrefixMatch",
+            "matchedPrefix": if matched.is_empty() { "/" } else { matched.as_str() },
+            "replacePrefixMatch": replacement,
+        }),
     }
 }
 
-impl UrlRewrite {
-    fn dump(&self) -> serde_json::Value {
-        serde_json::json!({
-            "hostname": self.hostname,
-            "path": self.path.as_ref().map(PathModifier::dump),
-        })
-    }
+fn dump_url_rewrite(m: &UrlRewrite) -> serde_json::Value {
+    serde_json::json!({
+        "hostname": m.hostname,
+        "path": m.path.as_ref().map(dump_path_modifier),
+    })
 }
 
-impl Redirect {
-    fn dump(&self) -> serde_json::Value {
-        serde_json::json!({
-            "scheme": self.scheme,
-            "hostname": self.hostname,
-            "port": self.port,
-            "path": self.path.as_ref().map(PathModifier::dump),
-            "statusCode": self.status,
-        })
-    }
+fn dump_redirect(m: &Redirect) -> serde_json::Value {
+    serde_json::json!({
+        "scheme": m.scheme,
+        "hostname": m.hostname,
+        "port": m.port,
+        "path": m.path.as_ref().map(dump_path_modifier),
+        "statusCode": m.status,
+    })
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// Client certificate validation of an HTTPS port (GEP-91).
-pub use crate::ir::ClientValidation;
+pub use sluice_config::ClientValidation;
 
 /// AllowInsecureFallback: offers client authentication and verifies what is presented, but lets
 /// the handshake continue whatever the outcome, as the mode asks. Authorization is then the

@@ -1,16 +1,20 @@
-//! The proxy engine: listeners started and stopped as configuration changes, TLS termination,
+//! Sluice's proxy engine, shared by the gateway and (next) the mesh sidecar: listeners started and stopped as configuration changes, TLS termination,
 //! and pingora's HTTP proxy driven by the current configuration snapshot.
 //!
 //! pingora cannot add services after it starts, so the engine owns its accept loops and hands
 //! each accepted connection to the pingora `HttpProxy` of the worker that accepted it (which
 //! also owns that worker's upstream connection pool).
 
+pub mod access_log;
 pub mod backend_tls;
 pub mod buffered;
 pub mod compile;
+pub mod config;
 pub mod drain;
+pub mod egress;
 pub mod listeners;
 pub mod log_limit;
+pub mod metrics;
 pub mod mirror;
 pub mod proxy;
 pub mod request_id;
@@ -83,7 +87,7 @@ impl Engine {
     /// Makes `config` current: new requests use it at once, requests in flight finish on the
     /// snapshot they started with. Listeners are then opened and closed to match; closed
     /// listeners drain their connections. Returns the sockets that could not be opened.
-    pub async fn apply(&self, config: crate::ir::Config) -> Vec<BindError> {
+    pub async fn apply(&self, config: sluice_config::Config) -> Vec<BindError> {
         let config = compile::compile(config);
         let addrs: Vec<SocketAddr> = config.binds.keys().copied().collect();
         self.state.config.store(Arc::new(config));

@@ -4,8 +4,8 @@
 //! enforced: every such object is named here, with why, so it shows in the log, at `/warnings`
 //! and in `gateway status`.
 
-use crate::resources::{Skipped, Store, GATEWAY_GROUP};
-use crate::translate::Warning;
+use crate::Warning;
+use sluice_api::resources::{Skipped, Store, GATEWAY_GROUP};
 
 /// Kinds of the Gateway API group that Sluice reads.
 const SERVED_GATEWAY_KINDS: &[&str] = &[
@@ -57,7 +57,7 @@ const SERVED_OTHER_KINDS: &[(&str, &str)] = &[
     ("", "Secret"),
     ("", "ConfigMap"),
     ("discovery.k8s.io", "EndpointSlice"),
-    (crate::egress::POLICY_GROUP, "EgressPolicy"),
+    (sluice_api::egress::POLICY_GROUP, "EgressPolicy"),
 ];
 
 /// One warning for each object read and not served.
@@ -106,7 +106,7 @@ fn why_skipped(s: &Skipped) -> String {
              this object is not applied"
         );
     }
-    if group == crate::egress::POLICY_GROUP {
+    if group == sluice_api::egress::POLICY_GROUP {
         return format!(
             "{group} has no kind {kind:?} (it has EgressPolicy): this object is not applied"
         );
@@ -121,37 +121,10 @@ fn suggestion<'a>(kind: &str, known: impl Iterator<Item = &'a str>) -> Option<&'
     let trimmed = lower.strip_suffix('s').unwrap_or(&lower);
     known
         .map(|k| (k, k.to_ascii_lowercase()))
-        .find(|(_, k)| *k == lower || k == trimmed || edit_distance(k, &lower) <= 1)
+        .find(|(_, k)| {
+            *k == lower || k == trimmed || sluice_api::names::edit_distance(k, &lower) <= 1
+        })
         .map(|(k, _)| k)
-}
-
-/// The word of `known` closest to `word` (case aside), if at most `max` edits away.
-pub(crate) fn closest<'a>(
-    word: &str,
-    known: impl Iterator<Item = &'a str>,
-    max: usize,
-) -> Option<&'a str> {
-    let lower = word.to_ascii_lowercase();
-    known
-        .map(|k| (k, edit_distance(&k.to_ascii_lowercase(), &lower)))
-        .filter(|(_, d)| *d <= max)
-        .min_by_key(|(_, d)| *d)
-        .map(|(k, _)| k)
-}
-
-/// Levenshtein distance of two short ASCII strings.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let subst = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = subst.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// GatewayClasses of other controllers, Gateways of missing classes, and, when no Gateway is
@@ -221,7 +194,7 @@ mod tests {
 
     fn skipped(group: &str, kind: &str) -> String {
         why_skipped(&Skipped {
-            source: crate::resources::Source {
+            source: sluice_api::resources::Source {
                 file: "x.yaml".into(),
                 document: 1,
             },

@@ -1,7 +1,7 @@
 //! Status presentation: keeping condition transition times stable across reloads, and the
 //! human-readable form printed by `gateway status`.
 
-use crate::translate::ObjectStatus;
+use crate::ObjectStatus;
 
 /// A condition keeps its `lastTransitionTime` while its status does not change, as the Gateway
 /// API's condition semantics require.
@@ -66,7 +66,7 @@ fn carry_conditions(old: &serde_json::Value, new: &mut serde_json::Value) {
 /// programmed when none of its listeners is left.
 pub fn mark_unbound(
     statuses: &mut [ObjectStatus],
-    gateway: &crate::resources::NsName,
+    gateway: &sluice_api::resources::NsName,
     listeners: &[String],
     message: &str,
 ) {

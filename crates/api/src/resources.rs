@@ -82,7 +82,7 @@ pub struct Store {
     pub config_maps: BTreeMap<NsName, Object<ConfigMap>>,
     pub backend_tls_policies: BTreeMap<NsName, Object<BackendTlsPolicy>>,
     pub listener_sets: BTreeMap<NsName, Object<ListenerSet>>,
-    pub egress_policies: BTreeMap<NsName, Object<crate::egress::policy::EgressPolicy>>,
+    pub egress_policies: BTreeMap<NsName, Object<crate::egress::EgressPolicy>>,
     /// Objects of kinds the gateway does not serve, each reported as a warning by translation.
     pub skipped: Vec<Skipped>,
 }
@@ -428,7 +428,7 @@ impl Loader {
             (crate::egress::POLICY_GROUP, "EgressPolicy") => {
                 insert!(
                     egress_policies,
-                    crate::egress::policy::EgressPolicy,
+                    crate::egress::EgressPolicy,
                     key,
                     ["v1alpha1"]
                 )
@@ -514,7 +514,7 @@ fn parse_object<T: DeserializeOwned>(
         };
         let known = schema.map(|s| fields_at(&s(), parent)).unwrap_or_default();
         let mut message = format!("unknown field {name:?}");
-        if let Some(close) = crate::unserved::closest(name, known.iter().map(String::as_str), 2) {
+        if let Some(close) = crate::names::closest(name, known.iter().map(String::as_str), 2) {
             message.push_str(&format!(" (did you mean {close:?}?)"));
         }
         if !known.is_empty() {

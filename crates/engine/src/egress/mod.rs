@@ -6,7 +6,6 @@
 //! name. Inside a CONNECT tunnel, a TLS ClientHello whose SNI differs from the CONNECT host is
 //! refused. Every decision is logged with its policy and rule, and counted in `/metrics`.
 
-pub mod policy;
 pub mod sni;
 
 use std::convert::Infallible;
@@ -23,15 +22,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
-use crate::engine::drain::{accept_until, ConnectionGuard};
-use crate::engine::workers::accept_on;
-use crate::engine::EngineState;
-use policy::{Decision, Host, Protocol};
+use crate::drain::{accept_until, ConnectionGuard};
+use crate::workers::accept_on;
+use crate::EngineState;
+use sluice_egress_policy::{Decision, Host, Protocol};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-/// The API group of our own policies.
-pub const POLICY_GROUP: &str = "policy.sluice.dev";
+pub use sluice_api::egress::POLICY_GROUP;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -111,7 +111,7 @@ pub(super) fn backend_tls_policies(
                     ),
                 );
             }
-            valid.then_some(crate::ir::SubjectAltNames { dns, uris })
+            valid.then_some(sluice_config::SubjectAltNames { dns, uris })
         };
         let pool_key = {
             use std::hash::{Hash, Hasher};
@@ -124,7 +124,7 @@ pub(super) fn backend_tls_policies(
             format!("{sans:?}").hash(&mut h);
             h.finish()
         };
-        let settings = Arc::new(crate::ir::BackendTls {
+        let settings = Arc::new(sluice_config::BackendTls {
             hostname: spec.validation.hostname.clone(),
             ca: if st.accepted.0 { ca } else { None },
             policy: key.to_string(),
@@ -140,7 +140,7 @@ pub(super) fn backend_tls_policies(
             let target = (svc, t.section_name.clone().unwrap_or_default());
             match tls.get(&target) {
                 Some(winner) => {
-                    let winner: &Arc<crate::ir::BackendTls> = winner;
+                    let winner: &Arc<sluice_config::BackendTls> = winner;
                     st.accepted = (
                         false,
                         "Conflicted",

@@ -4,8 +4,9 @@
 //! keeps the last valid certificate).
 
 use super::*;
-use crate::egress::policy::{EgressPolicies, EgressPolicySpec};
-use crate::ir::EgressPolicy;
+use sluice_api::egress::EgressPolicySpec;
+use sluice_config::EgressPolicy;
+use sluice_egress_policy::EgressPolicies;
 
 /// The last valid version of an EgressPolicy.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,7 +23,7 @@ pub(super) fn egress_policies(
     statuses: &mut Vec<ObjectStatus>,
     warnings: &mut Vec<Warning>,
 ) -> (Vec<EgressPolicy>, BTreeMap<NsName, LastValidPolicy>) {
-    let lookup = crate::egress::policy::store_ca_lookup(store);
+    let lookup = store_ca_lookup(store);
     // Checks one policy; valid, it goes to the snapshot with the CA certificates it used.
     let check = |key: &NsName, spec: &EgressPolicySpec| {
         let cas = std::cell::RefCell::new(BTreeMap::new());
@@ -83,7 +84,7 @@ pub(super) fn egress_policies(
             }
         };
         statuses.push(ObjectStatus {
-            api_version: format!("{}/v1alpha1", crate::egress::POLICY_GROUP),
+            api_version: format!("{}/v1alpha1", sluice_api::egress::POLICY_GROUP),
             kind: "EgressPolicy".into(),
             metadata: StatusMeta {
                 namespace: Some(key.namespace.clone()),
@@ -96,4 +97,17 @@ pub(super) fn egress_policies(
         });
     }
     (compiled, remembered)
+}
+
+/// A CA lookup over the ConfigMaps of a store.
+pub fn store_ca_lookup(
+    store: &Store,
+) -> impl Fn(&NsName) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> + '_ {
+    move |key: &NsName| {
+        let cm = store
+            .config_maps
+            .get(key)
+            .ok_or(format!("ConfigMap {key} does not exist"))?;
+        ca_certificates(&cm.obj).map_err(|e| format!("ConfigMap {key}: {e}"))
+    }
 }

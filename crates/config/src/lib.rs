@@ -13,7 +13,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Method};
 use serde::Serialize;
 
-use crate::resources::NsName;
+use sluice_api::resources::NsName;
 
 /// One versioned configuration, as data.
 #[derive(Debug, Default)]
@@ -229,7 +229,7 @@ pub struct SubjectAltNames {
 #[derive(Clone, Debug)]
 pub struct EgressPolicy {
     pub key: NsName,
-    pub spec: crate::egress::policy::EgressPolicySpec,
+    pub spec: sluice_api::egress::EgressPolicySpec,
     pub cas: BTreeMap<NsName, Vec<Vec<u8>>>,
 }
 

@@ -266,7 +266,7 @@ fn timeouts_and_retry(
             .flatten()
             .filter_map(|c| u16::try_from(*c).ok())
             .collect();
-        action.retry = Some(crate::ir::RetryPolicy {
+        action.retry = Some(sluice_config::RetryPolicy {
             codes,
             attempts: r.attempts.and_then(|a| u32::try_from(a).ok()).unwrap_or(1),
             backoff: parse_duration(r.backoff.as_deref(), &format!("{field}.backoff"))?
