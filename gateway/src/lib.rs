@@ -5,7 +5,13 @@
 pub mod admin;
 pub mod standalone;
 
-pub use sluice_api::{pem, resources, validate};
+pub use sluice_api::{pem, validate};
+
+/// The object store and loading manifests into it.
+pub mod resources {
+    pub use sluice_api::load::*;
+    pub use sluice_api::resources::*;
+}
 pub use sluice_config as ir;
 pub use sluice_engine as engine;
 pub use sluice_engine::{access_log, config, metrics};

@@ -4,6 +4,7 @@
 //! networking, no runtime.
 
 pub mod egress;
+pub mod load;
 pub mod names;
 pub mod pem;
 pub mod resources;

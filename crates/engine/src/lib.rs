@@ -6,6 +6,7 @@
 //! also owns that worker's upstream connection pool).
 
 pub mod access_log;
+pub mod answers;
 pub mod backend_tls;
 pub mod buffered;
 pub mod compile;

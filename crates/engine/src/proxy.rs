@@ -4,7 +4,6 @@
 //! The snapshot is loaded once per request and kept in the context, so a reload in the middle
 //! of a request never changes what that request does.
 
-use http::{HeaderName, HeaderValue};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,11 +17,10 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use tracing::debug;
 
+use super::answers::*;
 use super::listeners::Sni;
 use super::EngineState;
-use crate::config::{
-    BackendTarget, Bind, Config, HeaderModifier, Listener, Protocol, Redirect, RequestParts, Route,
-};
+use crate::config::{BackendTarget, Bind, Config, Listener, Protocol, RequestParts, Route};
 use crate::metrics::RequestKey;
 
 pub type SluiceHttpProxy = HttpProxy<SluiceProxy>;
@@ -100,125 +98,6 @@ struct PendingMirror {
     host: String,
     body: bytes::BytesMut,
     too_big: bool,
-}
-
-/// The request's host, lowercased, without port or trailing dot. Borrowed from the request
-/// unless it has uppercase letters.
-fn request_host(req: &RequestHeader) -> Option<std::borrow::Cow<'_, str>> {
-    let raw = req.uri.authority().map(|a| a.as_str()).or_else(|| {
-        req.headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })?;
-    // Strip the port; keep IPv6 literals whole.
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        raw.rsplit_once(':').map(|(h, _)| h).unwrap_or(raw)
-    };
-    let host = host.trim_end_matches('.');
-    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        host.to_ascii_lowercase().into()
-    } else {
-        host.into()
-    })
-}
-
-/// Request and response headers alike: what a header modifier does to them.
-trait EditHeaders {
-    fn set(&mut self, name: HeaderName, value: HeaderValue);
-    fn add(&mut self, name: HeaderName, value: HeaderValue);
-    fn remove(&mut self, name: &HeaderName);
-}
-
-impl EditHeaders for RequestHeader {
-    fn set(&mut self, name: HeaderName, value: HeaderValue) {
-        let _ = self.insert_header(name, value);
-    }
-    fn add(&mut self, name: HeaderName, value: HeaderValue) {
-        let _ = self.append_header(name, value);
-    }
-    fn remove(&mut self, name: &HeaderName) {
-        let _ = self.remove_header(name);
-    }
-}
-
-impl EditHeaders for ResponseHeader {
-    fn set(&mut self, name: HeaderName, value: HeaderValue) {
-        let _ = self.insert_header(name, value);
-    }
-    fn add(&mut self, name: HeaderName, value: HeaderValue) {
-        let _ = self.append_header(name, value);
-    }
-    fn remove(&mut self, name: &HeaderName) {
-        let _ = self.remove_header(name);
-    }
-}
-
-/// RequestHeaderModifier and ResponseHeaderModifier: set, then add, then remove.
-fn apply_headers(h: &mut impl EditHeaders, m: &HeaderModifier) {
-    for (n, v) in &m.set {
-        h.set(n.clone(), v.clone());
-    }
-    for (n, v) in &m.add {
-        h.add(n.clone(), v.clone());
-    }
-    for n in &m.remove {
-        h.remove(n);
-    }
-}
-
-/// The Location of a RequestRedirect, with the spec's default scheme, host, port and path.
-fn redirect_location(r: &Redirect, req: &RequestHeader, host: &str, listener: &Listener) -> String {
-    let scheme = r.scheme.as_deref().unwrap_or(listener.protocol.scheme());
-    let hostname = r.hostname.as_deref().unwrap_or(host);
-    // With a scheme but no port, the scheme's well-known port; with neither, the listener's.
-    let port = r.port.unwrap_or(match r.scheme.as_deref() {
-        Some("https") => 443,
-        Some(_) => 80,
-        None => listener.port,
-    });
-    let default_port = matches!((scheme, port), ("http", 80) | ("https", 443));
-    let path = match &r.path {
-        Some(p) => p.apply(req.uri.path()),
-        None => req.uri.path().to_string(),
-    };
-    let query = req.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    let host_part = if hostname.contains(':') {
-        format!("[{hostname}]")
-    } else {
-        hostname.to_string()
-    };
-    if default_port {
-        format!("{scheme}://{host_part}{path}{query}")
-    } else {
-        format!("{scheme}://{host_part}:{port}{path}{query}")
-    }
-}
-
-/// A response the gateway makes itself: a plain-text body of `len` bytes, and `extra` headers.
-fn plain_response(code: u16, len: usize, extra: &[(&str, String)]) -> Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(code, Some(2 + extra.len()))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    resp.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
-    for (k, v) in extra {
-        resp.insert_header(k.to_string(), v.as_str())?;
-    }
-    Ok(resp)
-}
-
-async fn respond(
-    session: &mut Session,
-    code: u16,
-    body: &'static str,
-    extra: Option<(&str, String)>,
-) -> Result<bool> {
-    let resp = plain_response(code, body.len(), extra.as_slice())?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session
-        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
-        .await?;
-    Ok(true)
 }
 
 /// Upstream failures are logged as one structured line each, at most this many a second; the
@@ -804,118 +683,6 @@ impl ProxyHttp for SluiceProxy {
     }
 }
 
-/// The status a failed request is answered with, as Envoy-based gateways answer: 503 when no
-/// connection to the backend could be made, 504 when the backend did not answer in time, 502
-/// for other backend failures.
-fn error_status(e: &Error) -> u16 {
-    use pingora::{ErrorSource, ErrorType as T};
-    match e.etype() {
-        T::HTTPStatus(code) => *code,
-        T::ConnectTimedout
-        | T::ConnectRefused
-        | T::ConnectNoRoute
-        | T::ConnectError
-        | T::ConnectProxyFailure => 503,
-        T::ReadTimedout | T::WriteTimedout if e.esource() == &ErrorSource::Upstream => 504,
-        _ => match e.esource() {
-            ErrorSource::Upstream => 502,
-            ErrorSource::Downstream => match e.etype() {
-                T::WriteError | T::ReadError | T::ConnectionClosed => 0,
-                _ => 400,
-            },
-            ErrorSource::Internal | ErrorSource::Unset => 500,
-        },
-    }
-}
-
-/// Why a request failed, in the words of the plain-text answer and of the log line.
-fn error_reason(e: &Error) -> std::borrow::Cow<'static, str> {
-    use pingora::ErrorType as T;
-    match e.etype() {
-        // Our own refusals carry their reason (e.g. "no ready endpoint for default/app:80").
-        T::HTTPStatus(_) => match &e.context {
-            Some(c) => c.as_str().to_string().into(),
-            None => "request failed".into(),
-        },
-        T::ConnectTimedout => {
-            "upstream connect timeout: the backend did not accept the connection in time".into()
-        }
-        T::ConnectRefused => "upstream connect error: the backend refused the connection".into(),
-        T::ConnectNoRoute | T::ConnectError | T::ConnectProxyFailure => {
-            "upstream connect error: no connection to the backend could be made".into()
-        }
-        T::TLSHandshakeFailure | T::TLSHandshakeTimedout | T::InvalidCert | T::HandshakeError => {
-            "upstream TLS error: the TLS handshake with the backend failed".into()
-        }
-        T::ReadTimedout | T::WriteTimedout if e.esource() == &pingora::ErrorSource::Upstream => {
-            "upstream request timeout".into()
-        }
-        _ => match e.esource() {
-            pingora::ErrorSource::Upstream => {
-                "upstream error: the backend's response failed or was cut short".into()
-            }
-            pingora::ErrorSource::Downstream => "bad request".into(),
-            _ => "internal error".into(),
-        },
-    }
-}
-
-/// The answer to an allowed CORS preflight request.
-fn cors_preflight(
-    cors: &crate::config::Cors,
-    req: &RequestHeader,
-    origin: &str,
-) -> Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(200, Some(6))?;
-    resp.insert_header(
-        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        cors.allow_origin_value(origin),
-    )?;
-    // `*` is only valid without credentials; with them, echo what the preflight asked for.
-    let allowed = |list: &[String], requested: http::header::HeaderName| {
-        if !list.iter().any(|m| m == "*") {
-            list.join(", ")
-        } else if cors.allow_credentials {
-            req.headers
-                .get(requested)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string()
-        } else {
-            "*".to_string()
-        }
-    };
-    let methods = allowed(
-        &cors.allow_methods,
-        http::header::ACCESS_CONTROL_REQUEST_METHOD,
-    );
-    if !methods.is_empty() {
-        resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_METHODS, methods)?;
-    }
-    let headers = allowed(
-        &cors.allow_headers,
-        http::header::ACCESS_CONTROL_REQUEST_HEADERS,
-    );
-    if !headers.is_empty() {
-        resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_HEADERS, headers)?;
-    }
-    resp.insert_header(
-        http::header::ACCESS_CONTROL_MAX_AGE,
-        cors.max_age.to_string(),
-    )?;
-    if cors.allow_credentials {
-        resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true")?;
-    }
-    if !cors.expose_headers.is_empty() {
-        resp.insert_header(
-            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            cors.expose_headers.join(", "),
-        )?;
-    }
-    resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
-    Ok(resp)
-}
-
 /// Keeps pooled connections of one BackendTLSPolicy apart from any other connection.
 fn backend_label(ctx: &Ctx) -> &str {
     ctx.route
@@ -924,41 +691,4 @@ fn backend_label(ctx: &Ctx) -> &str {
         .and_then(|(r, i)| r.action.backends.get(i))
         .map(|b| b.target.label())
         .unwrap_or("")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_without_port() {
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("host", "Example.COM:8080").unwrap();
-        assert_eq!(request_host(&req).as_deref(), Some("example.com"));
-        req.insert_header("host", "[::1]:80").unwrap();
-        assert_eq!(request_host(&req).as_deref(), Some("::1"));
-        // A host already in lowercase is borrowed from the request, not copied.
-        req.insert_header("host", "app.example.com.").unwrap();
-        let host = request_host(&req).unwrap();
-        assert!(matches!(
-            host,
-            std::borrow::Cow::Borrowed("app.example.com")
-        ));
-    }
-
-    #[test]
-    fn header_modifier_order_is_set_add_remove() {
-        let mut h = RequestHeader::build("GET", b"/", None).unwrap();
-        h.insert_header("a", "1").unwrap();
-        let m = HeaderModifier {
-            set: vec![("a".parse().unwrap(), "2".parse().unwrap())],
-            add: vec![("b".parse().unwrap(), "3".parse().unwrap())],
-            remove: vec!["c".parse().unwrap()],
-        };
-        h.insert_header("c", "x").unwrap();
-        apply_headers(&mut h, &m);
-        assert_eq!(h.headers.get("a").unwrap(), "2");
-        assert_eq!(h.headers.get("b").unwrap(), "3");
-        assert!(h.headers.get("c").is_none());
-    }
 }
