@@ -134,7 +134,7 @@ impl ProxyHttp for SluiceProxy {
         if !session.req_header().headers.contains_key(REQUEST_ID) {
             session
                 .req_header_mut()
-                .insert_header(REQUEST_ID, super::request_id::next())?;
+                .insert_header(REQUEST_ID, super::request_id::next_value())?;
         }
         let snapshot = self.state.config.load_full();
         let local = session.server_addr().and_then(|a| a.as_inet()).copied();

@@ -23,16 +23,32 @@ fn prefix() -> u64 {
 
 /// A new request id.
 pub fn next() -> String {
-    let p = prefix();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        p >> 32,
-        (p >> 16) & 0xffff,
-        p & 0xffff,
-        n >> 48,
-        n & 0xffff_ffff_ffff
-    )
+    let bytes = next_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// A new request id as a header value, written without the formatting machinery (it runs
+/// for every request that arrives without one).
+pub fn next_value() -> http::HeaderValue {
+    let bytes = next_bytes();
+    http::HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| http::HeaderValue::from_static("-"))
+}
+
+/// 32 hex digits in 8-4-4-4-12 groups: the prefix, then the counter.
+fn next_bytes() -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let id = (u128::from(prefix()) << 64) | u128::from(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let mut out = [b'-'; 36];
+    let mut digit = 0;
+    for (i, slot) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        let shift = 124 - 4 * digit;
+        *slot = HEX[((id >> shift) & 0xf) as usize];
+        digit += 1;
+    }
+    out
 }
 
 #[cfg(test)]
