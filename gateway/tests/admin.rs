@@ -224,25 +224,12 @@ spec:
         "abc-123"
     );
 
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let (first, second) = loop {
-        let lines: Vec<serde_json::Value> = gw
-            .stdout
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        let find = |p: &str| lines.iter().find(|l| l["path"] == p).cloned();
-        if let (Some(a), Some(b)) = (find("/app/id"), find("/app/given")) {
-            break (a, b);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no access-log lines: {lines:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    };
+    let first = gw
+        .wait_access_log("/app/id", |l| l["path"] == "/app/id")
+        .await;
+    let second = gw
+        .wait_access_log("/app/given", |l| l["path"] == "/app/given")
+        .await;
     assert_eq!(first["request_id"], made.as_str());
     assert_eq!(first["user_agent"], "sluice-test/1.0");
     assert!(

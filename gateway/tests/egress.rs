@@ -173,22 +173,11 @@ async fn host_and_sni_mismatch_are_refused() {
 
     // The refused tunnel is recorded as denied, with its reason, in the access log and the
     // metric; the matching one as allowed. The metric has no per-destination series.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let refused = loop {
-        let lines = e.gw.stdout.lock().unwrap().clone();
-        if let Some(l) = lines
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["egress"] == "connect" && l["decision"] == "denied")
-        {
-            break l;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no access-log line for the refused tunnel: {lines:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let refused =
+        e.gw.wait_access_log("the refused tunnel", |l| {
+            l["egress"] == "connect" && l["decision"] == "denied"
+        })
+        .await;
     assert_eq!(refused["destination"], "www.secure.test:443");
     let reason = refused["reason"].as_str().unwrap();
     assert!(
@@ -242,24 +231,13 @@ async fn split_client_hello_in_a_tunnel_is_refused() {
         rest.len()
     );
 
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let lines = e.gw.stdout.lock().unwrap().clone();
-        if let Some(l) = lines
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["egress"] == "connect" && l["decision"] == "denied")
-        {
-            let reason = l["reason"].as_str().unwrap();
-            assert!(reason.contains("names no server"), "{reason}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no denied access-log line: {lines:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let l =
+        e.gw.wait_access_log("the refused tunnel", |l| {
+            l["egress"] == "connect" && l["decision"] == "denied"
+        })
+        .await;
+    let reason = l["reason"].as_str().unwrap();
+    assert!(reason.contains("names no server"), "{reason}");
 }
 
 /// Audit rules allow and say so in the access log.
@@ -272,25 +250,14 @@ async fn audit_rules_allow_and_log() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let lines = e.gw.stdout.lock().unwrap().clone();
-        if let Some(l) = lines
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["destination"] == "audited.test:80")
-        {
-            assert_eq!(l["decision"], "audit");
-            assert_eq!(l["rule"], "audited");
-            assert_eq!(l["policy"], "default/outbound");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no access log line for the audited request"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let l =
+        e.gw.wait_access_log("the audited request", |l| {
+            l["destination"] == "audited.test:80"
+        })
+        .await;
+    assert_eq!(l["decision"], "audit");
+    assert_eq!(l["rule"], "audited");
+    assert_eq!(l["policy"], "default/outbound");
 }
 
 /// A policy change applies live; a policy that becomes invalid reports the field in its status

@@ -25,15 +25,6 @@ fn parent_conditions(all: &serde_json::Value, ns: &str, name: &str) -> serde_jso
     find_status(all, "HTTPRoute", Some(ns), name)["status"]["parents"][0]["conditions"].clone()
 }
 
-fn listener<'a>(gw: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    gw["status"]["listeners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == name)
-        .unwrap()
-}
-
 /// Route reasons: NoMatchingParent, NotAllowedByListeners, NoMatchingListenerHostname,
 /// RefNotPermitted, InvalidKind, BackendNotFound, UnsupportedValue; and a ReferenceGrant that
 /// makes a cross-namespace backend valid.
@@ -698,17 +689,8 @@ spec:
     .unwrap();
     let all = status_of_dir(dir.path());
     let gw = find_status(&all, "Gateway", Some("default"), "gw");
-    let listener = |name: &str| {
-        gw["status"]["listeners"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["name"] == name)
-            .unwrap()
-            .clone()
-    };
     for served in ["http", "https"] {
-        let l = listener(served);
+        let l = listener(&gw, served);
         assert_eq!(
             condition(&l["conditions"], "Programmed"),
             ("True".into(), "Programmed".into()),
@@ -716,7 +698,7 @@ spec:
         );
         assert_eq!(condition(&l["conditions"], "Conflicted").0, "False", "{l}");
     }
-    let tcp = listener("tcp");
+    let tcp = listener(&gw, "tcp");
     assert_eq!(
         condition(&tcp["conditions"], "Conflicted"),
         ("True".into(), "ProtocolConflict".into())
@@ -725,7 +707,7 @@ spec:
         condition(&tcp["conditions"], "Accepted"),
         ("False".into(), "ProtocolConflict".into())
     );
-    let tls = listener("tls");
+    let tls = listener(&gw, "tls");
     assert_eq!(
         condition(&tls["conditions"], "Accepted"),
         ("False".into(), "UnsupportedProtocol".into())

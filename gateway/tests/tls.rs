@@ -298,13 +298,7 @@ async fn invalid_secret_on_reload_keeps_the_last_valid_certificate() {
 
     // Status and warnings report the Secret's problem.
     let st = gw.status_of("Gateway", Some("default"), "gw").await;
-    let foo = st["status"]["listeners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == "foo")
-        .unwrap()
-        .clone();
+    let foo = listener(&st, "foo");
     assert_eq!(
         condition(&foo["conditions"], "ResolvedRefs"),
         ("False".into(), "InvalidCertificateRef".into())
@@ -365,13 +359,7 @@ async fn secret_never_valid_leaves_the_listener_unserved() {
     ])
     .await;
     let st = gw.status_of("Gateway", Some("default"), "gw").await;
-    let foo = st["status"]["listeners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == "foo")
-        .unwrap()
-        .clone();
+    let foo = listener(&st, "foo");
     assert_eq!(
         condition(&foo["conditions"], "ResolvedRefs"),
         ("False".into(), "InvalidCertificateRef".into())

@@ -234,27 +234,6 @@ impl EgressPolicies {
         EgressPolicies { policies }
     }
 
-    /// Compiles every policy, in `namespace/name` order. Errors name the policy's field.
-    pub fn compile<'a>(
-        policies: impl IntoIterator<Item = (&'a NsName, &'a EgressPolicySpec)>,
-        ca: CaLookup<'_>,
-    ) -> Result<Self, Vec<(NsName, FieldError)>> {
-        let mut out = Vec::new();
-        let mut errors = Vec::new();
-        for (key, spec) in policies {
-            match compile(key, spec, ca) {
-                Ok(p) => out.push(p),
-                Err(e) => errors.push((key.clone(), e)),
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        if errors.is_empty() {
-            Ok(EgressPolicies { policies: out })
-        } else {
-            Err(errors)
-        }
-    }
-
     pub fn is_empty(&self) -> bool {
         self.policies.is_empty()
     }
@@ -335,10 +314,11 @@ mod tests {
     fn policies(yaml: &str) -> EgressPolicies {
         let spec: EgressPolicySpec = serde_yaml::from_str(yaml).unwrap();
         let key = NsName::new("default", "p");
-        EgressPolicies::compile([(&key, &spec)], &|_| {
+        let p = EgressPolicies::compile_one(&key, &spec, &|_| {
             Err("no ConfigMaps in unit tests".to_string())
         })
-        .unwrap()
+        .unwrap();
+        EgressPolicies::from_compiled(vec![p])
     }
 
     const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -478,10 +458,10 @@ mod tests {
         let spec: EgressPolicySpec =
             serde_yaml::from_str("rules: [{name: r, hosts: ['exa mple.com']}]").unwrap();
         let key = NsName::new("default", "p");
-        let err = EgressPolicies::compile([(&key, &spec)], &|_| {
+        let err = EgressPolicies::compile_one(&key, &spec, &|_| {
             Err("no ConfigMaps in unit tests".to_string())
         })
         .unwrap_err();
-        assert_eq!(err[0].1 .0, ".spec.rules[0].hosts[0]");
+        assert_eq!(err.0, ".spec.rules[0].hosts[0]");
     }
 }

@@ -337,6 +337,30 @@ impl Gateway {
         }
     }
 
+    /// The first JSON line on stdout (the access log) that `pred` accepts; waits up to 10 s.
+    pub async fn wait_access_log(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.stdout.lock().unwrap().clone();
+            if let Some(l) = lines
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| pred(l))
+            {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no access-log line for {what} in 10 s: {lines:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The status object of `kind` `namespace/name` from `/status`.
     pub async fn status_of(
         &self,
@@ -393,6 +417,14 @@ pub fn find_status(
 }
 
 /// The condition of `type` in a conditions array, as (status, reason).
+/// The status of listener `name` in a Gateway's (or ListenerSet's) status object.
+pub fn listener<'a>(gw: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    gw["status"]["listeners"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["name"] == name))
+        .unwrap_or_else(|| panic!("no listener {name} in {gw}"))
+}
+
 pub fn condition(conds: &serde_json::Value, ty: &str) -> (String, String) {
     let c = conds
         .as_array()
