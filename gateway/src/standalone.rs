@@ -194,7 +194,7 @@ async fn apply(engine: &Engine, admin: &AdminState, t: Translation, metrics: &Me
     let served: Vec<(std::net::SocketAddr, crate::resources::NsName, Vec<String>)> = t
         .config
         .binds
-        .values()
+        .iter()
         .map(|b| {
             (
                 b.addr,

@@ -32,6 +32,29 @@ fn quickstart_example() {
     insta::assert_yaml_snapshot!("quickstart_infrastructure", infra);
 }
 
+/// The configuration data means the same after a trip through its serialized form, and each
+/// Gateway's slice (`for_gateway`, what a deployment of that Gateway receives) serves exactly
+/// that Gateway's binds of the whole.
+fn same_over_the_wire(c: &gateway::ir::Config, compiled: &serde_json::Value, what: &str) {
+    use gateway::engine::compile::compile;
+    let wire = serde_json::to_string(c).unwrap();
+    let back: gateway::ir::Config = serde_json::from_str(&wire).unwrap();
+    assert_eq!(&compile(back).dump(), compiled, "{what}: serde round trip");
+    let mut gateways: Vec<_> = c.binds.iter().map(|b| b.gateway.clone()).collect();
+    gateways.dedup();
+    for gw in gateways {
+        let slice = compile(c.for_gateway(&gw)).dump();
+        let expected: Vec<&serde_json::Value> = compiled["binds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["gateway"] == gw.to_string())
+            .collect();
+        let got: Vec<&serde_json::Value> = slice["binds"].as_array().unwrap().iter().collect();
+        assert_eq!(got, expected, "{what}: slice of Gateway {gw}");
+    }
+}
+
 /// The translation of every conformance case (and of each of its steps), in-process: the
 /// status of every object, the effective configuration and the warnings. A change in what a
 /// case translates to shows up as a reviewed diff, before the conformance runner runs it.
@@ -86,9 +109,11 @@ fn conformance_case_translations() {
                 .iter()
                 .map(|w| w.to_string().replace(&prefix, ""))
                 .collect();
+            let config = gateway::engine::compile::compile(t.config.clone()).dump();
+            same_over_the_wire(&t.config, &config, &format!("{name} step {i}"));
             let snapshot = serde_json::json!({
                 "status": t.statuses,
-                "config": gateway::engine::compile::compile(t.config).dump(),
+                "config": config,
                 "warnings": warnings,
             });
             insta::assert_yaml_snapshot!(format!("case_{name}_{i}"), snapshot);

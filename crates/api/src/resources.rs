@@ -22,7 +22,9 @@ use k8s_openapi::ByteString;
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// A namespaced name, written `namespace/name`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct NsName {
     pub namespace: String,
     pub name: String,

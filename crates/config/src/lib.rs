@@ -1,41 +1,235 @@
 //! The configuration as plain data: what `translate` produces and the engine compiles into the
 //! runtime snapshot (`config`) it serves from. Nothing here is a runtime object: regexes are
-//! strings, TLS material is PEM or DER, backends are named, and there are no counters. So the
-//! same data can come from the file provider or, next, from the controller over gRPC.
+//! strings, header names are checked strings, TLS material is PEM or DER, and there are no
+//! counters. What several places share (a rule's action, a Service port's cluster, a
+//! BackendTLSPolicy's settings) is stored once in a table of the `Config` and referred to by
+//! index, so the data serializes (serde now; the gRPC messages of the controller follow the same
+//! shape) and the engine can rebuild the sharing.
 //!
-//! Values shared with the runtime snapshot unchanged (filters, protocols) are defined here and
-//! re-exported by `config`.
+//! Plain values the runtime snapshot uses unchanged (protocols, redirects, rewrites, retries,
+//! CORS) are defined here and re-exported by the engine's `config`.
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Method};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use sluice_api::resources::NsName;
 
+macro_rules! id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub u32);
+
+        impl $name {
+            pub fn index(self) -> usize {
+                self.0 as usize
+            }
+        }
+    };
+}
+
+id!(
+    /// An index into `Config::routes`.
+    RouteId
+);
+id!(
+    /// An index into `Config::actions`.
+    ActionId
+);
+id!(
+    /// An index into `Config::clusters`.
+    ClusterId
+);
+id!(
+    /// An index into `Config::backend_tls`.
+    BackendTlsId
+);
+
+/// Appends to a table and returns the new entry's index.
+fn push<T>(table: &mut Vec<T>, value: T) -> u32 {
+    table.push(value);
+    u32::try_from(table.len() - 1).unwrap_or(u32::MAX)
+}
+
 /// One versioned configuration, as data.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Config {
     pub version: u64,
-    /// Every socket to listen on, with what it serves.
-    pub binds: HashMap<SocketAddr, Bind>,
+    /// Every socket to listen on, with what it serves, by address.
+    pub binds: Vec<Bind>,
+    /// One match of one rule, as placed on a listener; route tables refer to these.
+    pub routes: Vec<Route>,
+    /// What a rule does; the routes of one rule share one.
+    pub actions: Vec<RuleAction>,
+    /// Service ports with their endpoints; the rules using one share it.
+    pub clusters: Vec<Cluster>,
+    /// How to connect to a backend with TLS, one per BackendTLSPolicy.
+    pub backend_tls: Vec<BackendTls>,
     /// The client certificate each Gateway presents to TLS backends (`spec.tls.backend`).
-    pub backend_client_certs: HashMap<NsName, TlsPem>,
+    pub backend_client_certs: Vec<GatewayClientCert>,
     /// The EgressPolicies to enforce, each valid.
     pub egress: Vec<EgressPolicy>,
 }
 
+impl Config {
+    pub fn add_route(&mut self, r: Route) -> RouteId {
+        RouteId(push(&mut self.routes, r))
+    }
+    pub fn add_action(&mut self, a: RuleAction) -> ActionId {
+        ActionId(push(&mut self.actions, a))
+    }
+    pub fn add_cluster(&mut self, c: Cluster) -> ClusterId {
+        ClusterId(push(&mut self.clusters, c))
+    }
+    pub fn add_backend_tls(&mut self, t: BackendTls) -> BackendTlsId {
+        BackendTlsId(push(&mut self.backend_tls, t))
+    }
+    pub fn route(&self, id: RouteId) -> Option<&Route> {
+        self.routes.get(id.index())
+    }
+    pub fn action(&self, id: ActionId) -> Option<&RuleAction> {
+        self.actions.get(id.index())
+    }
+    pub fn cluster(&self, id: ClusterId) -> Option<&Cluster> {
+        self.clusters.get(id.index())
+    }
+    pub fn backend_tls(&self, id: BackendTlsId) -> Option<&BackendTls> {
+        self.backend_tls.get(id.index())
+    }
+
+    /// What one Gateway serves: its binds and client certificate, with only the routes,
+    /// actions, clusters and TLS settings they reach (renumbered), and the EgressPolicies. This
+    /// is what a gateway deployment running that Gateway receives.
+    pub fn for_gateway(&self, gateway: &NsName) -> Config {
+        let mut out = Config {
+            version: self.version,
+            egress: self.egress.clone(),
+            backend_client_certs: self
+                .backend_client_certs
+                .iter()
+                .filter(|c| &c.gateway == gateway)
+                .cloned()
+                .collect(),
+            ..Config::default()
+        };
+        let mut slice = Slicer::default();
+        for b in self.binds.iter().filter(|b| &b.gateway == gateway) {
+            let mut b = b.clone();
+            for l in &mut b.listeners {
+                l.routes = slice.table(self, &mut out, &l.routes);
+            }
+            out.binds.push(b);
+        }
+        out
+    }
+}
+
+/// Renumbering for `Config::for_gateway`: each entry of the source copied once.
+#[derive(Default)]
+struct Slicer {
+    routes: std::collections::HashMap<RouteId, RouteId>,
+    actions: std::collections::HashMap<ActionId, ActionId>,
+    clusters: std::collections::HashMap<ClusterId, ClusterId>,
+    tls: std::collections::HashMap<BackendTlsId, BackendTlsId>,
+}
+
+impl Slicer {
+    fn table(&mut self, src: &Config, out: &mut Config, t: &RouteTable) -> RouteTable {
+        let mut ids = |rs: &[RouteId]| -> Vec<RouteId> {
+            rs.iter().filter_map(|r| self.route(src, out, *r)).collect()
+        };
+        RouteTable {
+            exact: t
+                .exact
+                .iter()
+                .map(|h| HostRoutes {
+                    host: h.host.clone(),
+                    routes: ids(&h.routes),
+                })
+                .collect(),
+            wildcard: t
+                .wildcard
+                .iter()
+                .map(|h| HostRoutes {
+                    host: h.host.clone(),
+                    routes: ids(&h.routes),
+                })
+                .collect(),
+            any: ids(&t.any),
+        }
+    }
+
+    fn route(&mut self, src: &Config, out: &mut Config, id: RouteId) -> Option<RouteId> {
+        if let Some(done) = self.routes.get(&id) {
+            return Some(*done);
+        }
+        let mut r = src.route(id)?.clone();
+        r.action = self.action(src, out, r.action)?;
+        let new = out.add_route(r);
+        self.routes.insert(id, new);
+        Some(new)
+    }
+
+    fn action(&mut self, src: &Config, out: &mut Config, id: ActionId) -> Option<ActionId> {
+        if let Some(done) = self.actions.get(&id) {
+            return Some(*done);
+        }
+        let mut a = src.action(id)?.clone();
+        for m in &mut a.mirrors {
+            m.target = self.target(src, out, &m.target);
+        }
+        for b in &mut a.backends {
+            b.target = self.target(src, out, &b.target);
+        }
+        let new = out.add_action(a);
+        self.actions.insert(id, new);
+        Some(new)
+    }
+
+    fn target(&mut self, src: &Config, out: &mut Config, t: &BackendTarget) -> BackendTarget {
+        let BackendTarget::Cluster(id) = t else {
+            return t.clone();
+        };
+        if let Some(done) = self.clusters.get(id) {
+            return BackendTarget::Cluster(*done);
+        }
+        let Some(c) = src.cluster(*id) else {
+            return t.clone();
+        };
+        let mut c = c.clone();
+        c.tls = c.tls.and_then(|tid| {
+            if let Some(done) = self.tls.get(&tid) {
+                return Some(*done);
+            }
+            let new = out.add_backend_tls(src.backend_tls(tid)?.clone());
+            self.tls.insert(tid, new);
+            Some(new)
+        });
+        let new = out.add_cluster(c);
+        self.clusters.insert(*id, new);
+        BackendTarget::Cluster(new)
+    }
+}
+
 /// A certificate chain and private key, as PEM, from a Secret's `tls.crt` and `tls.key`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsPem {
     pub cert: Vec<u8>,
     pub key: Vec<u8>,
 }
 
+/// The certificate a Gateway presents to backends that ask for one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GatewayClientCert {
+    pub gateway: NsName,
+    pub pem: TlsPem,
+}
+
 /// A socket address with the Gateway listeners that share it.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Bind {
     pub addr: SocketAddr,
     pub protocol: Protocol,
@@ -47,14 +241,21 @@ pub struct Bind {
 
 /// TLS termination of one port: the certificate of each listener by hostname, and client
 /// certificate validation.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServerTls {
-    pub certs: Vec<(Option<String>, TlsPem)>,
+    pub certs: Vec<ListenerCert>,
     pub client_validation: Option<ClientValidation>,
 }
 
+/// The certificate served for a hostname (`None`: the listener has no hostname).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ListenerCert {
+    pub hostname: Option<String>,
+    pub pem: TlsPem,
+}
+
 /// Frontend client certificate validation of an HTTPS port.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClientValidation {
     /// Trust anchors, DER.
     pub roots: Vec<Vec<u8>>,
@@ -63,7 +264,7 @@ pub struct ClientValidation {
 }
 
 /// One Gateway listener.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Listener {
     pub gateway: NsName,
     pub name: String,
@@ -76,32 +277,41 @@ pub struct Listener {
 }
 
 /// Routes of a listener, grouped by the hostname they serve, each group in precedence order.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RouteTable {
-    pub exact: HashMap<String, Vec<Arc<Route>>>,
-    /// (suffix with its leading dot, routes), longest suffix first.
-    pub wildcard: Vec<(String, Vec<Arc<Route>>)>,
-    pub any: Vec<Arc<Route>>,
+    /// Exact hostnames, sorted by name.
+    pub exact: Vec<HostRoutes>,
+    /// Wildcards by suffix with its leading dot (`.example.com`), longest suffix first.
+    pub wildcard: Vec<HostRoutes>,
+    /// Routes for any hostname.
+    pub any: Vec<RouteId>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HostRoutes {
+    pub host: String,
+    pub routes: Vec<RouteId>,
 }
 
 /// One match of one rule of one HTTPRoute. Routes of one rule share its action.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Route {
     pub route: NsName,
     pub rule: usize,
     pub matcher: RouteMatch,
-    pub action: Arc<RuleAction>,
+    pub action: ActionId,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RouteMatch {
     pub path: PathMatch,
-    pub method: Option<Method>,
+    /// An HTTP method, checked by translation.
+    pub method: Option<String>,
     pub headers: Vec<HeaderMatch>,
     pub query: Vec<QueryMatch>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum PathMatch {
     Exact(String),
     /// Stored without a trailing slash; `/` is stored as the empty string and matches all.
@@ -110,27 +320,28 @@ pub enum PathMatch {
     Regex(String),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum StringMatch {
     Exact(String),
     /// A regular expression, checked by translation.
     Regex(String),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HeaderMatch {
-    pub name: HeaderName,
+    /// A header name, checked and lowercased by translation.
+    pub name: String,
     pub value: StringMatch,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QueryMatch {
     pub name: String,
     pub value: StringMatch,
 }
 
 /// What a matched rule does.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RuleAction {
     /// `namespace/name` of the HTTPRoute, for logs and metrics.
     pub route_label: String,
@@ -145,21 +356,21 @@ pub struct RuleAction {
     /// The rule names no backend at all: the spec asks for a 500.
     pub no_backends: bool,
     /// `timeouts.request`: the whole exchange with the backend, retries included.
-    pub request_timeout: Option<std::time::Duration>,
+    pub request_timeout: Option<Duration>,
     /// `timeouts.backendRequest`: one attempt at a backend.
-    pub backend_timeout: Option<std::time::Duration>,
+    pub backend_timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
     pub cors: Option<Cors>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Mirror {
     pub target: BackendTarget,
     /// Share of requests mirrored, in millionths.
     pub fraction_ppm: u32,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WeightedBackend {
     pub weight: u32,
     pub target: BackendTarget,
@@ -167,9 +378,9 @@ pub struct WeightedBackend {
     pub response_headers: Option<HeaderModifier>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum BackendTarget {
-    Cluster(Arc<Cluster>),
+    Cluster(ClusterId),
     /// A reference that did not resolve; requests sent here get a 500.
     Invalid {
         label: String,
@@ -178,7 +389,7 @@ pub enum BackendTarget {
 }
 
 /// A Service port and its ready endpoints.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Cluster {
     /// `namespace/service:port`.
     pub name: String,
@@ -186,7 +397,7 @@ pub struct Cluster {
     /// The Service port's appProtocol is `kubernetes.io/h2c`: HTTP/2 without TLS.
     pub h2c: bool,
     /// TLS to the endpoints, from the BackendTLSPolicy that targets the Service.
-    pub tls: Option<Arc<BackendTls>>,
+    pub tls: Option<BackendTlsId>,
 }
 
 impl Cluster {
@@ -201,7 +412,7 @@ impl Cluster {
 }
 
 /// How the gateway connects to a backend with TLS (BackendTLSPolicy).
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BackendTls {
     /// The SNI sent, and the name the certificate must be valid for.
     pub hostname: String,
@@ -219,21 +430,43 @@ pub struct BackendTls {
     pub pool_key: u64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SubjectAltNames {
     pub dns: Vec<String>,
     pub uris: Vec<String>,
 }
 
 /// A valid EgressPolicy and the CA certificates its rules reference (by ConfigMap).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EgressPolicy {
     pub key: NsName,
     pub spec: sluice_api::egress::EgressPolicySpec,
-    pub cas: BTreeMap<NsName, Vec<Vec<u8>>>,
+    pub cas: Vec<ConfigMapCas>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// The CA certificates (DER) of one ConfigMap.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConfigMapCas {
+    pub config_map: NsName,
+    pub certs: Vec<Vec<u8>>,
+}
+
+/// RequestHeaderModifier / ResponseHeaderModifier, with names checked and lowercased and values
+/// checked by translation.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HeaderModifier {
+    pub set: Vec<Header>,
+    pub add: Vec<Header>,
+    pub remove: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Protocol {
     Http,
     Https,
@@ -249,16 +482,16 @@ impl Protocol {
 }
 
 /// GEP-1731 retries: which answers are retried, how often, and the pause between attempts.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RetryPolicy {
     pub codes: Vec<u16>,
     /// Retries after the first attempt.
     pub attempts: u32,
-    pub backoff: std::time::Duration,
+    pub backoff: Duration,
 }
 
 /// The CORS filter (GEP-1767).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Cors {
     /// `*`, exact origins, or origins with a `*` host label (`https://*.example.com`).
     pub allow_origins: Vec<String>,
@@ -297,15 +530,7 @@ impl Cors {
     }
 }
 
-/// RequestHeaderModifier / ResponseHeaderModifier.
-#[derive(Clone, Debug, Default)]
-pub struct HeaderModifier {
-    pub set: Vec<(HeaderName, HeaderValue)>,
-    pub add: Vec<(HeaderName, HeaderValue)>,
-    pub remove: Vec<HeaderName>,
-}
-
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum PathModifier {
     Full(String),
     /// Replaces the matched prefix (stored without its trailing slash).
@@ -337,13 +562,13 @@ impl PathModifier {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UrlRewrite {
     pub hostname: Option<String>,
     pub path: Option<PathModifier>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Redirect {
     pub scheme: Option<String>,
     pub hostname: Option<String>,

@@ -94,36 +94,47 @@ pub struct EgressPolicies {
 /// A policy field that does not parse: (field path, message).
 pub type FieldError = (String, String);
 
-/// Checks one policy and compiles it.
+/// The trust anchors for TLS origination without CA references: the system's, which the caller
+/// reads (this crate does no I/O).
+pub type SystemRoots<'a> = &'a dyn Fn() -> Vec<rustls_pki_types::CertificateDer<'static>>;
+
+/// The TLS client configuration of a rule's origination, or, when `system` is `None` (only
+/// checking), nothing: the CA references are resolved either way.
 fn origination(
     key: &NsName,
     t: &TlsOrigination,
     field: &str,
     ca: CaLookup<'_>,
-) -> Result<Arc<rustls::ClientConfig>, FieldError> {
-    let mut roots = rustls::RootCertStore::empty();
-    if t.ca_certificate_refs.is_empty() {
-        let found = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(found.certs);
-    }
+    system: Option<SystemRoots<'_>>,
+) -> Result<Option<Arc<rustls::ClientConfig>>, FieldError> {
+    let mut anchors = Vec::new();
     for (i, r) in t.ca_certificate_refs.iter().enumerate() {
         let certs = ca(&NsName::new(key.namespace.clone(), r.name.clone()))
             .map_err(|e| (format!("{field}.caCertificateRefs[{i}]"), e))?;
-        roots.add_parsable_certificates(certs);
+        anchors.extend(certs);
     }
+    let Some(system) = system else {
+        return Ok(None);
+    };
+    if t.ca_certificate_refs.is_empty() {
+        anchors = system();
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(anchors);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| (field.to_string(), e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(Arc::new(cfg))
+    Ok(Some(Arc::new(cfg)))
 }
 
 fn compile(
     key: &NsName,
     spec: &EgressPolicySpec,
     ca: CaLookup<'_>,
+    system: Option<SystemRoots<'_>>,
 ) -> Result<CompiledPolicy, FieldError> {
     let mut sources = Vec::new();
     let any_source = spec.sources.is_empty();
@@ -196,7 +207,7 @@ fn compile(
         }
         let originate_tls = match &r.tls_origination {
             None => None,
-            Some(t) => Some(origination(key, t, &f("tlsOrigination"), ca)?),
+            Some(t) => origination(key, t, &f("tlsOrigination"), ca, system)?,
         };
         rules.push(CompiledRule {
             originate_tls,
@@ -219,13 +230,25 @@ fn compile(
 }
 
 impl EgressPolicies {
-    /// Checks and compiles one policy; the error names the field.
+    /// Checks one policy without building anything for TLS origination (what translation
+    /// does); the error names the field.
+    pub fn check(
+        key: &NsName,
+        spec: &EgressPolicySpec,
+        ca: CaLookup<'_>,
+    ) -> Result<(), FieldError> {
+        compile(key, spec, ca, None).map(|_| ())
+    }
+
+    /// Compiles one policy for enforcement, with the TLS client configurations of its
+    /// originating rules; the error names the field.
     pub fn compile_one(
         key: &NsName,
         spec: &EgressPolicySpec,
         ca: CaLookup<'_>,
+        system: SystemRoots<'_>,
     ) -> Result<CompiledPolicy, FieldError> {
-        compile(key, spec, ca)
+        compile(key, spec, ca, Some(system))
     }
 
     /// The policies to evaluate, in `namespace/name` order.
@@ -314,9 +337,12 @@ mod tests {
     fn policies(yaml: &str) -> EgressPolicies {
         let spec: EgressPolicySpec = serde_yaml::from_str(yaml).unwrap();
         let key = NsName::new("default", "p");
-        let p = EgressPolicies::compile_one(&key, &spec, &|_| {
-            Err("no ConfigMaps in unit tests".to_string())
-        })
+        let p = EgressPolicies::compile_one(
+            &key,
+            &spec,
+            &|_| Err("no ConfigMaps in unit tests".to_string()),
+            &Vec::new,
+        )
         .unwrap();
         EgressPolicies::from_compiled(vec![p])
     }
@@ -458,7 +484,7 @@ mod tests {
         let spec: EgressPolicySpec =
             serde_yaml::from_str("rules: [{name: r, hosts: ['exa mple.com']}]").unwrap();
         let key = NsName::new("default", "p");
-        let err = EgressPolicies::compile_one(&key, &spec, &|_| {
+        let err = EgressPolicies::check(&key, &spec, &|_| {
             Err("no ConfigMaps in unit tests".to_string())
         })
         .unwrap_err();

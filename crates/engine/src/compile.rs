@@ -1,15 +1,17 @@
 //! The one step from the configuration as data (`ir`) to the runtime snapshot the data path
-//! reads (`config`): regexes compiled, TLS configurations built, clusters given their
-//! round-robin counters and rules their pick sequences. What the data shares stays shared: a
-//! rule's matches keep one action (one weighted-pick sequence), a Service port one cluster (one
-//! round-robin position).
+//! reads (`config`): regexes compiled, header names parsed, TLS configurations built, clusters
+//! given their round-robin counters and rules their pick sequences. What the data shares by
+//! index stays shared: a rule's matches keep one action (one weighted-pick sequence), a Service
+//! port one cluster (one round-robin position). Only what a listener reaches is built.
 //!
-//! Translation has checked everything here; should something still not compile (a bug), it is
-//! logged and fails closed: a regex that never matches, a TLS port without certificates.
+//! Translation has checked everything here; should something still not compile (a bug, or data
+//! from a peer that did not check), it is logged and fails closed: a regex that never matches, a
+//! route that is left out, a TLS port without certificates.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use http::{HeaderName, HeaderValue, Method};
 use regex::Regex;
 use tracing::error;
 
@@ -18,18 +20,24 @@ use sluice_config as ir;
 
 /// Compiles a configuration for the engine.
 pub fn compile(c: ir::Config) -> rt::Config {
-    let mut cx = Compiler::default();
+    let mut cx = Compiler {
+        src: &c,
+        actions: vec![None; c.actions.len()],
+        routes: vec![None; c.routes.len()],
+        clusters: vec![None; c.clusters.len()],
+        backend_tls: vec![None; c.backend_tls.len()],
+    };
     let mut binds = HashMap::new();
-    for (addr, b) in c.binds {
-        binds.insert(addr, Arc::new(cx.bind(b)));
+    for b in &c.binds {
+        binds.insert(b.addr, Arc::new(cx.bind(b)));
     }
     let mut backend_client_certs = HashMap::new();
-    for (gw, pem) in c.backend_client_certs {
-        match client_cert(&pem) {
+    for cc in &c.backend_client_certs {
+        match client_cert(&cc.pem) {
             Some(ck) => {
-                backend_client_certs.insert(gw, Arc::new(ck));
+                backend_client_certs.insert(cc.gateway.clone(), Arc::new(ck));
             }
-            None => error!(gateway = %gw, "backend client certificate does not parse"),
+            None => error!(gateway = %cc.gateway, "backend client certificate does not parse"),
         }
     }
     rt::Config {
@@ -40,38 +48,40 @@ pub fn compile(c: ir::Config) -> rt::Config {
     }
 }
 
-/// The runtime objects made so far, by the address of the data they come from.
-#[derive(Default)]
-struct Compiler {
-    actions: HashMap<*const ir::RuleAction, Arc<rt::RuleAction>>,
-    routes: HashMap<*const ir::Route, Arc<rt::Route>>,
-    clusters: HashMap<*const ir::Cluster, Arc<rt::Cluster>>,
-    backend_tls: HashMap<*const ir::BackendTls, Arc<rt::BackendTls>>,
+/// The runtime objects made so far, by the index of the data they come from.
+struct Compiler<'a> {
+    src: &'a ir::Config,
+    actions: Vec<Option<Arc<rt::RuleAction>>>,
+    routes: Vec<Option<Option<Arc<rt::Route>>>>,
+    clusters: Vec<Option<Arc<rt::Cluster>>>,
+    backend_tls: Vec<Option<Arc<rt::BackendTls>>>,
 }
 
-impl Compiler {
-    fn bind(&mut self, b: ir::Bind) -> rt::Bind {
+impl Compiler<'_> {
+    fn bind(&mut self, b: &ir::Bind) -> rt::Bind {
         let mut listeners = rt::ListenerSet::default();
-        for l in b.listeners {
+        for l in &b.listeners {
             listeners.insert(Arc::new(rt::Listener {
-                gateway: l.gateway,
-                name: l.name,
+                gateway: l.gateway.clone(),
+                name: l.name.clone(),
                 port: l.port,
                 protocol: l.protocol,
-                hostname: l.hostname,
+                hostname: l.hostname.clone(),
                 routes: self.route_table(&l.routes),
                 tls: l.tls,
             }));
         }
-        let tls = b.tls.map(|t| {
+        let tls = b.tls.as_ref().map(|t| {
             let certs = t
                 .certs
                 .iter()
-                .filter_map(|(host, pem)| match sluice_api::pem::certified_key_from_pem(&pem.cert, &pem.key) {
-                    Ok(ck) => Some((host.clone(), ck)),
-                    Err(e) => {
-                        error!(addr = %b.addr, error = %e, "listener certificate does not parse");
-                        None
+                .filter_map(|c| {
+                    match sluice_api::pem::certified_key_from_pem(&c.pem.cert, &c.pem.key) {
+                        Ok(ck) => Some((c.hostname.clone(), ck)),
+                        Err(e) => {
+                            error!(addr = %b.addr, error = %e, "listener certificate does not parse");
+                            None
+                        }
                     }
                 })
                 .collect();
@@ -81,7 +91,7 @@ impl Compiler {
             addr: b.addr,
             protocol: b.protocol,
             gateway_label: b.gateway.to_string(),
-            gateway: b.gateway,
+            gateway: b.gateway.clone(),
             listeners,
             tls,
         }
@@ -89,44 +99,59 @@ impl Compiler {
 
     fn route_table(&mut self, t: &ir::RouteTable) -> rt::RouteTable {
         let mut routes =
-            |rs: &[Arc<ir::Route>]| rs.iter().map(|r| self.route(r)).collect::<Vec<_>>();
+            |rs: &[ir::RouteId]| rs.iter().filter_map(|r| self.route(*r)).collect::<Vec<_>>();
         rt::RouteTable {
             exact: t
                 .exact
                 .iter()
-                .map(|(h, rs)| (h.clone(), routes(rs)))
+                .map(|h| (h.host.clone(), routes(&h.routes)))
                 .collect(),
             wildcard: t
                 .wildcard
                 .iter()
-                .map(|(s, rs)| (s.clone(), routes(rs)))
+                .map(|h| (h.host.clone(), routes(&h.routes)))
                 .collect(),
             any: routes(&t.any),
         }
     }
 
-    fn route(&mut self, r: &Arc<ir::Route>) -> Arc<rt::Route> {
-        if let Some(done) = self.routes.get(&Arc::as_ptr(r)) {
+    /// A route, or `None` (logged) when its matcher or action does not compile.
+    fn route(&mut self, id: ir::RouteId) -> Option<Arc<rt::Route>> {
+        if let Some(done) = self.routes.get(id.index()).and_then(Option::as_ref) {
             return done.clone();
         }
-        let out = Arc::new(rt::Route {
-            route: r.route.clone(),
-            rule: r.rule,
-            matcher: route_match(&r.matcher),
-            action: self.action(&r.action),
+        let out = self.src.route(id).and_then(|r| {
+            let matcher = route_match(&r.matcher)
+                .map_err(|e| error!(route = %r.route, rule = r.rule, error = %e, "route match does not compile; the route is left out"))
+                .ok()?;
+            Some(Arc::new(rt::Route {
+                route: r.route.clone(),
+                rule: r.rule,
+                matcher,
+                action: self.action(r.action)?,
+            }))
         });
-        self.routes.insert(Arc::as_ptr(r), out.clone());
+        if out.is_none() {
+            error!(
+                route = id.0,
+                "route is missing or does not compile; it is left out"
+            );
+        }
+        if let Some(slot) = self.routes.get_mut(id.index()) {
+            *slot = Some(out.clone());
+        }
         out
     }
 
-    fn action(&mut self, a: &Arc<ir::RuleAction>) -> Arc<rt::RuleAction> {
-        if let Some(done) = self.actions.get(&Arc::as_ptr(a)) {
-            return done.clone();
+    fn action(&mut self, id: ir::ActionId) -> Option<Arc<rt::RuleAction>> {
+        if let Some(done) = self.actions.get(id.index()).and_then(Option::as_ref) {
+            return Some(done.clone());
         }
+        let a = self.src.action(id)?;
         let out = Arc::new(rt::RuleAction {
             route_label: a.route_label.clone(),
-            request_headers: a.request_headers.clone(),
-            response_headers: a.response_headers.clone(),
+            request_headers: a.request_headers.as_ref().map(header_modifier),
+            response_headers: a.response_headers.as_ref().map(header_modifier),
             rewrite: a.rewrite.clone(),
             redirect: a.redirect.clone(),
             mirrors: a
@@ -144,8 +169,8 @@ impl Compiler {
                 .map(|b| rt::WeightedBackend {
                     weight: b.weight,
                     target: self.target(&b.target),
-                    request_headers: b.request_headers.clone(),
-                    response_headers: b.response_headers.clone(),
+                    request_headers: b.request_headers.as_ref().map(header_modifier),
+                    response_headers: b.response_headers.as_ref().map(header_modifier),
                 })
                 .collect(),
             total_weight: a.total_weight,
@@ -156,36 +181,53 @@ impl Compiler {
             retry: a.retry.clone(),
             cors: a.cors.clone(),
         });
-        self.actions.insert(Arc::as_ptr(a), out.clone());
-        out
+        if let Some(slot) = self.actions.get_mut(id.index()) {
+            *slot = Some(out.clone());
+        }
+        Some(out)
     }
 
     fn target(&mut self, t: &ir::BackendTarget) -> rt::BackendTarget {
+        let invalid = |label: &str, reason: &str| rt::BackendTarget::Invalid {
+            label: label.to_string(),
+            reason: reason.to_string(),
+        };
         match t {
-            ir::BackendTarget::Invalid { label, reason } => rt::BackendTarget::Invalid {
-                label: label.clone(),
-                reason: reason.clone(),
+            ir::BackendTarget::Invalid { label, reason } => invalid(label, reason),
+            ir::BackendTarget::Cluster(id) => match self.cluster(*id) {
+                Some(c) => rt::BackendTarget::Cluster(c),
+                None => invalid(
+                    &format!("cluster {}", id.0),
+                    "BackendNotFound: the configuration has no such cluster",
+                ),
             },
-            ir::BackendTarget::Cluster(c) => rt::BackendTarget::Cluster(self.cluster(c)),
         }
     }
 
-    fn cluster(&mut self, c: &Arc<ir::Cluster>) -> Arc<rt::Cluster> {
-        if let Some(done) = self.clusters.get(&Arc::as_ptr(c)) {
-            return done.clone();
+    fn cluster(&mut self, id: ir::ClusterId) -> Option<Arc<rt::Cluster>> {
+        if let Some(done) = self.clusters.get(id.index()).and_then(Option::as_ref) {
+            return Some(done.clone());
         }
+        let c = self.src.cluster(id)?;
         let mut out = rt::Cluster::new(c.name.clone(), c.endpoints.clone());
         out.h2c = c.h2c;
-        out.tls = c.tls.as_ref().map(|t| self.backend_tls(t));
+        out.tls = c.tls.and_then(|t| self.backend_tls(t));
+        if c.tls.is_some() && out.tls.is_none() {
+            error!(cluster = %c.name, "backend TLS settings are missing; the cluster is left out");
+            return None;
+        }
         let out = Arc::new(out);
-        self.clusters.insert(Arc::as_ptr(c), out.clone());
-        out
+        if let Some(slot) = self.clusters.get_mut(id.index()) {
+            *slot = Some(out.clone());
+        }
+        Some(out)
     }
 
-    fn backend_tls(&mut self, t: &Arc<ir::BackendTls>) -> Arc<rt::BackendTls> {
-        if let Some(done) = self.backend_tls.get(&Arc::as_ptr(t)) {
-            return done.clone();
+    fn backend_tls(&mut self, id: ir::BackendTlsId) -> Option<Arc<rt::BackendTls>> {
+        if let Some(done) = self.backend_tls.get(id.index()).and_then(Option::as_ref) {
+            return Some(done.clone());
         }
+        let t = self.src.backend_tls(id)?;
         let ca = t.ca.as_ref().map(|roots| {
             let wrapped: Vec<pingora::utils::tls::WrappedX509> = roots
                 .iter()
@@ -218,8 +260,40 @@ impl Compiler {
             san,
             pool_key: t.pool_key,
         });
-        self.backend_tls.insert(Arc::as_ptr(t), out.clone());
-        out
+        if let Some(slot) = self.backend_tls.get_mut(id.index()) {
+            *slot = Some(out.clone());
+        }
+        Some(out)
+    }
+}
+
+/// Header names and values parsed; one that does not parse (translation checks them) is
+/// logged and left out.
+fn header_modifier(m: &ir::HeaderModifier) -> rt::HeaderModifier {
+    let pairs = |hs: &[ir::Header]| {
+        hs.iter()
+            .filter_map(|h| {
+                match (
+                    HeaderName::from_bytes(h.name.as_bytes()),
+                    HeaderValue::from_str(&h.value),
+                ) {
+                    (Ok(n), Ok(v)) => Some((n, v)),
+                    _ => {
+                        error!(header = %h.name, "header modifier entry does not parse; left out");
+                        None
+                    }
+                }
+            })
+            .collect()
+    };
+    rt::HeaderModifier {
+        set: pairs(&m.set),
+        add: pairs(&m.add),
+        remove: m
+            .remove
+            .iter()
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect(),
     }
 }
 
@@ -239,22 +313,29 @@ fn string_match(m: &ir::StringMatch) -> rt::StringMatch {
     }
 }
 
-fn route_match(m: &ir::RouteMatch) -> rt::RouteMatch {
-    rt::RouteMatch {
+fn route_match(m: &ir::RouteMatch) -> Result<rt::RouteMatch, String> {
+    let method = match &m.method {
+        Some(s) => {
+            Some(Method::from_bytes(s.as_bytes()).map_err(|e| format!("method {s:?}: {e}"))?)
+        }
+        None => None,
+    };
+    let mut headers = Vec::new();
+    for h in &m.headers {
+        headers.push(rt::HeaderMatch {
+            name: HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|e| format!("header name {:?}: {e}", h.name))?,
+            value: string_match(&h.value),
+        });
+    }
+    Ok(rt::RouteMatch {
         path: match &m.path {
             ir::PathMatch::Exact(p) => rt::PathMatch::Exact(p.clone()),
             ir::PathMatch::Prefix(p) => rt::PathMatch::Prefix(p.clone()),
             ir::PathMatch::Regex(r) => rt::PathMatch::Regex(regex(r)),
         },
-        method: m.method.clone(),
-        headers: m
-            .headers
-            .iter()
-            .map(|h| rt::HeaderMatch {
-                name: h.name.clone(),
-                value: string_match(&h.value),
-            })
-            .collect(),
+        method,
+        headers,
         query: m
             .query
             .iter()
@@ -263,7 +344,7 @@ fn route_match(m: &ir::RouteMatch) -> rt::RouteMatch {
                 value: string_match(&q.value),
             })
             .collect(),
-    }
+    })
 }
 
 /// The client certificate a Gateway presents to TLS backends, in pingora's form.
@@ -280,6 +361,21 @@ fn client_cert(pem: &ir::TlsPem) -> Option<pingora::utils::tls::CertKey> {
     (!certs.is_empty()).then(|| pingora::utils::tls::CertKey::new(certs, key))
 }
 
+/// The system's trust anchors, read once (for TLS origination without CA references).
+fn system_roots() -> Vec<rustls_pki_types::CertificateDer<'static>> {
+    static ROOTS: std::sync::OnceLock<Vec<rustls_pki_types::CertificateDer<'static>>> =
+        std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                error!(error = %e, "reading the system trust store");
+            }
+            found.certs
+        })
+        .clone()
+}
+
 /// The EgressPolicies, compiled with the CA certificates translation resolved for them.
 pub fn egress(policies: &[ir::EgressPolicy]) -> sluice_egress_policy::EgressPolicies {
     use sluice_egress_policy::EgressPolicies;
@@ -287,16 +383,17 @@ pub fn egress(policies: &[ir::EgressPolicy]) -> sluice_egress_policy::EgressPoli
     for p in policies {
         let ca = |k: &sluice_api::resources::NsName| {
             p.cas
-                .get(k)
-                .map(|certs| {
-                    certs
+                .iter()
+                .find(|c| &c.config_map == k)
+                .map(|c| {
+                    c.certs
                         .iter()
                         .map(|c| rustls_pki_types::CertificateDer::from(c.clone()))
                         .collect()
                 })
                 .ok_or_else(|| format!("ConfigMap {k} was not resolved"))
         };
-        match EgressPolicies::compile_one(&p.key, &p.spec, &ca) {
+        match EgressPolicies::compile_one(&p.key, &p.spec, &ca, &system_roots) {
             Ok(c) => compiled.push(c),
             Err((field, e)) => {
                 error!(policy = %p.key, %field, error = %e, "EgressPolicy does not compile")

@@ -14,9 +14,15 @@ use regex::Regex;
 
 use sluice_api::resources::NsName;
 
-pub use sluice_config::{
-    Cors, HeaderModifier, PathModifier, Protocol, Redirect, RetryPolicy, UrlRewrite,
-};
+pub use sluice_config::{Cors, PathModifier, Protocol, Redirect, RetryPolicy, UrlRewrite};
+
+/// RequestHeaderModifier / ResponseHeaderModifier with names and values parsed once.
+#[derive(Clone, Debug, Default)]
+pub struct HeaderModifier {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
 
 /// One immutable, versioned configuration.
 #[derive(Default)]

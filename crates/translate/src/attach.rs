@@ -108,7 +108,7 @@ pub(super) fn attach_http_route(
     key: &NsName,
     route: &Object<HttpRoute>,
     states: &mut [GatewayState<'_>],
-    clusters: &mut Clusters,
+    tables: &mut Tables,
     warnings: &mut Vec<Warning>,
     opts: &Options,
 ) -> Option<ObjectStatus> {
@@ -131,7 +131,7 @@ pub(super) fn attach_http_route(
     let mut unsupported: Option<String> = None;
     let mut rules = Vec::new();
     for (ri, rule) in spec.rules.iter().flatten().enumerate() {
-        match compile_rule(store, key, route, ri, rule, clusters) {
+        match compile_rule(store, key, route, ri, rule, tables) {
             Ok((compiled, problems)) => {
                 for (field, reason, msg) in problems {
                     warn(field, msg.clone());
@@ -200,7 +200,8 @@ pub(super) fn attach_http_route(
             &gw_key,
             owner.as_ref(),
             &mut gw.listeners,
-            &rules,
+            &mut rules,
+            tables,
             unsupported.is_some(),
         );
         let accepted = parent_accepted(unsupported.as_deref(), &found, generation, now);
@@ -268,7 +269,8 @@ fn attach_to_listeners(
     gw_key: &NsName,
     owner: Option<&NsName>,
     listeners: &mut [ListenerState],
-    rules: &[CompiledRule],
+    rules: &mut [CompiledRule],
+    tables: &mut Tables,
     unsupported: bool,
 ) -> Found {
     let mut found = Found::default();
@@ -306,16 +308,18 @@ fn attach_to_listeners(
         // hostnames intersect the listener's (GatewayWithAttachedRoutes,
         // HTTPRouteHostnameIntersection).
         l.attached += 1;
-        for rule in rules {
+        for rule in rules.iter_mut() {
+            let action = rule.action_id(&mut tables.config);
             for (m, order) in &rule.matches {
+                let route = tables.config.add_route(Route {
+                    route: key.clone(),
+                    rule: order.rule,
+                    matcher: m.clone(),
+                    action,
+                });
                 l.routes.push(PendingRoute {
                     hostnames: hostnames.clone(),
-                    route: Arc::new(Route {
-                        route: key.clone(),
-                        rule: order.rule,
-                        matcher: clone_match(m),
-                        action: rule.action.clone(),
-                    }),
+                    route,
                     order: order.clone(),
                 });
             }

@@ -18,9 +18,8 @@ pub(super) struct PolicyState {
 /// not accepted (`Conflicted`).
 pub(super) fn backend_tls_policies(
     store: &Store,
-    opts: &Options,
+    config: &mut Config,
 ) -> (BackendTlsByTarget, Vec<PolicyState>) {
-    let _ = opts;
     let mut policies: Vec<_> = store.backend_tls_policies.iter().collect();
     policies.sort_by(|a, b| (a.1.created, a.0).cmp(&(b.1.created, b.0)));
     let mut tls = HashMap::new();
@@ -124,7 +123,7 @@ pub(super) fn backend_tls_policies(
             format!("{sans:?}").hash(&mut h);
             h.finish()
         };
-        let settings = Arc::new(sluice_config::BackendTls {
+        let settings = config.add_backend_tls(sluice_config::BackendTls {
             hostname: spec.validation.hostname.clone(),
             ca: if st.accepted.0 { ca } else { None },
             policy: key.to_string(),
@@ -140,18 +139,17 @@ pub(super) fn backend_tls_policies(
             let target = (svc, t.section_name.clone().unwrap_or_default());
             match tls.get(&target) {
                 Some(winner) => {
-                    let winner: &Arc<sluice_config::BackendTls> = winner;
+                    let winner = config
+                        .backend_tls(*winner)
+                        .map_or("", |w| w.policy.as_str());
                     st.accepted = (
                         false,
                         "Conflicted",
-                        format!(
-                            "policy {} already applies to this target and is older",
-                            winner.policy
-                        ),
+                        format!("policy {winner} already applies to this target and is older"),
                     );
                 }
                 None => {
-                    tls.insert(target, settings.clone());
+                    tls.insert(target, settings);
                 }
             }
         }

@@ -13,7 +13,7 @@ pub(super) fn resolve_backend(
     name: &str,
     namespace: Option<&str>,
     port: Option<i32>,
-    clusters: &mut Clusters,
+    tables: &mut Tables,
 ) -> BackendTarget {
     let group = group.unwrap_or("");
     let kind = kind.unwrap_or("Service");
@@ -62,24 +62,24 @@ pub(super) fn resolve_backend(
             "BackendNotFound: Service {svc_key} has no port {port}"
         ));
     };
-    if let Some(c) = clusters.map.get(&label) {
-        return BackendTarget::Cluster(c.clone());
+    if let Some(c) = tables.clusters.get(&label) {
+        return BackendTarget::Cluster(*c);
     }
     let eps = endpoints(store, &svc_key, svc_port);
     if eps.is_empty() {
-        clusters.without_endpoints.push((svc_key.clone(), port));
+        tables.without_endpoints.push((svc_key.clone(), port));
     }
     let mut cluster = Cluster::new(label.clone(), eps);
     cluster.h2c = svc_port.app_protocol.as_deref() == Some("kubernetes.io/h2c");
     let port_name = svc_port.name.clone().unwrap_or_default();
-    cluster.tls = clusters
+    cluster.tls = tables
         .tls
         .get(&(svc_key.clone(), port_name))
-        .or_else(|| clusters.tls.get(&(svc_key.clone(), String::new())))
-        .cloned();
-    let cluster = Arc::new(cluster);
-    clusters.map.insert(label, cluster.clone());
-    BackendTarget::Cluster(cluster)
+        .or_else(|| tables.tls.get(&(svc_key.clone(), String::new())))
+        .copied();
+    let id = tables.config.add_cluster(cluster);
+    tables.clusters.insert(label, id);
+    BackendTarget::Cluster(id)
 }
 
 /// Ready endpoints of a Service port, from the EndpointSlices labelled with the Service name.

@@ -229,7 +229,7 @@ pub(super) fn backend_client_cert(
 /// Parses a `kubernetes.io/tls` Secret into a rustls certified key.
 pub fn certified_key(
     secret: &k8s_openapi::api::core::v1::Secret,
-) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+) -> Result<std::sync::Arc<rustls::sign::CertifiedKey>, String> {
     let data = secret_data(secret);
     let cert_pem = data.get("tls.crt").ok_or("missing tls.crt")?;
     let key_pem = data.get("tls.key").ok_or("missing tls.key")?;

@@ -1,7 +1,7 @@
-//! EgressPolicies: each is compiled once, on its own. A valid policy is enforced; an invalid one
-//! gets `Accepted=False` with the field and the reason, never disables the others, and, when an
-//! earlier version of it was valid, that version stays in force (as a bad edit of a TLS Secret
-//! keeps the last valid certificate).
+//! EgressPolicies: each is checked on its own; the engine compiles the valid ones. A valid policy
+//! is enforced; an invalid one gets `Accepted=False` with the field and the reason, never
+//! disables the others, and, when an earlier version of it was valid, that version stays in
+//! force (as a bad edit of a TLS Secret keeps the last valid certificate).
 
 use super::*;
 use sluice_api::egress::EgressPolicySpec;
@@ -15,7 +15,7 @@ pub struct LastValidPolicy {
     pub spec: EgressPolicySpec,
 }
 
-/// Checks the store's EgressPolicies (by compiling each); returns the valid ones, with the CA
+/// Checks the store's EgressPolicies, each on its own; returns the valid ones, with the CA
 /// certificates they reference, and what to remember.
 pub(super) fn egress_policies(
     store: &Store,
@@ -26,16 +26,21 @@ pub(super) fn egress_policies(
     let lookup = store_ca_lookup(store);
     // Checks one policy; valid, it goes to the snapshot with the CA certificates it used.
     let check = |key: &NsName, spec: &EgressPolicySpec| {
-        let cas = std::cell::RefCell::new(BTreeMap::new());
+        let cas = std::cell::RefCell::new(Vec::<sluice_config::ConfigMapCas>::new());
         let ca = |k: &NsName| {
             let found = lookup(k);
             if let Ok(certs) = &found {
-                cas.borrow_mut()
-                    .insert(k.clone(), certs.iter().map(|c| c.to_vec()).collect());
+                let mut cas = cas.borrow_mut();
+                if !cas.iter().any(|c| &c.config_map == k) {
+                    cas.push(sluice_config::ConfigMapCas {
+                        config_map: k.clone(),
+                        certs: certs.iter().map(|c| c.to_vec()).collect(),
+                    });
+                }
             }
             found
         };
-        EgressPolicies::compile_one(key, spec, &ca).map(|_| EgressPolicy {
+        EgressPolicies::check(key, spec, &ca).map(|_| EgressPolicy {
             key: key.clone(),
             spec: spec.clone(),
             cas: cas.into_inner(),

@@ -11,7 +11,7 @@ pub(super) fn apply_filter(
     matched_prefix: &str,
     action: &mut RuleAction,
     problems: &mut RuleProblems,
-    clusters: &mut Clusters,
+    tables: &mut Tables,
 ) -> Result<(), (String, String)> {
     let missing = |what: &str| {
         (
@@ -112,7 +112,7 @@ pub(super) fn apply_filter(
                 &b.name,
                 b.namespace.as_deref(),
                 b.port,
-                clusters,
+                tables,
             );
             note_invalid(
                 &target,
@@ -180,15 +180,14 @@ pub(super) fn header_modifier(
     m: &HttpRouteRulesFiltersRequestHeaderModifier,
     field: &str,
 ) -> Result<HeaderModifier, (String, String)> {
-    let pair = |name: &str,
-                value: &str,
-                f: String|
-     -> Result<(HeaderName, HeaderValue), (String, String)> {
+    let pair = |name: &str, value: &str, f: String| -> Result<Header, (String, String)> {
         let n = HeaderName::from_bytes(name.as_bytes())
             .map_err(|e| (f.clone(), format!("header name {name:?}: {e}")))?;
-        let v = HeaderValue::from_str(value)
-            .map_err(|e| (f, format!("header value {value:?}: {e}")))?;
-        Ok((n, v))
+        HeaderValue::from_str(value).map_err(|e| (f, format!("header value {value:?}: {e}")))?;
+        Ok(Header {
+            name: n.as_str().to_string(),
+            value: value.to_string(),
+        })
     };
     let mut out = HeaderModifier::default();
     for (i, s) in m.set.iter().flatten().enumerate() {
@@ -202,7 +201,9 @@ pub(super) fn header_modifier(
     for (i, r) in m.remove.iter().flatten().enumerate() {
         out.remove.push(
             HeaderName::from_bytes(r.as_bytes())
-                .map_err(|e| (format!("{field}.remove[{i}]"), e.to_string()))?,
+                .map_err(|e| (format!("{field}.remove[{i}]"), e.to_string()))?
+                .as_str()
+                .to_string(),
         );
     }
     Ok(out)

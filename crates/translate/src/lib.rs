@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use gateway_api::experimental::gateways::{Gateway, GatewayListeners};
 use gateway_api::experimental::httproutes::{
@@ -25,9 +24,10 @@ use serde::Serialize;
 use sluice_api::resources::{namespace_labels, secret_data, NsName, Object, Store, GATEWAY_GROUP};
 pub use sluice_config::TlsPem;
 use sluice_config::{
-    BackendTarget, Bind, ClientValidation, Cluster, Config, HeaderMatch, HeaderModifier, Listener,
-    Mirror, PathMatch, PathModifier, Protocol, QueryMatch, Redirect, Route, RouteMatch, RouteTable,
-    RuleAction, ServerTls, StringMatch, UrlRewrite, WeightedBackend,
+    BackendTarget, Bind, ClientValidation, Cluster, ClusterId, Config, Header, HeaderMatch,
+    HeaderModifier, HostRoutes, Listener, Mirror, PathMatch, PathModifier, Protocol, QueryMatch,
+    Redirect, Route, RouteId, RouteMatch, RouteTable, RuleAction, ServerTls, StringMatch,
+    UrlRewrite, WeightedBackend,
 };
 
 pub mod infra;
@@ -228,7 +228,7 @@ struct GatewayState<'a> {
 /// A route match waiting to be placed in a listener's route table.
 struct PendingRoute {
     hostnames: Vec<Option<String>>,
-    route: Arc<Route>,
+    route: RouteId,
     order: RouteOrder,
 }
 
@@ -278,9 +278,14 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
     claim_ports(&mut states);
 
     // BackendTLSPolicies, then routes, oldest first.
-    let (tls, policy_states) = backend_tls_policies(store, opts);
-    let mut clusters = Clusters {
-        map: HashMap::new(),
+    let mut config = Config {
+        version: opts.version,
+        ..Config::default()
+    };
+    let (tls, policy_states) = backend_tls_policies(store, &mut config);
+    let mut tables = Tables {
+        config,
+        clusters: HashMap::new(),
         tls,
         without_endpoints: Vec::new(),
     };
@@ -292,24 +297,20 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
             key,
             route,
             &mut states,
-            &mut clusters,
+            &mut tables,
             &mut warnings,
             opts,
         ) {
             statuses.push(st);
         }
     }
-    warn_without_endpoints(store, &clusters, &mut warnings);
+    warn_without_endpoints(store, &tables, &mut warnings);
 
     let (egress, egress_last_good) = egress_policies(store, opts, &mut statuses, &mut warnings);
 
     // Gateway status and the snapshot.
-    let mut config = Config {
-        version: opts.version,
-        binds: HashMap::new(),
-        backend_client_certs: HashMap::new(),
-        egress,
-    };
+    let mut config = tables.config;
+    config.egress = egress;
     let our_gateways: HashSet<NsName> = states.iter().map(|s| s.key.clone()).collect();
     let mut infrastructure = Vec::new();
     for st in states {
@@ -332,6 +333,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         }
         statuses.extend(out);
     }
+    config.binds.sort_by_key(|b| b.addr);
     statuses.extend(policy_statuses(store, &policy_states, &our_gateways, opts));
     statuses.sort_by(|a, b| {
         (kind_rank(&a.kind), &a.metadata.namespace, &a.metadata.name).cmp(&(
@@ -487,8 +489,8 @@ fn claim_ports(states: &mut [GatewayState<'_>]) {
 }
 
 /// A warning for every Service port routes use that has no ready endpoint.
-fn warn_without_endpoints(store: &Store, clusters: &Clusters, warnings: &mut Vec<Warning>) {
-    for (svc, port) in &clusters.without_endpoints {
+fn warn_without_endpoints(store: &Store, tables: &Tables, warnings: &mut Vec<Warning>) {
+    for (svc, port) in &tables.without_endpoints {
         let Some(obj) = store.services.get(svc) else {
             continue;
         };
@@ -512,16 +514,19 @@ struct TlsMemory<'a> {
     next: BTreeMap<NsName, TlsPem>,
 }
 
-/// Clusters built so far, and the backend TLS settings they take from BackendTLSPolicies.
-struct Clusters {
-    map: HashMap<String, Arc<Cluster>>,
+/// The configuration's shared tables as translation fills them (routes, actions, clusters,
+/// backend TLS settings), with the indexes that find an entry again.
+struct Tables {
+    config: Config,
+    /// Cluster by `namespace/service:port`.
+    clusters: HashMap<String, ClusterId>,
     tls: BackendTlsByTarget,
     /// Service ports routes use that have no ready endpoint, in the order first used.
     without_endpoints: Vec<(NsName, i32)>,
 }
 
 /// (Service, port name or "" for the whole Service) → TLS settings.
-type BackendTlsByTarget = HashMap<(NsName, String), Arc<sluice_config::BackendTls>>;
+type BackendTlsByTarget = HashMap<(NsName, String), sluice_config::BackendTlsId>;
 
 fn kind_rank(kind: &str) -> u8 {
     match kind {

@@ -6,40 +6,21 @@ use super::*;
 /// The rules of a route, compiled once for every parent it attaches to.
 pub(super) struct CompiledRule {
     pub(super) matches: Vec<(RouteMatch, RouteOrder)>,
-    pub(super) action: Arc<RuleAction>,
+    /// The action until a listener takes the rule; then it is in the configuration, at
+    /// `action_id`. (A rule no listener takes adds nothing.)
+    action: Option<RuleAction>,
+    action_id: Option<sluice_config::ActionId>,
 }
 
-pub(super) fn clone_match(m: &RouteMatch) -> RouteMatch {
-    RouteMatch {
-        path: match &m.path {
-            PathMatch::Exact(s) => PathMatch::Exact(s.clone()),
-            PathMatch::Prefix(s) => PathMatch::Prefix(s.clone()),
-            PathMatch::Regex(r) => PathMatch::Regex(r.clone()),
-        },
-        method: m.method.clone(),
-        headers: m
-            .headers
-            .iter()
-            .map(|h| HeaderMatch {
-                name: h.name.clone(),
-                value: clone_string_match(&h.value),
-            })
-            .collect(),
-        query: m
-            .query
-            .iter()
-            .map(|q| QueryMatch {
-                name: q.name.clone(),
-                value: clone_string_match(&q.value),
-            })
-            .collect(),
-    }
-}
-
-pub(super) fn clone_string_match(s: &StringMatch) -> StringMatch {
-    match s {
-        StringMatch::Exact(e) => StringMatch::Exact(e.clone()),
-        StringMatch::Regex(r) => StringMatch::Regex(r.clone()),
+impl CompiledRule {
+    /// The rule's action in the configuration, added the first time it is asked for.
+    pub(super) fn action_id(&mut self, config: &mut Config) -> sluice_config::ActionId {
+        if let Some(id) = self.action_id {
+            return id;
+        }
+        let id = config.add_action(self.action.take().unwrap_or_default());
+        self.action_id = Some(id);
+        id
     }
 }
 
@@ -75,7 +56,7 @@ pub(super) fn compile_rule(
     route: &Object<HttpRoute>,
     ri: usize,
     rule: &HttpRouteRules,
-    clusters: &mut Clusters,
+    tables: &mut Tables,
 ) -> Result<(CompiledRule, RuleProblems), (String, String)> {
     let default_match = [HttpRouteRulesMatches::default()];
     let matches: &[HttpRouteRulesMatches] = match rule.matches.as_deref() {
@@ -116,7 +97,7 @@ pub(super) fn compile_rule(
             &matched_prefix,
             &mut action,
             &mut problems,
-            clusters,
+            tables,
         )?;
     }
     let backend_refs = rule.backend_refs.as_deref().unwrap_or_default();
@@ -132,7 +113,7 @@ pub(super) fn compile_rule(
             &field,
             &matched_prefix,
             &mut problems,
-            clusters,
+            tables,
         )?;
         if backend.weight > 0 {
             action.total_weight += u64::from(backend.weight);
@@ -142,7 +123,8 @@ pub(super) fn compile_rule(
     Ok((
         CompiledRule {
             matches: compiled_matches,
-            action: Arc::new(action),
+            action: Some(action),
+            action_id: None,
         },
         problems,
     ))
@@ -183,7 +165,9 @@ fn compile_match(
     let mut headers = Vec::new();
     for (hi, h) in m.headers.iter().flatten().enumerate() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|e| (format!("{field}.headers[{hi}].name"), e.to_string()))?;
+            .map_err(|e| (format!("{field}.headers[{hi}].name"), e.to_string()))?
+            .as_str()
+            .to_string();
         let value = match h.r#type {
             Some(HttpRouteRulesMatchesHeadersType::RegularExpression) => StringMatch::Regex(
                 compile_regex(&h.value).map_err(|e| (format!("{field}.headers[{hi}].value"), e))?,
@@ -216,7 +200,10 @@ fn compile_match(
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        Method::from_bytes(s.as_bytes()).unwrap_or(Method::GET)
+        Method::from_bytes(s.as_bytes())
+            .unwrap_or(Method::GET)
+            .as_str()
+            .to_string()
     });
     let path_len = match &path {
         PathMatch::Exact(p) | PathMatch::Prefix(p) => p.len(),
@@ -284,7 +271,7 @@ fn weighted_backend(
     field: &str,
     matched_prefix: &str,
     problems: &mut RuleProblems,
-    clusters: &mut Clusters,
+    tables: &mut Tables,
 ) -> Result<WeightedBackend, (String, String)> {
     let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
     let target = resolve_backend(
@@ -295,7 +282,7 @@ fn weighted_backend(
         &b.name,
         b.namespace.as_deref(),
         b.port,
-        clusters,
+        tables,
     );
     note_invalid(&target, field.to_string(), problems);
     let mut backend = WeightedBackend {
@@ -319,7 +306,7 @@ fn weighted_backend(
             matched_prefix,
             &mut sub,
             problems,
-            clusters,
+            tables,
         )?;
         if sub.rewrite.is_some()
             || sub.redirect.is_some()
@@ -357,12 +344,12 @@ pub(super) fn static_reason(r: &str) -> &'static str {
 
 /// Places route matches into hostname groups, each sorted by precedence.
 pub(super) fn route_table(pending: &[PendingRoute]) -> RouteTable {
-    let mut exact: HashMap<String, Vec<(&RouteOrder, Arc<Route>)>> = HashMap::new();
-    let mut wildcard: HashMap<String, Vec<(&RouteOrder, Arc<Route>)>> = HashMap::new();
-    let mut any: Vec<(&RouteOrder, Arc<Route>)> = Vec::new();
+    let mut exact: BTreeMap<String, Vec<(&RouteOrder, RouteId)>> = BTreeMap::new();
+    let mut wildcard: HashMap<String, Vec<(&RouteOrder, RouteId)>> = HashMap::new();
+    let mut any: Vec<(&RouteOrder, RouteId)> = Vec::new();
     for p in pending {
         for h in &p.hostnames {
-            let entry = (&p.order, p.route.clone());
+            let entry = (&p.order, p.route);
             match h.as_deref() {
                 None => any.push(entry),
                 Some(h) => match h.strip_prefix('*') {
@@ -372,15 +359,18 @@ pub(super) fn route_table(pending: &[PendingRoute]) -> RouteTable {
             }
         }
     }
-    let sorted = |mut v: Vec<(&RouteOrder, Arc<Route>)>| {
+    let sorted = |mut v: Vec<(&RouteOrder, RouteId)>| {
         v.sort_by(|a, b| a.0.cmp(b.0));
         v.into_iter().map(|(_, r)| r).collect::<Vec<_>>()
     };
-    let mut wild: Vec<(String, Vec<Arc<Route>>)> =
-        wildcard.into_iter().map(|(k, v)| (k, sorted(v))).collect();
-    wild.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    let group = |(host, v)| HostRoutes {
+        host,
+        routes: sorted(v),
+    };
+    let mut wild: Vec<HostRoutes> = wildcard.into_iter().map(group).collect();
+    wild.sort_by(|a, b| b.host.len().cmp(&a.host.len()).then(a.host.cmp(&b.host)));
     RouteTable {
-        exact: exact.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+        exact: exact.into_iter().map(group).collect(),
         wildcard: wild,
         any: sorted(any),
     }

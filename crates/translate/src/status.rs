@@ -14,7 +14,10 @@ pub(super) fn gateway_status(
     if let Some(Ok(cert)) = &st.backend_cert {
         config
             .backend_client_certs
-            .insert(st.key.clone(), cert.clone());
+            .push(sluice_config::GatewayClientCert {
+                gateway: st.key.clone(),
+                pem: cert.clone(),
+            });
     }
     let serving = add_binds(st, config);
     let (accepted, programmed, addresses) = accepted_and_programmed(st, serving, generation, now);
@@ -156,13 +159,16 @@ fn add_binds(st: &GatewayState<'_>, config: &mut Config) -> bool {
     let serving = !by_port.is_empty();
     for (port, listeners) in by_port {
         let protocol = listeners[0].protocol.unwrap_or(Protocol::Http);
-        let mut certs: Vec<(Option<String>, TlsPem)> = Vec::new();
+        let mut certs = Vec::new();
         // Validation is configured per port, so every listener of the port has the same.
         let client_validation = listeners.iter().find_map(|l| l.client_validation.clone());
         let mut served = Vec::new();
         for l in listeners {
             if let Some(c) = &l.cert {
-                certs.push((l.hostname.clone(), c.clone()));
+                certs.push(sluice_config::ListenerCert {
+                    hostname: l.hostname.clone(),
+                    pem: c.clone(),
+                });
             }
             served.push(Listener {
                 gateway: st.key.clone(),
@@ -179,16 +185,13 @@ fn add_binds(st: &GatewayState<'_>, config: &mut Config) -> bool {
             client_validation,
         });
         let addr = SocketAddr::new(ip, port);
-        config.binds.insert(
+        config.binds.push(Bind {
             addr,
-            Bind {
-                addr,
-                protocol,
-                gateway: st.key.clone(),
-                listeners: served,
-                tls,
-            },
-        );
+            protocol,
+            gateway: st.key.clone(),
+            listeners: served,
+            tls,
+        });
     }
     serving
 }
