@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 // mimalloc's thread-local caches suit the many short-lived buffers of a proxy.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use gateway::standalone::{self, RunOptions};
+use gateway::app::{self, AppOptions};
+use gateway::standalone;
 use gateway::translate::{Options, DEFAULT_CONTROLLER_NAME};
 
 #[derive(Parser)]
@@ -339,7 +340,7 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            let opts = RunOptions {
+            let opts = AppOptions {
                 translate: common.options(),
                 manifests: common.manifests,
                 admin_addr,
@@ -349,7 +350,11 @@ fn main() -> std::process::ExitCode {
                 egress_addr: egress_listen,
                 egress_sni_addr: egress_tls_listen,
             };
-            match rt.block_on(standalone::run(opts)) {
+            let run = async {
+                let shutdown = app::signals().await?;
+                app::build(opts).await?.run(shutdown).await
+            };
+            match rt.block_on(run) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -100,7 +100,6 @@ impl Engine {
         self.listeners.addrs().await
     }
 
-    /// Stops every listener and lets open connections finish.
     /// What egress listeners watch, to stop with the engine.
     pub fn egress_drain(&self) -> tokio::sync::watch::Receiver<bool> {
         self.egress.signal()

@@ -81,6 +81,11 @@ pub struct Options {
     /// The last valid version of each EgressPolicy (`Translation::egress_last_good` of the
     /// previous translation): an EgressPolicy that became invalid keeps it in force.
     pub egress_last_good: BTreeMap<NsName, LastValidPolicy>,
+    /// The sockets the engine could not open when it applied the previous translation, with
+    /// the error (a port another process holds, an address not on this host). Their listeners
+    /// stay in the configuration, so the engine tries again, and status reports them as not
+    /// accepted (PortUnavailable) and not programmed.
+    pub bind_failures: BTreeMap<SocketAddr, String>,
 }
 
 impl Default for Options {
@@ -94,6 +99,7 @@ impl Default for Options {
             infra: crate::infra::InfraOptions::default(),
             tls_last_good: BTreeMap::new(),
             egress_last_good: BTreeMap::new(),
+            bind_failures: BTreeMap::new(),
         }
     }
 }
@@ -193,6 +199,8 @@ struct ListenerState {
     client_validation: Option<ClientValidation>,
     attached: i32,
     routes: Vec<PendingRoute>,
+    /// The engine could not open this listener's socket (`Options::bind_failures`): why.
+    unbound: Option<String>,
 }
 
 impl ListenerState {
@@ -276,6 +284,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
 
     let mut states = gateway_states(store, opts, &gateways, &mut warnings, &mut tls_memory);
     claim_ports(&mut states);
+    mark_unbound(&mut states, &opts.bind_failures);
 
     // BackendTLSPolicies, then routes, oldest first.
     let mut config = Config {
@@ -484,6 +493,19 @@ fn claim_ports(states: &mut [GatewayState<'_>]) {
                     mine.insert(addr);
                 }
             }
+        }
+    }
+}
+
+/// Listeners whose socket the engine could not open: status says so.
+fn mark_unbound(states: &mut [GatewayState<'_>], failures: &BTreeMap<SocketAddr, String>) {
+    if failures.is_empty() {
+        return;
+    }
+    for st in states {
+        let Ok(ip) = st.address else { continue };
+        for l in st.listeners.iter_mut().filter(|l| l.programmed()) {
+            l.unbound = failures.get(&SocketAddr::new(ip, l.port)).cloned();
         }
     }
 }

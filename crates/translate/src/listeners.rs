@@ -91,6 +91,7 @@ pub(super) fn listener_state(
         client_validation: None,
         attached: 0,
         routes: Vec::new(),
+        unbound: None,
     };
     if protocol.is_none() {
         st.accepted = (

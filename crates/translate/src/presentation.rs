@@ -61,56 +61,6 @@ fn carry_conditions(old: &serde_json::Value, new: &mut serde_json::Value) {
     }
 }
 
-/// Marks listeners whose socket could not be opened (a port taken by another process, an
-/// address not on this host) as not accepted and not programmed, and the Gateway as not
-/// programmed when none of its listeners is left.
-pub fn mark_unbound(
-    statuses: &mut [ObjectStatus],
-    gateway: &sluice_api::resources::NsName,
-    listeners: &[String],
-    message: &str,
-) {
-    let Some(st) = statuses.iter_mut().find(|s| {
-        s.kind == "Gateway"
-            && s.metadata.namespace.as_deref() == Some(gateway.namespace.as_str())
-            && s.metadata.name == gateway.name
-    }) else {
-        return;
-    };
-    let set = |conds: &mut serde_json::Value, ty: &str, reason: &str| {
-        if let Some(c) = conds
-            .as_array_mut()
-            .and_then(|a| a.iter_mut().find(|c| c["type"] == ty))
-        {
-            c["status"] = "False".into();
-            c["reason"] = reason.into();
-            c["message"] = message.into();
-        }
-    };
-    let mut any_programmed = false;
-    for l in st.status["listeners"].as_array_mut().into_iter().flatten() {
-        if l["name"]
-            .as_str()
-            .is_some_and(|n| listeners.iter().any(|x| x == n))
-        {
-            set(&mut l["conditions"], "Accepted", "PortUnavailable");
-            set(&mut l["conditions"], "Programmed", "Invalid");
-        }
-        let programmed = l["conditions"].as_array().is_some_and(|a| {
-            a.iter()
-                .any(|c| c["type"] == "Programmed" && c["status"] == "True")
-        });
-        any_programmed |= programmed;
-    }
-    if !any_programmed {
-        set(
-            &mut st.status["conditions"],
-            "Programmed",
-            "AddressNotUsable",
-        );
-    }
-}
-
 /// The status of every object as readable text.
 pub fn render_text(statuses: &[ObjectStatus]) -> String {
     let mut out = String::new();

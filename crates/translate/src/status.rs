@@ -20,7 +20,25 @@ pub(super) fn gateway_status(
             });
     }
     let serving = add_binds(st, config);
-    let (accepted, programmed, addresses) = accepted_and_programmed(st, serving, generation, now);
+    let (accepted, mut programmed, addresses) =
+        accepted_and_programmed(st, serving, generation, now);
+    // Every listener of the Gateway's own that is served could not open its socket.
+    if let Some(why) = st.listeners.iter().find_map(|l| l.unbound.as_ref()) {
+        let own_bound = st
+            .listeners
+            .iter()
+            .any(|l| l.owner.is_none() && l.programmed() && l.unbound.is_none());
+        if !own_bound {
+            programmed = condition(
+                "Programmed",
+                false,
+                "AddressNotUsable",
+                why.clone(),
+                generation,
+                now,
+            );
+        }
+    }
 
     let gateway_ok = accepted.status == "True" && programmed.status == "True";
     let mut gw_status = serde_json::json!({
@@ -77,15 +95,14 @@ fn listener_statuses(
     let mut own = Vec::new();
     let mut by_set: HashMap<NsName, Vec<serde_json::Value>> = HashMap::new();
     for l in &st.listeners {
-        let programmed = l.programmed() && st.address.is_ok();
+        let programmed = l.programmed() && st.address.is_ok() && l.unbound.is_none();
+        let accepted = match &l.unbound {
+            Some(why) => (false, "PortUnavailable", why.clone()),
+            None => l.accepted.clone(),
+        };
         let mut conds = vec![
             condition(
-                "Accepted",
-                l.accepted.0,
-                l.accepted.1,
-                l.accepted.2.clone(),
-                generation,
-                now,
+                "Accepted", accepted.0, accepted.1, accepted.2, generation, now,
             ),
             condition(
                 "ResolvedRefs",
@@ -122,6 +139,8 @@ fn listener_statuses(
             )
         } else if let Some((reason, msg)) = &l.conflicted {
             condition("Programmed", false, reason, msg.clone(), generation, now)
+        } else if let Some(why) = &l.unbound {
+            condition("Programmed", false, "Invalid", why.clone(), generation, now)
         } else {
             condition(
                 "Programmed",

@@ -1,0 +1,203 @@
+//! The composition root: a provider of configuration, the engine, its workers, the admin
+//! listener and the egress listeners, put together one way for the binary and for tests that
+//! run the whole gateway in-process.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{error, info, info_span, warn, Instrument};
+
+use crate::admin::{self, AdminState};
+use crate::engine::workers::Workers;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::standalone::FileProvider;
+use crate::status::carry_transition_times;
+use crate::translate::{Options, Translation};
+
+pub struct AppOptions {
+    pub manifests: PathBuf,
+    pub translate: Options,
+    /// Where the admin listener listens (port 0: any free port, see `App::admin_addr`).
+    pub admin_addr: SocketAddr,
+    pub access_log: bool,
+    /// Data-path worker threads; with 1, the caller's runtime serves connections itself.
+    pub threads: usize,
+    /// How long shutdown waits for open connections.
+    pub drain_timeout: Duration,
+    /// Where the egress forward proxy listens, if anywhere.
+    pub egress_addr: Option<SocketAddr>,
+    /// Where the egress TLS passthrough (SNI) listener listens, if anywhere.
+    pub egress_sni_addr: Option<SocketAddr>,
+}
+
+/// A started gateway: serving its first configuration, ready, not yet watching for changes.
+pub struct App {
+    provider: FileProvider,
+    engine: Engine,
+    admin: Arc<AdminState>,
+    admin_addr: SocketAddr,
+    metrics: Metrics,
+    drain_timeout: Duration,
+    // Kept for as long as the gateway runs: dropping them stops the worker threads.
+    _workers: Workers,
+}
+
+/// Starts the gateway on the manifests of `opts`: fails if they do not load, or if the admin
+/// or an egress listener cannot listen. Gateway listeners that cannot listen are reported in
+/// status instead; the rest is served.
+pub async fn build(opts: AppOptions) -> anyhow::Result<App> {
+    let mut provider = FileProvider::new(opts.manifests.clone(), opts.translate.clone());
+    let first = provider
+        .reload()
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+
+    let metrics = Metrics::new();
+    let workers = Workers::start(opts.threads)
+        .map_err(|e| anyhow::anyhow!("cannot start {} worker threads: {e}", opts.threads))?;
+    let engine = Engine::new(metrics.clone(), opts.access_log, &workers);
+    let admin = Arc::new(AdminState::new(engine.state.clone()));
+    let admin_addr = admin::serve(opts.admin_addr, admin.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on admin address {}: {e}", opts.admin_addr))?;
+    let mut app = App {
+        provider,
+        engine,
+        admin,
+        admin_addr,
+        metrics,
+        drain_timeout: opts.drain_timeout,
+        _workers: workers,
+    };
+    app.apply(first).await;
+    if let Some(addr) = opts.egress_addr {
+        crate::egress::serve(
+            addr,
+            app.engine.state.clone(),
+            app._workers.handles(),
+            app.engine.egress_drain(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on egress address {addr}: {e}"))?;
+    }
+    if let Some(addr) = opts.egress_sni_addr {
+        crate::egress::serve_sni(
+            addr,
+            app.engine.state.clone(),
+            app._workers.handles(),
+            app.engine.egress_drain(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on egress TLS address {addr}: {e}"))?;
+    }
+    app.admin.ready.store(true, Ordering::Release);
+    Ok(app)
+}
+
+impl App {
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Addresses the engine listens on now.
+    pub async fn listening(&self) -> Vec<SocketAddr> {
+        self.engine.listening().await
+    }
+
+    /// Serves, applying every change to the manifests, until `shutdown` completes; then stops
+    /// every listener and waits up to the drain timeout for open connections.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (_watcher, mut changes) = self.provider.watch()?;
+        info!(path = %self.provider.path().display(), "watching manifests");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                changed = changes.recv() => {
+                    if changed.is_none() { break; }
+                    self.reload().await;
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        info!("shutting down: draining connections");
+        self.admin.ready.store(false, Ordering::Release);
+        self.engine.shutdown().await;
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        while self.engine.state.connections.load(Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    async fn reload(&mut self) {
+        match self.provider.reload() {
+            Ok(t) => {
+                let version = t.config.version;
+                self.admin.last_error.store(Arc::new(None));
+                self.apply(t).await;
+                self.metrics.reloads.with_label_values(&["applied"]).inc();
+                info!(version, "configuration reloaded");
+            }
+            Err(e) => {
+                self.metrics.reloads.with_label_values(&["rejected"]).inc();
+                for err in &e.0 {
+                    error!(file = %err.origin, object = %err.object, field = %err.field, "{}", err.message);
+                }
+                error!(
+                    "manifests rejected; still serving configuration version {}",
+                    self.engine.state.config.load().version
+                );
+                self.admin.last_error.store(Arc::new(Some(e.to_string())));
+            }
+        }
+    }
+
+    /// Applies a translation: the engine serves its configuration, then the status (with the
+    /// sockets that could not be opened, as translation reports them) is published.
+    async fn apply(&mut self, t: Translation) {
+        let version = t.config.version;
+        let span = info_span!("apply", version);
+        async {
+            for w in &t.warnings {
+                warn!(file = %w.source, object = %w.object, field = %w.field, "{}", w.message);
+            }
+            let bind_errors = self.engine.apply(t.config).await;
+            let mut failures = BTreeMap::new();
+            for e in &bind_errors {
+                error!("{e}");
+                failures.insert(e.addr, e.to_string());
+            }
+            let mut statuses = t.statuses;
+            if let Some(again) = self.provider.bind_failures(failures) {
+                statuses = again.statuses;
+            }
+            carry_transition_times(&self.admin.statuses.load(), &mut statuses);
+            self.admin.statuses.store(Arc::new(statuses));
+            self.admin.warnings.store(Arc::new(t.warnings));
+            self.admin.infrastructure.store(Arc::new(t.infrastructure));
+            self.metrics
+                .config_version
+                .set(i64::try_from(version).unwrap_or(i64::MAX));
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn signals() -> anyhow::Result<impl Future<Output = ()>> {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = sigterm.recv() => {}
+        }
+    })
+}
