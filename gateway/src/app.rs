@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{error, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::admin::{self, AdminState};
 use crate::engine::workers::Workers;
@@ -174,6 +174,11 @@ impl App {
                 error!("{e}");
                 failures.insert(e.addr, e.to_string());
             }
+            debug!(
+                binds = self.engine.state.config.load().binds.len(),
+                unbound = failures.len(),
+                "configuration applied"
+            );
             let mut statuses = t.statuses;
             if let Some(again) = self.provider.bind_failures(failures) {
                 statuses = again.statuses;

@@ -338,3 +338,39 @@ async fn help_lists_every_admin_endpoint() {
         );
     }
 }
+
+/// With `--log-level debug`, each request is a tracing span carrying its gateway, listener,
+/// route, rule and backend, and the engine's events about the request are emitted in it; a
+/// reload is an `apply` span with its version.
+#[tokio::test(flavor = "multi_thread")]
+async fn debug_logs_carry_request_and_reload_spans() {
+    let web = echo("web").await;
+    let files = [
+        (
+            "gw.yaml",
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        ("web.yaml", service("default", "web", &[web.addr])),
+        (
+            "route.yaml",
+            backend_route("web", &["name: gw"], &[], "web"),
+        ),
+    ];
+    let gw = Gateway::start_with(&files, &["--log-level", "debug"]).await;
+    let apply = gw.wait_stderr("apply{version=1}").await;
+    assert!(apply.contains("apply{version=1}"), "{apply}");
+    let (code, _, _) = get_json(&reqwest::Client::new(), &gw.url(8080, "/")).await;
+    assert_eq!(code, 200);
+    let line = gw.wait_stderr("request done").await;
+    for field in [
+        "request{",
+        "gateway=default/gw",
+        "listener=http",
+        "route=default/web",
+        "rule=0",
+        "backend=default/web:80",
+        "status=200",
+    ] {
+        assert!(line.contains(field), "{field} missing in {line}");
+    }
+}

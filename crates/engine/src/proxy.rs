@@ -69,6 +69,10 @@ pub struct Ctx {
     attempts: u32,
     /// The `Access-Control-Allow-Origin` value to add to the response, for allowed origins.
     cors_origin: Option<String>,
+    /// The request's span (debug level, so disabled and free unless asked for): gateway,
+    /// listener, route, rule and, once picked, backend. The engine's own events about the
+    /// request are emitted in it.
+    span: tracing::Span,
 }
 
 /// A request whose Host selects another listener than the one its TLS handshake (SNI) selected
@@ -125,6 +129,7 @@ impl ProxyHttp for SluiceProxy {
             mirror: None,
             attempts: 0,
             cors_origin: None,
+            span: tracing::Span::none(),
         }
     }
 
@@ -179,6 +184,14 @@ impl ProxyHttp for SluiceProxy {
         let Some(route) = route else {
             return respond(session, 404, "no route\n", None).await;
         };
+        ctx.span = tracing::debug_span!(
+            "request",
+            gateway = %ctx.bind.as_ref().map_or("", |b| b.gateway_label.as_str()),
+            listener = %listener.name,
+            route = %route.action.route_label,
+            rule = route.rule,
+            backend = tracing::field::Empty,
+        );
         ctx.route = Some(route.clone());
         let action = &route.action;
 
@@ -296,6 +309,8 @@ impl ProxyHttp for SluiceProxy {
         };
         ctx.backend = Some(idx);
         let backend = &action.backends[idx];
+        ctx.span
+            .record("backend", tracing::field::display(backend.target.label()));
         if let BackendTarget::Invalid { reason, .. } = &backend.target {
             debug!(route = %action.route_label, %reason, "backend does not resolve");
             return respond(session, 500, "backend does not resolve\n", None).await;
@@ -595,6 +610,7 @@ impl ProxyHttp for SluiceProxy {
             );
         } else if code >= 500 {
             if let Some(suppressed) = UPSTREAM_ERROR_LOG.allow() {
+                let _in_request = ctx.span.enter();
                 tracing::warn!(
                     gateway = ctx.bind.as_ref().map_or("", |b| b.gateway_label.as_str()),
                     listener = ctx.listener.as_ref().map_or("", |l| l.name.as_str()),
@@ -641,6 +657,8 @@ impl ProxyHttp for SluiceProxy {
             .unwrap_or("");
         let backend = backend_label(ctx);
         let elapsed = ctx.start.elapsed();
+        ctx.span
+            .in_scope(|| tracing::debug!(status = code, upstream = ?ctx.upstream, "request done"));
         let key = RequestKey {
             version: ctx.snapshot.as_ref().map_or(0, |s| s.version),
             bind: ctx.bind.as_ref().map_or(0, |b| Arc::as_ptr(b) as usize),

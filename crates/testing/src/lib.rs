@@ -210,7 +210,14 @@ impl Gateway {
         }
         let ip = unique_ip();
         let admin = SocketAddr::new(ip, 9901);
-        let mut child = Command::new(gateway_bin())
+        let mut cmd = Command::new(gateway_bin());
+        // RUST_LOG wins over --log-level: a test that asks for a level gets it.
+        if extra_args.contains(&"--log-level") {
+            cmd.env_remove("RUST_LOG");
+        } else {
+            cmd.env("RUST_LOG", "info");
+        }
+        let mut child = cmd
             .arg("run")
             .arg("--manifests")
             .arg(dir.path())
@@ -221,7 +228,6 @@ impl Gateway {
             .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env("RUST_LOG", "info")
             .spawn()
             .expect("gateway binary starts");
         let stdout = capture(child.stdout.take().unwrap());
