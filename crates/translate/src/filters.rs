@@ -49,88 +49,22 @@ pub(super) fn apply_filter(
                 .request_redirect
                 .as_ref()
                 .ok_or_else(|| missing("requestRedirect"))?;
-            let path = match &r.path {
-                None => None,
-                Some(p) => Some(match p.r#type {
-                    HttpRouteRulesFiltersRequestRedirectPathType::ReplaceFullPath => {
-                        PathModifier::Full(
-                            p.replace_full_path.clone().unwrap_or_else(|| "/".into()),
-                        )
-                    }
-                    HttpRouteRulesFiltersRequestRedirectPathType::ReplacePrefixMatch => {
-                        prefix_modifier(matched_prefix, p.replace_prefix_match.clone(), field)?
-                    }
-                }),
-            };
-            let status = match &r.status_code {
-                None => 302,
-                Some(code) => u16::try_from(*code).unwrap_or(302),
-            };
-            action.redirect = Some(Redirect {
-                scheme: r.scheme.as_ref().map(|s| match s {
-                    HttpRouteRulesFiltersRequestRedirectScheme::Http => "http".to_string(),
-                    HttpRouteRulesFiltersRequestRedirectScheme::Https => "https".to_string(),
-                }),
-                hostname: r.hostname.clone(),
-                port: r.port.and_then(|p| u16::try_from(p).ok()),
-                path,
-                status,
-            });
+            action.redirect = Some(redirect(r, matched_prefix, field)?);
         }
         HttpRouteRulesFiltersType::UrlRewrite => {
             let r = f
                 .url_rewrite
                 .as_ref()
                 .ok_or_else(|| missing("urlRewrite"))?;
-            let path = match &r.path {
-                None => None,
-                Some(p) => Some(match p.r#type {
-                    HttpRouteRulesFiltersUrlRewritePathType::ReplaceFullPath => PathModifier::Full(
-                        p.replace_full_path.clone().unwrap_or_else(|| "/".into()),
-                    ),
-                    HttpRouteRulesFiltersUrlRewritePathType::ReplacePrefixMatch => {
-                        prefix_modifier(matched_prefix, p.replace_prefix_match.clone(), field)?
-                    }
-                }),
-            };
-            action.rewrite = Some(UrlRewrite {
-                hostname: r.hostname.clone(),
-                path,
-            });
+            action.rewrite = Some(rewrite(r, matched_prefix, field)?);
         }
         HttpRouteRulesFiltersType::RequestMirror => {
             let m = f
                 .request_mirror
                 .as_ref()
                 .ok_or_else(|| missing("requestMirror"))?;
-            let b = &m.backend_ref;
-            let target = resolve_backend(
-                store,
-                key,
-                b.group.as_deref(),
-                b.kind.as_deref(),
-                &b.name,
-                b.namespace.as_deref(),
-                b.port,
-                tables,
-            );
-            note_invalid(
-                &target,
-                format!("{field}.requestMirror.backendRef"),
-                problems,
-            );
-            let fraction_ppm = match (&m.fraction, m.percent) {
-                (Some(fr), _) => {
-                    let den = fr.denominator.unwrap_or(100).max(1) as u64;
-                    (fr.numerator.max(0) as u64 * 1_000_000 / den).min(1_000_000) as u32
-                }
-                (None, Some(p)) => (p.clamp(0, 100) as u32) * 10_000,
-                (None, None) => 1_000_000,
-            };
-            action.mirrors.push(Mirror {
-                target,
-                fraction_ppm,
-            });
+            let mirror = mirror(store, key, m, field, problems, tables);
+            action.mirrors.push(mirror);
         }
         HttpRouteRulesFiltersType::ExtensionRef => {
             return Err((
@@ -157,6 +91,99 @@ pub(super) fn apply_filter(
         }
     }
     Ok(())
+}
+
+fn redirect(
+    r: &gateway_api::experimental::httproutes::HttpRouteRulesFiltersRequestRedirect,
+    matched_prefix: &str,
+    field: &str,
+) -> Result<Redirect, (String, String)> {
+    let path = match &r.path {
+        None => None,
+        Some(p) => Some(match p.r#type {
+            HttpRouteRulesFiltersRequestRedirectPathType::ReplaceFullPath => {
+                PathModifier::Full(p.replace_full_path.clone().unwrap_or_else(|| "/".into()))
+            }
+            HttpRouteRulesFiltersRequestRedirectPathType::ReplacePrefixMatch => {
+                prefix_modifier(matched_prefix, p.replace_prefix_match.clone(), field)?
+            }
+        }),
+    };
+    let status = match &r.status_code {
+        None => 302,
+        Some(code) => u16::try_from(*code).unwrap_or(302),
+    };
+    Ok(Redirect {
+        scheme: r.scheme.as_ref().map(|s| match s {
+            HttpRouteRulesFiltersRequestRedirectScheme::Http => "http".to_string(),
+            HttpRouteRulesFiltersRequestRedirectScheme::Https => "https".to_string(),
+        }),
+        hostname: r.hostname.clone(),
+        port: r.port.and_then(|p| u16::try_from(p).ok()),
+        path,
+        status,
+    })
+}
+
+fn rewrite(
+    r: &gateway_api::experimental::httproutes::HttpRouteRulesFiltersUrlRewrite,
+    matched_prefix: &str,
+    field: &str,
+) -> Result<UrlRewrite, (String, String)> {
+    let path = match &r.path {
+        None => None,
+        Some(p) => Some(match p.r#type {
+            HttpRouteRulesFiltersUrlRewritePathType::ReplaceFullPath => {
+                PathModifier::Full(p.replace_full_path.clone().unwrap_or_else(|| "/".into()))
+            }
+            HttpRouteRulesFiltersUrlRewritePathType::ReplacePrefixMatch => {
+                prefix_modifier(matched_prefix, p.replace_prefix_match.clone(), field)?
+            }
+        }),
+    };
+    Ok(UrlRewrite {
+        hostname: r.hostname.clone(),
+        path,
+    })
+}
+
+/// A RequestMirror filter: its backend (an unresolved one is noted in `problems`) and share.
+fn mirror(
+    store: &Store,
+    key: &NsName,
+    m: &gateway_api::experimental::httproutes::HttpRouteRulesFiltersRequestMirror,
+    field: &str,
+    problems: &mut RuleProblems,
+    tables: &mut Tables,
+) -> Mirror {
+    let b = &m.backend_ref;
+    let target = resolve_backend(
+        store,
+        key,
+        b.group.as_deref(),
+        b.kind.as_deref(),
+        &b.name,
+        b.namespace.as_deref(),
+        b.port,
+        tables,
+    );
+    note_invalid(
+        &target,
+        format!("{field}.requestMirror.backendRef"),
+        problems,
+    );
+    let fraction_ppm = match (&m.fraction, m.percent) {
+        (Some(fr), _) => {
+            let den = fr.denominator.unwrap_or(100).max(1) as u64;
+            (fr.numerator.max(0) as u64 * 1_000_000 / den).min(1_000_000) as u32
+        }
+        (None, Some(p)) => (p.clamp(0, 100) as u32) * 10_000,
+        (None, None) => 1_000_000,
+    };
+    Mirror {
+        target,
+        fraction_ppm,
+    }
 }
 
 pub(super) fn prefix_modifier(

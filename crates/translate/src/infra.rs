@@ -142,7 +142,66 @@ pub fn render(gw: &Gateway, ports: &[u16], opts: &InfraOptions) -> GatewayInfra 
         ..Service::default()
     };
 
-    let container = Container {
+    let container = container(&ports, opts);
+    let deployment = Deployment {
+        metadata: meta.clone(),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: (!annotations.is_empty()).then_some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(name.clone()),
+                    // Listeners on ports below 1024 without NET_BIND_SERVICE or root.
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        sysctls: Some(vec![Sysctl {
+                            name: "net.ipv4.ip_unprivileged_port_start".into(),
+                            value: "0".into(),
+                        }]),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "manifests".into(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: format!("{name}-manifests"),
+                            optional: Some(true),
+                            ..ConfigMapVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+
+    GatewayInfra {
+        name,
+        service_account: ServiceAccount {
+            metadata: meta,
+            ..ServiceAccount::default()
+        },
+        service,
+        deployment,
+    }
+}
+
+/// The gateway container: the listener ports and the admin port, readiness on `/ready`, and
+/// no privileges.
+fn container(ports: &[u16], opts: &InfraOptions) -> Container {
+    Container {
         name: "gateway".into(),
         image: Some(opts.image.clone()),
         args: Some(
@@ -201,59 +260,6 @@ pub fn render(gw: &Gateway, ports: &[u16], opts: &InfraOptions) -> GatewayInfra 
             ..VolumeMount::default()
         }]),
         ..Container::default()
-    };
-    let deployment = Deployment {
-        metadata: meta.clone(),
-        spec: Some(DeploymentSpec {
-            replicas: Some(1),
-            selector: LabelSelector {
-                match_labels: Some(selector),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations: (!annotations.is_empty()).then_some(annotations),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(name.clone()),
-                    // Listeners on ports below 1024 without NET_BIND_SERVICE or root.
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        sysctls: Some(vec![Sysctl {
-                            name: "net.ipv4.ip_unprivileged_port_start".into(),
-                            value: "0".into(),
-                        }]),
-                        ..PodSecurityContext::default()
-                    }),
-                    containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "manifests".into(),
-                        config_map: Some(ConfigMapVolumeSource {
-                            name: format!("{name}-manifests"),
-                            optional: Some(true),
-                            ..ConfigMapVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        }),
-        ..Deployment::default()
-    };
-
-    GatewayInfra {
-        name,
-        service_account: ServiceAccount {
-            metadata: meta,
-            ..ServiceAccount::default()
-        },
-        service,
-        deployment,
     }
 }
 
