@@ -12,11 +12,9 @@ use std::time::Duration;
 
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::listeners::tls::Acceptor;
-use pingora::listeners::TlsAccept;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::socket::SocketAddr as PSocketAddr;
 use pingora::protocols::tls::server::handshake_with_callback;
-use pingora::protocols::tls::TlsRef;
 use pingora::protocols::SocketDigest;
 use pingora::protocols::Ssl;
 use tokio::net::{TcpListener, TcpStream};
@@ -206,7 +204,9 @@ async fn serve_connection(
     // The SNI is kept on every TLS connection, even on a port with one listener: a reload may
     // add another listener to the port while the connection stays open.
     let handshake =
-        Box::pin(async move { handshake_with_callback(&acceptor, tcp, &KeepSni).await });
+        Box::pin(
+            async move { handshake_with_callback(&acceptor, tcp, &super::tls::KeepSni).await },
+        );
     // Boxed at once, too: the TLS connection is large, and this task's state must not reserve
     // room for it while an idle plain connection waits.
     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
@@ -227,24 +227,6 @@ async fn serve_connection(
         return;
     }
     let _ = proxy.process_new(tls, &shutdown).await;
-}
-
-/// The server name a TLS connection asked for, lowercased, kept with the connection's digest
-/// where its requests (HTTP/1 and HTTP/2 alike) can read it without a lookup.
-pub struct Sni(pub Box<str>);
-
-/// Keeps the SNI of a handshake in the connection's TLS digest.
-struct KeepSni;
-
-#[async_trait::async_trait]
-impl TlsAccept for KeepSni {
-    async fn handshake_complete_callback(
-        &self,
-        tls: &TlsRef,
-    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        let name = tls.server_name()?;
-        Some(Arc::new(Sni(name.to_ascii_lowercase().into_boxed_str())))
-    }
 }
 
 /// How long a keep-alive connection may wait for its next request (pingora's default).

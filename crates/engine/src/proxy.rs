@@ -18,7 +18,7 @@ use pingora::{Error, ErrorType, Result};
 use tracing::debug;
 
 use super::answers::*;
-use super::listeners::Sni;
+use super::tls::Sni;
 use super::EngineState;
 use crate::config::{BackendTarget, Bind, Config, Listener, Protocol, RequestParts, Route};
 use crate::metrics::RequestKey;

@@ -160,3 +160,21 @@ pub fn server_config(
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(cfg)
 }
+
+/// The server name a TLS connection asked for, lowercased, kept with the connection's digest
+/// where its requests (HTTP/1 and HTTP/2 alike) can read it without a lookup.
+pub struct Sni(pub Box<str>);
+
+/// Keeps the SNI of a handshake in the connection's TLS digest.
+pub(crate) struct KeepSni;
+
+#[async_trait::async_trait]
+impl pingora::listeners::TlsAccept for KeepSni {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &pingora::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let name = tls.server_name()?;
+        Some(Arc::new(Sni(name.to_ascii_lowercase().into_boxed_str())))
+    }
+}

@@ -125,3 +125,24 @@ pub(super) fn endpoints(
     out.dedup();
     out
 }
+
+/// References of a rule that did not resolve: (field, reason, message).
+pub(super) type RuleProblems = Vec<(String, &'static str, String)>;
+
+/// Records why a backend reference did not resolve, with the spec's reason.
+pub(super) fn note_invalid(target: &BackendTarget, field: String, problems: &mut RuleProblems) {
+    if let BackendTarget::Invalid { reason, .. } = target {
+        let (r, msg) = reason
+            .split_once(": ")
+            .unwrap_or(("BackendNotFound", reason));
+        problems.push((field, static_reason(r), msg.to_string()));
+    }
+}
+
+pub(super) fn static_reason(r: &str) -> &'static str {
+    match r {
+        "RefNotPermitted" => "RefNotPermitted",
+        "InvalidKind" => "InvalidKind",
+        _ => "BackendNotFound",
+    }
+}

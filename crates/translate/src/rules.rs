@@ -46,8 +46,6 @@ pub(super) fn compile_regex(pattern: &str) -> Result<String, String> {
         .map_err(|e| format!("invalid regular expression {pattern:?}: {e}"))
 }
 
-pub(super) type RuleProblems = Vec<(String, &'static str, String)>;
-
 /// Compiles one rule. `Err` means the rule uses something we do not support (the route is
 /// then not accepted); the problems list holds references that did not resolve.
 pub(super) fn compile_rule(
@@ -322,24 +320,6 @@ fn weighted_backend(
         backend.response_headers = sub.response_headers.or(backend.response_headers);
     }
     Ok(backend)
-}
-
-/// Records why a backend reference did not resolve, with the spec's reason.
-pub(super) fn note_invalid(target: &BackendTarget, field: String, problems: &mut RuleProblems) {
-    if let BackendTarget::Invalid { reason, .. } = target {
-        let (r, msg) = reason
-            .split_once(": ")
-            .unwrap_or(("BackendNotFound", reason));
-        problems.push((field, static_reason(r), msg.to_string()));
-    }
-}
-
-pub(super) fn static_reason(r: &str) -> &'static str {
-    match r {
-        "RefNotPermitted" => "RefNotPermitted",
-        "InvalidKind" => "InvalidKind",
-        _ => "BackendNotFound",
-    }
 }
 
 /// Places route matches into hostname groups, each sorted by precedence.
