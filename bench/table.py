@@ -39,9 +39,10 @@ print("| proxy | " + " | ".join(cols) + " |")
 print("|---|" + "---|" * len(cols))
 for n in proxies:
     print(f"| {n} | " + " | ".join(fmt(c, x) for c, x in zip(cols, values(med[n]))) + " |")
-base = values(med["nginx"])
+# Ratios need the reference; PROXIES=sluice (comparing two builds) has none.
+base = values(med["nginx"]) if "nginx" in med else None
 for n in proxies:
-    if n == "nginx":
+    if n == "nginx" or base is None:
         continue
     ratios = [x / b if b else float("nan") for x, b in zip(values(med[n]), base)]
     print(f"| {n} / nginx | " + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
