@@ -44,8 +44,8 @@ pub struct App {
     admin_addr: SocketAddr,
     metrics: Metrics,
     drain_timeout: Duration,
-    // Kept for as long as the gateway runs: dropping them stops the worker threads.
-    _workers: Workers,
+    /// Kept for as long as the gateway runs: dropping them stops the worker threads.
+    workers: Workers,
 }
 
 /// Starts the gateway on the manifests of `opts`: fails if they do not load, or if the admin
@@ -72,14 +72,14 @@ pub async fn build(opts: AppOptions) -> anyhow::Result<App> {
         admin_addr,
         metrics,
         drain_timeout: opts.drain_timeout,
-        _workers: workers,
+        workers,
     };
     app.apply(first).await;
     if let Some(addr) = opts.egress_addr {
         crate::egress::serve(
             addr,
             app.engine.state.clone(),
-            app._workers.handles(),
+            app.workers.handles(),
             app.engine.egress_drain(),
         )
         .await
@@ -89,7 +89,7 @@ pub async fn build(opts: AppOptions) -> anyhow::Result<App> {
         crate::egress::serve_sni(
             addr,
             app.engine.state.clone(),
-            app._workers.handles(),
+            app.workers.handles(),
             app.engine.egress_drain(),
         )
         .await

@@ -120,23 +120,32 @@ impl Compiler<'_> {
         if let Some(done) = self.routes.get(id.index()).and_then(Option::as_ref) {
             return done.clone();
         }
-        let out = self.src.route(id).and_then(|r| {
-            let matcher = route_match(&r.matcher)
-                .map_err(|e| error!(route = %r.route, rule = r.rule, error = %e, "route match does not compile; the route is left out"))
-                .ok()?;
-            Some(Arc::new(rt::Route {
-                route: r.route.clone(),
-                rule: r.rule,
-                matcher,
-                action: self.action(r.action)?,
-            }))
-        });
-        if out.is_none() {
-            error!(
-                route = id.0,
-                "route is missing or does not compile; it is left out"
-            );
-        }
+        let src = self.src;
+        let out = match src.route(id) {
+            None => {
+                error!(
+                    route = id.0,
+                    "the configuration has no such route; it is left out"
+                );
+                None
+            }
+            Some(r) => match (route_match(&r.matcher), self.action(r.action)) {
+                (Ok(matcher), Some(action)) => Some(Arc::new(rt::Route {
+                    route: r.route.clone(),
+                    rule: r.rule,
+                    matcher,
+                    action,
+                })),
+                (Err(e), _) => {
+                    error!(route = %r.route, rule = r.rule, error = %e, "route match does not compile; the route is left out");
+                    None
+                }
+                (Ok(_), None) => {
+                    error!(route = %r.route, rule = r.rule, "the configuration has no such action; the route is left out");
+                    None
+                }
+            },
+        };
         if let Some(slot) = self.routes.get_mut(id.index()) {
             *slot = Some(out.clone());
         }

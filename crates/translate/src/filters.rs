@@ -100,14 +100,13 @@ fn redirect(
 ) -> Result<Redirect, (String, String)> {
     let path = match &r.path {
         None => None,
-        Some(p) => Some(match p.r#type {
-            HttpRouteRulesFiltersRequestRedirectPathType::ReplaceFullPath => {
-                PathModifier::Full(p.replace_full_path.clone().unwrap_or_else(|| "/".into()))
-            }
-            HttpRouteRulesFiltersRequestRedirectPathType::ReplacePrefixMatch => {
-                prefix_modifier(matched_prefix, p.replace_prefix_match.clone(), field)?
-            }
-        }),
+        Some(p) => Some(path_modifier(
+            p.r#type == HttpRouteRulesFiltersRequestRedirectPathType::ReplaceFullPath,
+            p.replace_full_path.as_deref(),
+            p.replace_prefix_match.clone(),
+            matched_prefix,
+            field,
+        )?),
     };
     let status = match &r.status_code {
         None => 302,
@@ -132,14 +131,13 @@ fn rewrite(
 ) -> Result<UrlRewrite, (String, String)> {
     let path = match &r.path {
         None => None,
-        Some(p) => Some(match p.r#type {
-            HttpRouteRulesFiltersUrlRewritePathType::ReplaceFullPath => {
-                PathModifier::Full(p.replace_full_path.clone().unwrap_or_else(|| "/".into()))
-            }
-            HttpRouteRulesFiltersUrlRewritePathType::ReplacePrefixMatch => {
-                prefix_modifier(matched_prefix, p.replace_prefix_match.clone(), field)?
-            }
-        }),
+        Some(p) => Some(path_modifier(
+            p.r#type == HttpRouteRulesFiltersUrlRewritePathType::ReplaceFullPath,
+            p.replace_full_path.as_deref(),
+            p.replace_prefix_match.clone(),
+            matched_prefix,
+            field,
+        )?),
     };
     Ok(UrlRewrite {
         hostname: r.hostname.clone(),
@@ -183,6 +181,22 @@ fn mirror(
     Mirror {
         target,
         fraction_ppm,
+    }
+}
+
+/// The path of a redirect or rewrite (the two filters' path types have the same two values):
+/// ReplaceFullPath, or ReplacePrefixMatch of the rule's matched prefix.
+fn path_modifier(
+    full: bool,
+    full_path: Option<&str>,
+    prefix: Option<String>,
+    matched_prefix: &str,
+    field: &str,
+) -> Result<PathModifier, (String, String)> {
+    if full {
+        Ok(PathModifier::Full(full_path.unwrap_or("/").to_string()))
+    } else {
+        prefix_modifier(matched_prefix, prefix, field)
     }
 }
 
