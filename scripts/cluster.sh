@@ -21,6 +21,10 @@ CACHE="${SLUICE_CLUSTER_CACHE:-$HOME/.cache/sluice/cluster}"
 BIN="$CACHE/bin/v$KUBE_VERSION"
 RUN="$CACHE/run"
 API_PORT="${SLUICE_API_PORT:-16443}"
+# The API server refuses loopback endpoint addresses, so API-only tests run their backends on
+# this address of a bridge with no ports: a /32 with no route beyond it, local to this machine.
+BACKEND_IF=sluice-api0
+BACKEND_ADDR="${SLUICE_BACKEND_ADDR:-10.244.1.1}"
 export GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gocache" GOFLAGS=-mod=mod CGO_ENABLED=0
 export PATH="/usr/local/go/bin:$BIN:$PATH"
 
@@ -141,14 +145,17 @@ crds() {
   dir=$(go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
   [ -d "$dir/config/crd/experimental" ] || die "no CRDs in the gateway-api module ($dir)"
   kubectl --kubeconfig="$RUN/kubeconfig" apply --server-side -k "$dir/config/crd/experimental" >/dev/null
+  say "installing Sluice's CRDs (deploy/crds)"
+  kubectl --kubeconfig="$RUN/kubeconfig" apply --server-side -f deploy/crds >/dev/null
   kubectl --kubeconfig="$RUN/kubeconfig" wait --for=condition=Established --timeout=60s \
-    crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io >/dev/null
+    crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io \
+    crd/egresspolicies.policy.sluice.dev >/dev/null
 }
 
 up() {
   [ "${1:-}" = "--api-only" ] || die "only 'up --api-only' is built so far (the node comes next)"
   if [ -f "$RUN/pids/kube-apiserver" ] && kill -0 "$(cat "$RUN/pids/kube-apiserver")" 2>/dev/null; then
-    say "already up"; status; return
+    say "already up"; backend_address; status; return
   fi
   build --api-only
   pki
@@ -170,7 +177,17 @@ up() {
   # /readyz can answer before discovery is served.
   wait_for 30 "API discovery" kubectl --kubeconfig="$RUN/kubeconfig" get namespace default
   crds
+  backend_address
   status
+}
+
+backend_address() {
+  ip link show "$BACKEND_IF" >/dev/null 2>&1 || ip link add "$BACKEND_IF" type bridge
+  ip addr show dev "$BACKEND_IF" | grep -q "inet $BACKEND_ADDR/32" ||
+    ip addr add "$BACKEND_ADDR/32" dev "$BACKEND_IF"
+  sysctl -qw "net.ipv6.conf.$BACKEND_IF.disable_ipv6=1" 2>/dev/null || true
+  ip link set "$BACKEND_IF" up
+  say "backend address for endpoints: $BACKEND_ADDR ($BACKEND_IF)"
 }
 
 status() {
@@ -183,6 +200,7 @@ status() {
   done
   [ $any = 1 ] || say "nothing started"
   [ -f "$RUN/kubeconfig" ] && echo "KUBECONFIG=$RUN/kubeconfig"
+  ip link show "$BACKEND_IF" >/dev/null 2>&1 && echo "SLUICE_BACKEND_ADDR=$BACKEND_ADDR"
   return 0
 }
 
@@ -200,6 +218,9 @@ down() {
     say "stopped $(basename "$f")"
   done
   rm -rf "$RUN/etcd"
+  if ip link show "$BACKEND_IF" >/dev/null 2>&1; then
+    ip link del "$BACKEND_IF" && say "removed $BACKEND_IF"
+  fi
 }
 
 case "${1:-}" in

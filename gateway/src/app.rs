@@ -1,6 +1,7 @@
-//! The composition root: a provider of configuration, the engine, its workers, the admin
-//! listener and the egress listeners, put together one way for the binary and for tests that
-//! run the whole gateway in-process.
+//! The composition root: a provider of configuration (a folder of manifests, or the
+//! controller's discovery stream), the engine, its workers, the admin listener and the egress
+//! listeners, put together one way for the binary and for tests that run the whole gateway
+//! in-process.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::admin::{self, AdminState};
+use crate::controlled::{Answer, ControllerOptions, ControllerProvider};
 use crate::engine::workers::Workers;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -20,9 +22,19 @@ use crate::standalone::FileProvider;
 use crate::status::carry_transition_times;
 use crate::translate::{Options, Translation};
 
+/// Where the configuration comes from.
+pub enum ConfigSource {
+    /// A folder of manifests (or one file), translated here; status is served on /status.
+    Files {
+        manifests: PathBuf,
+        translate: Options,
+    },
+    /// The controller's discovery stream; the controller translates and writes status.
+    Controller(ControllerOptions),
+}
+
 pub struct AppOptions {
-    pub manifests: PathBuf,
-    pub translate: Options,
+    pub source: ConfigSource,
     /// Where the admin listener listens (port 0: any free port, see `App::admin_addr`).
     pub admin_addr: SocketAddr,
     pub access_log: bool,
@@ -37,8 +49,13 @@ pub struct AppOptions {
 }
 
 /// A started gateway: serving its first configuration, ready, not yet watching for changes.
+enum Provider {
+    Files(FileProvider),
+    Controller(ControllerProvider),
+}
+
 pub struct App {
-    provider: FileProvider,
+    provider: Provider,
     engine: Engine,
     admin: Arc<AdminState>,
     admin_addr: SocketAddr,
@@ -48,15 +65,33 @@ pub struct App {
     workers: Workers,
 }
 
+enum First {
+    Translated(Translation),
+    Cached(sluice_config::Config),
+}
+
 /// Starts the gateway on the manifests of `opts`: fails if they do not load, or if the admin
 /// or an egress listener cannot listen. Gateway listeners that cannot listen are reported in
 /// status instead; the rest is served.
 pub async fn build(opts: AppOptions) -> anyhow::Result<App> {
-    let mut provider = FileProvider::new(opts.manifests.clone(), opts.translate.clone());
-    let first = provider
-        .reload()
-        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
-
+    let (provider, first) = match opts.source {
+        ConfigSource::Files {
+            manifests,
+            translate,
+        } => {
+            let mut provider = FileProvider::new(manifests, translate);
+            let first = provider
+                .reload()
+                .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+            (Provider::Files(provider), Some(First::Translated(first)))
+        }
+        ConfigSource::Controller(c) => {
+            // A configuration cached by an earlier run is served at once; without one the
+            // gateway serves nothing (and is not ready) until the first snapshot arrives.
+            let (provider, cached) = ControllerProvider::start(c);
+            (Provider::Controller(provider), cached.map(First::Cached))
+        }
+    };
     let metrics = Metrics::new();
     let workers = Workers::start(opts.threads)
         .map_err(|e| anyhow::anyhow!("cannot start {} worker threads: {e}", opts.threads))?;
@@ -74,7 +109,18 @@ pub async fn build(opts: AppOptions) -> anyhow::Result<App> {
         drain_timeout: opts.drain_timeout,
         workers,
     };
-    app.apply(first).await;
+    let ready = match first {
+        Some(First::Translated(t)) => {
+            app.apply(t).await;
+            true
+        }
+        Some(First::Cached(config)) => {
+            info!(version = config.version, "serving the cached snapshot");
+            app.apply_snapshot(config).await;
+            true
+        }
+        None => false,
+    };
     if let Some(addr) = opts.egress_addr {
         crate::egress::serve(
             addr,
@@ -95,7 +141,7 @@ pub async fn build(opts: AppOptions) -> anyhow::Result<App> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on egress TLS address {addr}: {e}"))?;
     }
-    app.admin.ready.store(true, Ordering::Release);
+    app.admin.ready.store(ready, Ordering::Release);
     Ok(app)
 }
 
@@ -112,16 +158,35 @@ impl App {
     /// Serves, applying every change to the manifests, until `shutdown` completes; then stops
     /// every listener and waits up to the drain timeout for open connections.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let (_watcher, mut changes) = self.provider.watch()?;
-        info!(path = %self.provider.path().display(), "watching manifests");
         tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                changed = changes.recv() => {
-                    if changed.is_none() { break; }
-                    self.reload().await;
+        match &self.provider {
+            Provider::Files(files) => {
+                let (_watcher, mut changes) = files.watch()?;
+                info!(path = %files.path().display(), "watching manifests");
+                loop {
+                    tokio::select! {
+                        changed = changes.recv() => {
+                            if changed.is_none() { break; }
+                            self.reload().await;
+                        }
+                        () = &mut shutdown => break,
+                    }
                 }
-                () = &mut shutdown => break,
+            }
+            Provider::Controller(c) => {
+                info!(controller = %c.url(), "configuration from the controller");
+                loop {
+                    let Provider::Controller(c) = &mut self.provider else {
+                        break;
+                    };
+                    tokio::select! {
+                        snapshot = c.next() => {
+                            let Some((version, config)) = snapshot else { break };
+                            self.snapshot(version, config).await;
+                        }
+                        () = &mut shutdown => break,
+                    }
+                }
             }
         }
         info!("shutting down: draining connections");
@@ -136,8 +201,65 @@ impl App {
         Ok(())
     }
 
+    /// A snapshot from the controller: applied like a reload of files and answered.
+    async fn snapshot(&mut self, version: u64, config: Result<sluice_config::Config, String>) {
+        match config {
+            Ok(config) => {
+                let failures = self.apply_snapshot(config.clone()).await;
+                self.metrics.reloads.with_label_values(&["applied"]).inc();
+                self.admin.last_error.store(Arc::new(None));
+                self.admin.ready.store(true, Ordering::Release);
+                info!(version, "snapshot applied");
+                if let Provider::Controller(c) = &mut self.provider {
+                    c.applied(
+                        &config,
+                        Answer {
+                            version,
+                            error: None,
+                            bind_failures: failures,
+                        },
+                    );
+                }
+            }
+            Err(e) => {
+                self.metrics.reloads.with_label_values(&["rejected"]).inc();
+                error!(
+                    version,
+                    "snapshot refused: {e}; still serving configuration version {}",
+                    self.engine.state.config.load().version
+                );
+                self.admin.last_error.store(Arc::new(Some(e.clone())));
+                if let Provider::Controller(c) = &self.provider {
+                    c.refused(version, e);
+                }
+            }
+        }
+    }
+
+    /// Serves a configuration translated elsewhere; returns the sockets it could not open.
+    async fn apply_snapshot(&mut self, config: sluice_config::Config) -> Vec<(SocketAddr, String)> {
+        let version = config.version;
+        let span = info_span!("apply", version);
+        async {
+            let mut failures = Vec::new();
+            for e in self.engine.apply(config).await {
+                error!("{e}");
+                failures.push((e.addr, e.to_string()));
+            }
+            self.metrics
+                .config_version
+                .set(i64::try_from(version).unwrap_or(i64::MAX));
+            failures
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn reload(&mut self) {
-        match self.provider.reload() {
+        let Provider::Files(files) = &mut self.provider else {
+            return;
+        };
+        match files.reload() {
             Ok(t) => {
                 let version = t.config.version;
                 self.admin.last_error.store(Arc::new(None));
@@ -180,8 +302,10 @@ impl App {
                 "configuration applied"
             );
             let mut statuses = t.statuses;
-            if let Some(again) = self.provider.bind_failures(failures) {
-                statuses = again.statuses;
+            if let Provider::Files(files) = &mut self.provider {
+                if let Some(again) = files.bind_failures(failures) {
+                    statuses = again.statuses;
+                }
             }
             carry_transition_times(&self.admin.statuses.load(), &mut statuses);
             self.admin.statuses.store(Arc::new(statuses));

@@ -1,10 +1,12 @@
 //! The `gateway` binary's library: the composition root (`app`), the standalone file provider,
+//! the controller provider (`controlled`),
 //! the admin listener, and the crates it composes, re-exported under the names the binary and
 //! its tests use.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
+pub mod controlled;
 pub mod standalone;
 
 pub use sluice_api::{pem, validate};

@@ -32,6 +32,12 @@ struct Common {
     /// A manifest file or a folder of them (.yaml, .yml, .json; multi-document YAML).
     #[arg(long, short = 'm')]
     manifests: PathBuf,
+    #[command(flatten)]
+    translate: TranslateArgs,
+}
+
+#[derive(clap::Args, Clone)]
+struct TranslateArgs {
     /// Serve Gateways whose GatewayClass names this controller.
     #[arg(long, default_value = DEFAULT_CONTROLLER_NAME)]
     controller_name: String,
@@ -44,6 +50,12 @@ struct Common {
 }
 
 impl Common {
+    fn options(&self) -> Options {
+        self.translate.options()
+    }
+}
+
+impl TranslateArgs {
     fn options(&self) -> Options {
         Options {
             controller_name: self.controller_name.clone(),
@@ -89,10 +101,30 @@ enum EgressCommand {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the Gateways of a folder of manifests, reloading on every change.
+    /// Serve the Gateways of a folder of manifests, reloading on every change; or, with
+    /// --controller, the Gateway the controller configures.
     Run {
+        /// A manifest file or a folder of them (.yaml, .yml, .json; multi-document YAML).
+        #[arg(
+            long,
+            short = 'm',
+            required_unless_present = "controller",
+            conflicts_with = "controller"
+        )]
+        manifests: Option<PathBuf>,
         #[command(flatten)]
-        common: Common,
+        translate: TranslateArgs,
+        /// Take the configuration from the controller's discovery service at this URL
+        /// (http://host:port) instead of manifests.
+        #[arg(long, requires = "gateway")]
+        controller: Option<String>,
+        /// With --controller: the Gateway this process serves, NAMESPACE/NAME.
+        #[arg(long, value_parser = parse_ns_name)]
+        gateway: Option<gateway::resources::NsName>,
+        /// With --controller: keep the last applied snapshot in this file and serve it at the
+        /// next start, before the controller answers.
+        #[arg(long)]
+        snapshot_cache: Option<PathBuf>,
         /// Admin listener: /ready, /status, /config, /infrastructure, /warnings, /metrics.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin_addr: SocketAddr,
@@ -313,7 +345,11 @@ fn main() -> std::process::ExitCode {
             }
         }
         Command::Run {
-            common,
+            manifests,
+            translate,
+            controller,
+            gateway,
+            snapshot_cache,
             admin_addr,
             access_log,
             log_level,
@@ -340,9 +376,26 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
+            let source = match (controller, gateway, manifests) {
+                (Some(url), Some(gateway), _) => {
+                    app::ConfigSource::Controller(gateway::controlled::ControllerOptions {
+                        url,
+                        gateway,
+                        instance: instance_name(),
+                        snapshot_cache,
+                    })
+                }
+                (_, _, Some(manifests)) => app::ConfigSource::Files {
+                    manifests,
+                    translate: translate.options(),
+                },
+                _ => {
+                    eprintln!("error: give --manifests, or --controller with --gateway");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
             let opts = AppOptions {
-                translate: common.options(),
-                manifests: common.manifests,
+                source,
                 admin_addr,
                 access_log: matches!(access_log, AccessLog::Json),
                 threads,
@@ -363,6 +416,24 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
+}
+
+fn parse_ns_name(s: &str) -> Result<gateway::resources::NsName, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(gateway::resources::NsName::new(ns, name))
+        }
+        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+    }
+}
+
+/// This process, for the controller's logs: the Pod name in a cluster (HOSTNAME), else the
+/// host name, and the PID.
+fn instance_name() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "gateway".into());
+    format!("{host}/{}", std::process::id())
 }
 
 fn egress_check(

@@ -32,11 +32,7 @@ pub fn load_and_translate(
     Ok(translate::translate(&store, opts))
 }
 
-/// The condition time: whole seconds, as the API server stores them.
-pub fn now() -> k8s_openapi::jiff::Timestamp {
-    let t = k8s_openapi::jiff::Timestamp::now();
-    k8s_openapi::jiff::Timestamp::from_second(t.as_second()).unwrap_or(t)
-}
+pub use crate::translate::condition_time_now as now;
 
 /// The manifests of one folder, translated again on every change.
 pub struct FileProvider {

@@ -29,10 +29,12 @@ async fn serves_reloads_and_stops_in_process() {
     std::fs::write(dir.path().join("all.yaml"), manifests(&route)).unwrap();
 
     let app = app::build(AppOptions {
-        manifests: dir.path().to_path_buf(),
-        translate: Options {
-            bind: ip,
-            ..Options::default()
+        source: app::ConfigSource::Files {
+            manifests: dir.path().to_path_buf(),
+            translate: Options {
+                bind: ip,
+                ..Options::default()
+            },
         },
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         access_log: false,

@@ -28,7 +28,7 @@ pub fn is_manifest_file(path: &Path) -> bool {
 pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, LoadErrors> {
     let io_err = |p: &Path, e: std::io::Error| {
         LoadErrors(vec![ManifestError {
-            origin: Source {
+            origin: Source::File {
                 file: p.to_path_buf(),
                 document: 0,
             },
@@ -105,7 +105,7 @@ pub fn load_path_cached(path: &Path, cache: &mut ParseCache) -> Result<Store, Lo
                 loader.add_docs(&file, &docs);
             }
             Err(e) => loader.errors.push(ManifestError {
-                origin: Source {
+                origin: Source::File {
                     file: file.clone(),
                     document: 0,
                 },
@@ -158,7 +158,7 @@ impl Loader {
 
     fn add_docs(&mut self, file: &Path, docs: &[ParsedDoc]) {
         for (i, doc) in docs.iter().enumerate() {
-            let source = Source {
+            let source = Source::File {
                 file: file.to_path_buf(),
                 document: i + 1,
             };

@@ -45,17 +45,27 @@ impl fmt::Display for NsName {
     }
 }
 
-/// Where an object came from: the file and the position of its document in the file.
+/// Where an object came from: a document of a manifest file, or the Kubernetes API server.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Source {
-    pub file: PathBuf,
-    /// 1-based document number within the file.
-    pub document: usize,
+pub enum Source {
+    File {
+        file: PathBuf,
+        /// 1-based document number within the file (0: the file as a whole).
+        document: usize,
+    },
+    /// Read from the API server (the controller's watches); the object names itself.
+    Cluster,
 }
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (document {})", self.file.display(), self.document)
+        match self {
+            Source::File { file, document: 0 } => write!(f, "{}", file.display()),
+            Source::File { file, document } => {
+                write!(f, "{} (document {document})", file.display())
+            }
+            Source::Cluster => f.write_str("cluster"),
+        }
     }
 }
 

@@ -61,6 +61,59 @@ pub use sluice_api::pem::certified_key_from_pem;
 
 pub const DEFAULT_CONTROLLER_NAME: &str = "sluice.dev/gateway-controller";
 
+/// The Gateway API features (v1.6) an accepted GatewayClass of ours lists in
+/// `status.supportedFeatures`: every one whose upstream conformance tests our cases cover,
+/// sorted as the CRD requires. Left out: HTTPRouteRetryBackendTimeout and
+/// HTTPRouteRetryConnectionError (no upstream test checks them), and the GRPCRoute, TLSRoute,
+/// TCPRoute, UDPRoute and mesh features (not served yet).
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "BackendTLSPolicy",
+    "BackendTLSPolicySANValidation",
+    "Gateway",
+    "GatewayAddressEmpty",
+    "GatewayBackendClientCertificate",
+    "GatewayFrontendClientCertificateValidation",
+    "GatewayFrontendClientCertificateValidationInsecureFallback",
+    "GatewayHTTPListenerIsolation",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
+    "GatewayInfrastructure",
+    "GatewayPort8080",
+    "GatewayStaticAddresses",
+    "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteCORS",
+    "HTTPRouteDestinationPortMatching",
+    "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteParentRefPort",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteRetry",
+    "HTTPRouteSchemeRedirect",
+    "ListenerSet",
+    "ReferenceGrant",
+];
+
+/// The time for `Options::now`: whole seconds, as the API server stores condition times.
+pub fn condition_time_now() -> k8s_openapi::jiff::Timestamp {
+    let t = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::jiff::Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
 /// What translation needs besides the objects.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -395,9 +448,19 @@ fn gateway_classes(
                 name: name.clone(),
                 generation,
             },
-            status: serde_json::json!({
-                "conditions": [condition("Accepted", ok, reason, msg, generation, opts.now)],
-            }),
+            status: if ok {
+                serde_json::json!({
+                    "conditions": [condition("Accepted", ok, reason, msg, generation, opts.now)],
+                    "supportedFeatures": SUPPORTED_FEATURES
+                        .iter()
+                        .map(|name| serde_json::json!({ "name": name }))
+                        .collect::<Vec<_>>(),
+                })
+            } else {
+                serde_json::json!({
+                    "conditions": [condition("Accepted", ok, reason, msg, generation, opts.now)],
+                })
+            },
         });
     }
     ours

@@ -194,7 +194,7 @@ mod tests {
 
     fn skipped(group: &str, kind: &str) -> String {
         why_skipped(&Skipped {
-            source: sluice_api::resources::Source {
+            source: sluice_api::resources::Source::File {
                 file: "x.yaml".into(),
                 document: 1,
             },

@@ -1,0 +1,211 @@
+//! The Sluice controller: watches the Gateway API objects of a cluster, translates them with
+//! the same pure function as the standalone gateway, writes their status, and streams each
+//! gateway process its Gateway's configuration over gRPC.
+#![forbid(unsafe_code)]
+
+pub mod discovery;
+pub mod local;
+pub mod status;
+pub mod watch;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use kube::Client;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use sluice_api::resources::NsName;
+use sluice_translate::{translate, Options};
+
+use crate::discovery::{Discovery, Event};
+use crate::status::StatusWriter;
+use crate::watch::Watches;
+
+/// Changes closer together than this are translated once.
+const DEBOUNCE: Duration = Duration::from_millis(30);
+/// A burst of changes is translated at the latest this long after its first change.
+const DEBOUNCE_MAX: Duration = Duration::from_millis(250);
+/// After a status write failed, translate and write again this much later.
+const RETRY: Duration = Duration::from_secs(2);
+
+pub struct ControllerOptions {
+    pub controller_name: String,
+    /// Where the configuration discovery service listens (port 0: any free port).
+    pub discovery_addr: SocketAddr,
+    /// Address of Gateways without spec.addresses when there is no pool.
+    pub bind: IpAddr,
+    /// Addresses handed out to Gateways without spec.addresses.
+    pub address_pool: Option<ipnet::IpNet>,
+    /// Run a gateway process on this host for every accepted Gateway.
+    pub local_gateways: Option<local::LocalOptions>,
+}
+
+/// A started controller: its discovery service listening, its watches running.
+pub struct Controller {
+    client: Client,
+    opts: ControllerOptions,
+    discovery_addr: SocketAddr,
+    discovery: Discovery,
+    events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    watches: Watches,
+}
+
+impl Controller {
+    pub async fn start(client: Client, opts: ControllerOptions) -> anyhow::Result<Controller> {
+        let listener = TcpListener::bind(opts.discovery_addr).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on discovery address {}: {e}",
+                opts.discovery_addr
+            )
+        })?;
+        let discovery_addr = listener.local_addr()?;
+        let (discovery, events) = Discovery::new();
+        let server = tonic::transport::Server::builder()
+            .add_service(discovery.server())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                warn!("discovery service stopped: {e}");
+            }
+        });
+        info!(%discovery_addr, "configuration discovery listening");
+        let watches = Watches::start(&client);
+        Ok(Controller {
+            client,
+            opts,
+            discovery_addr,
+            discovery,
+            events,
+            watches,
+        })
+    }
+
+    pub fn discovery_addr(&self) -> SocketAddr {
+        self.discovery_addr
+    }
+
+    /// Translates and writes status on every change until `shutdown` completes.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        tokio::select! {
+            ready = self.watches.ready() => ready?,
+            () = &mut shutdown => return Ok(()),
+        }
+        info!("watches listed every kind; translating");
+        let mut options = Options {
+            controller_name: self.opts.controller_name.clone(),
+            bind: self.opts.bind,
+            address_pool: self.opts.address_pool,
+            ..Options::default()
+        };
+        let mut status = StatusWriter::new(self.client.clone(), self.opts.controller_name.clone());
+        let mut local = self
+            .opts
+            .local_gateways
+            .take()
+            .map(|o| local::LocalGateways::new(o, self.discovery_addr));
+        // What each gateway reported it could not bind, for status.
+        let mut unbound: BTreeMap<NsName, BTreeMap<SocketAddr, String>> = BTreeMap::new();
+        let mut warned = BTreeSet::new();
+        let mut version = 0u64;
+        loop {
+            version += 1;
+            options.version = version;
+            options.now = sluice_translate::condition_time_now();
+            options.bind_failures = unbound
+                .values()
+                .flatten()
+                .map(|(a, e)| (*a, e.clone()))
+                .collect();
+            let store = self.watches.store();
+            let t = translate(&store, &options);
+            options.tls_last_good = t.tls_last_good.clone();
+            options.egress_last_good = t.egress_last_good.clone();
+            let now_warned: BTreeSet<String> = t.warnings.iter().map(|w| w.to_string()).collect();
+            for w in now_warned.difference(&warned) {
+                warn!("{w}");
+            }
+            warned = now_warned;
+            let gateways: Vec<NsName> = t.config.binds.iter().map(|b| b.gateway.clone()).collect();
+            self.discovery.publish(version, t.config);
+            if let Some(local) = &mut local {
+                local.sync(gateways.iter().cloned().collect()).await;
+            }
+            let written = status.write(t.statuses, &self.watches).await;
+            info!(
+                version,
+                applied = written.applied,
+                unchanged = written.unchanged,
+                failed = written.failed,
+                "translated"
+            );
+            let retry = written.failed > 0;
+            // Wait for the next reason to translate.
+            loop {
+                tokio::select! {
+                    () = self.watches.changed.notified() => {
+                        debounce(&self.watches).await;
+                        break;
+                    }
+                    Some(ev) = self.events.recv() => {
+                        if answered(ev, &mut unbound) { break; }
+                    }
+                    () = tokio::time::sleep(RETRY), if retry => break,
+                    () = local_tick(&mut local) => break,
+                    () = &mut shutdown => {
+                        if let Some(local) = &mut local {
+                            local.stop_all().await;
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the watches have been quiet for `DEBOUNCE` (at most `DEBOUNCE_MAX`).
+async fn debounce(watches: &Watches) {
+    let until = tokio::time::Instant::now() + DEBOUNCE_MAX;
+    while tokio::time::Instant::now() < until {
+        if tokio::time::timeout(DEBOUNCE, watches.changed.notified())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Records a gateway's answer; true when what it could not bind changed (status changes).
+fn answered(ev: Event, unbound: &mut BTreeMap<NsName, BTreeMap<SocketAddr, String>>) -> bool {
+    match ev {
+        Event::Answered(a) => {
+            if let Some(e) = &a.error {
+                warn!(gateway = %a.gateway, instance = %a.instance, version = a.version, "gateway refused the snapshot: {e}");
+            }
+            let before = unbound.get(&a.gateway).cloned().unwrap_or_default();
+            if before == a.bind_failures {
+                return false;
+            }
+            if a.bind_failures.is_empty() {
+                unbound.remove(&a.gateway);
+            } else {
+                unbound.insert(a.gateway, a.bind_failures);
+            }
+            true
+        }
+        Event::Connected { .. } | Event::Disconnected { .. } => false,
+    }
+}
+
+/// Completes when local gateway processes need looking after (one exited).
+async fn local_tick(local: &mut Option<local::LocalGateways>) {
+    match local {
+        Some(l) => l.exited().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,121 @@
+//! The `controller` binary: the Sluice controller on a Kubernetes cluster.
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::Parser;
+use tracing::info;
+
+use controller::{local::LocalOptions, Controller, ControllerOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "controller",
+    version,
+    about = "Sluice controller: serves the Gateway API objects of a Kubernetes cluster"
+)]
+struct Cli {
+    /// The kubeconfig file (default: KUBECONFIG, ~/.kube/config, or the in-cluster
+    /// configuration, as kubectl finds it).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long)]
+    context: Option<String>,
+    /// Serve GatewayClasses whose spec.controllerName is this.
+    #[arg(long, default_value = sluice_translate::DEFAULT_CONTROLLER_NAME)]
+    controller_name: String,
+    /// Where the configuration discovery service (gRPC) listens for gateways.
+    #[arg(long, default_value = "0.0.0.0:18000")]
+    discovery_addr: SocketAddr,
+    /// Run a gateway process on this host for every accepted Gateway (development, tests
+    /// without a node), listening on addresses of --address-pool.
+    #[arg(long)]
+    local_gateways: bool,
+    /// The gateway binary for --local-gateways (default: `gateway` beside this binary).
+    #[arg(long)]
+    gateway_bin: Option<PathBuf>,
+    /// Where local gateways write their logs and snapshot caches.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Hand out addresses of this range to Gateways without spec.addresses.
+    #[arg(long)]
+    address_pool: Option<ipnet::IpNet>,
+    /// Address of Gateways without spec.addresses when there is no pool.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let client = client(&cli).await?;
+    let local_gateways = if cli.local_gateways {
+        let gateway_bin = match cli.gateway_bin.clone() {
+            Some(b) => b,
+            None => std::env::current_exe()?
+                .parent()
+                .map(|d| d.join("gateway"))
+                .ok_or_else(|| anyhow::anyhow!("--gateway-bin is required"))?,
+        };
+        Some(LocalOptions {
+            gateway_bin,
+            state_dir: cli.state_dir.clone(),
+        })
+    } else {
+        None
+    };
+    let controller = Controller::start(
+        client,
+        ControllerOptions {
+            controller_name: cli.controller_name.clone(),
+            discovery_addr: cli.discovery_addr,
+            bind: cli.bind,
+            address_pool: cli.address_pool,
+            local_gateways,
+        },
+    )
+    .await?;
+    let shutdown = signals()?;
+    controller.run(shutdown).await?;
+    info!("controller stopped");
+    Ok(())
+}
+
+/// The cluster, found as kubectl finds it.
+async fn client(cli: &Cli) -> anyhow::Result<kube::Client> {
+    let options = kube::config::KubeConfigOptions {
+        context: cli.context.clone(),
+        ..Default::default()
+    };
+    let config = match &cli.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options).await?
+        }
+        None if cli.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
+        None => kube::Config::infer().await.map_err(|e| {
+            anyhow::anyhow!("no cluster found (KUBECONFIG, ~/.kube/config, in-cluster): {e}")
+        })?,
+    };
+    info!(cluster = %config.cluster_url, "using cluster");
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = sigterm.recv() => {}
+        }
+    })
+}

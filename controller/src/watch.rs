@@ -1,0 +1,291 @@
+//! The controller's view of the cluster: one reflector (a watch and its cache) per kind the
+//! translation reads, and the object store built from their caches, the same `Store` the
+//! standalone gateway loads from files.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
+use gateway_api::experimental::gatewayclasses::GatewayClass;
+use gateway_api::experimental::gateways::Gateway;
+use gateway_api::experimental::httproutes::HttpRoute;
+use gateway_api::experimental::referencegrants::ReferenceGrant;
+use gateway_api::listenersets::ListenerSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, Store as Cache};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tracing::{debug, warn};
+
+use sluice_api::egress::{EgressPolicy, POLICY_GROUP};
+use sluice_api::resources::{NsName, Object, Source, Store};
+
+/// The EgressPolicy resource, watched as a dynamic object (our CRD type carries no kube
+/// derive) and converted with serde.
+pub fn egress_policy_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(POLICY_GROUP, "v1alpha1", "EgressPolicy"),
+        "egresspolicies",
+    )
+}
+
+/// The caches of every watched kind. `changed` is notified after every event of any watch.
+#[derive(Clone)]
+pub struct Watches {
+    pub changed: Arc<Notify>,
+    gateway_classes: Cache<GatewayClass>,
+    gateways: Cache<Gateway>,
+    listener_sets: Cache<ListenerSet>,
+    http_routes: Cache<HttpRoute>,
+    reference_grants: Cache<ReferenceGrant>,
+    backend_tls_policies: Cache<BackendTlsPolicy>,
+    services: Cache<Service>,
+    endpoint_slices: Cache<EndpointSlice>,
+    secrets: Cache<Secret>,
+    config_maps: Cache<ConfigMap>,
+    namespaces: Cache<PartialObjectMeta<Namespace>>,
+    egress_policies: Cache<DynamicObject>,
+}
+
+impl Watches {
+    /// Starts every watch (each retries with backoff on its own). Call `ready` before reading.
+    pub fn start(client: &Client) -> Watches {
+        let changed = Arc::new(Notify::new());
+        let n = &changed;
+        let egress = Api::<DynamicObject>::all_with(client.clone(), &egress_policy_resource());
+        Watches {
+            gateway_classes: watch(Api::all(client.clone()), n, "GatewayClass"),
+            gateways: watch(Api::all(client.clone()), n, "Gateway"),
+            listener_sets: watch(Api::all(client.clone()), n, "ListenerSet"),
+            http_routes: watch(Api::all(client.clone()), n, "HTTPRoute"),
+            reference_grants: watch(Api::all(client.clone()), n, "ReferenceGrant"),
+            backend_tls_policies: watch(Api::all(client.clone()), n, "BackendTLSPolicy"),
+            services: watch(Api::all(client.clone()), n, "Service"),
+            endpoint_slices: watch(Api::all(client.clone()), n, "EndpointSlice"),
+            secrets: watch(Api::all(client.clone()), n, "Secret"),
+            config_maps: watch(Api::all(client.clone()), n, "ConfigMap"),
+            // Metadata only: translation reads a namespace's labels.
+            namespaces: watch(
+                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+                n,
+                "Namespace",
+            ),
+            egress_policies: watch_dynamic(egress, n, "EgressPolicy"),
+            changed,
+        }
+    }
+
+    /// Waits until every cache holds a complete first list: translating a partial view would
+    /// write wrong status (a route's Service not seen yet is not a missing Service).
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        macro_rules! wait {
+            ($($f:ident),*) => {
+                $( self.$f.wait_until_ready().await.map_err(|e| {
+                    anyhow::anyhow!("the watch of {} stopped before its first list: {e}", stringify!($f))
+                })?; )*
+            };
+        }
+        wait!(
+            gateway_classes,
+            gateways,
+            listener_sets,
+            http_routes,
+            reference_grants,
+            backend_tls_policies,
+            services,
+            endpoint_slices,
+            secrets,
+            config_maps,
+            namespaces,
+            egress_policies
+        );
+        Ok(())
+    }
+
+    /// The objects as the caches hold them now.
+    pub fn store(&self) -> Store {
+        let mut store = Store {
+            gateway_classes: cluster_scoped(&self.gateway_classes),
+            gateways: namespaced(&self.gateways),
+            listener_sets: namespaced(&self.listener_sets),
+            http_routes: namespaced(&self.http_routes),
+            reference_grants: namespaced(&self.reference_grants),
+            backend_tls_policies: namespaced(&self.backend_tls_policies),
+            services: namespaced(&self.services),
+            endpoint_slices: namespaced(&self.endpoint_slices),
+            secrets: namespaced(&self.secrets),
+            config_maps: namespaced(&self.config_maps),
+            ..Store::default()
+        };
+        for meta in self.namespaces.state() {
+            let ns = Namespace {
+                metadata: meta.metadata.clone(),
+                ..Namespace::default()
+            };
+            store
+                .namespaces
+                .insert(meta.name_any(), object(ns, &meta.metadata));
+        }
+        for dynamic in self.egress_policies.state() {
+            let key = key_of(&dynamic.metadata);
+            match egress_policy(&dynamic) {
+                Ok(p) => {
+                    store
+                        .egress_policies
+                        .insert(key, object(p, &dynamic.metadata));
+                }
+                // The API server checked it against our CRD's schema; what still fails here
+                // is a field the schema allows and the type does not.
+                Err(e) => warn!(policy = %key, "EgressPolicy does not parse, left out: {e}"),
+            }
+        }
+        store
+    }
+
+    /// A Gateway, GatewayClass or route as cached now, for the status writer.
+    pub fn live(&self, kind: &str, key: &NsName) -> Option<serde_json::Value> {
+        fn get<K: Resource<DynamicType = ()> + Clone + serde::Serialize>(
+            cache: &Cache<K>,
+            key: &NsName,
+            namespaced: bool,
+        ) -> Option<serde_json::Value> {
+            let r = if namespaced {
+                reflector::ObjectRef::new(&key.name).within(&key.namespace)
+            } else {
+                reflector::ObjectRef::new(&key.name)
+            };
+            cache.get(&r).and_then(|o| serde_json::to_value(&*o).ok())
+        }
+        match kind {
+            "GatewayClass" => get(&self.gateway_classes, key, false),
+            "Gateway" => get(&self.gateways, key, true),
+            "ListenerSet" => get(&self.listener_sets, key, true),
+            "HTTPRoute" => get(&self.http_routes, key, true),
+            "BackendTLSPolicy" => get(&self.backend_tls_policies, key, true),
+            "EgressPolicy" => {
+                let r = reflector::ObjectRef::new_with(&key.name, egress_policy_resource())
+                    .within(&key.namespace);
+                self.egress_policies
+                    .get(&r)
+                    .and_then(|o| serde_json::to_value(&*o).ok())
+            }
+            _ => None,
+        }
+    }
+}
+
+fn egress_policy(d: &DynamicObject) -> Result<EgressPolicy, serde_json::Error> {
+    let mut v = serde_json::to_value(d)?;
+    if let Some(o) = v.as_object_mut() {
+        // Status is ours to write, not part of the policy.
+        o.remove("status");
+    }
+    serde_json::from_value(v)
+}
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> NsName {
+    NsName::new(
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// A cached object as the store holds it: its origin is the cluster, its rank its creation
+/// time (ties are broken by name, as the Gateway API orders them).
+fn object<T>(
+    obj: T,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Object<T> {
+    Object {
+        obj,
+        source: Source::Cluster,
+        created: (meta.creation_timestamp.as_ref().map(|t| t.0.as_second()), 0),
+    }
+}
+
+fn namespaced<K>(cache: &Cache<K>) -> BTreeMap<NsName, Object<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    collect(cache, |m| key_of(m))
+}
+
+fn cluster_scoped<K>(cache: &Cache<K>) -> BTreeMap<String, Object<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    collect(cache, |m| m.name.clone().unwrap_or_default())
+}
+
+fn collect<K, Key: Ord + Hash>(
+    cache: &Cache<K>,
+    key: impl Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key,
+) -> BTreeMap<Key, Object<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    cache
+        .state()
+        .into_iter()
+        .map(|o| {
+            let meta = o.meta().clone();
+            (key(&meta), object((*o).clone(), &meta))
+        })
+        .collect()
+}
+
+/// Runs one reflector: every event updates the cache, then notifies `changed`. Watch errors
+/// (a CRD not installed yet, RBAC, the API server away) are logged and retried with backoff.
+fn watch<K>(api: Api<K>, changed: &Arc<Notify>, kind: &'static str) -> Cache<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer);
+    spawn_events(stream, changed.clone(), kind);
+    reader
+}
+
+fn watch_dynamic(
+    api: Api<DynamicObject>,
+    changed: &Arc<Notify>,
+    kind: &'static str,
+) -> Cache<DynamicObject> {
+    let writer = reflector::store::Writer::new(egress_policy_resource());
+    let reader = writer.as_reader();
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer);
+    spawn_events(stream, changed.clone(), kind);
+    reader
+}
+
+fn spawn_events<S, T>(stream: S, changed: Arc<Notify>, kind: &'static str)
+where
+    S: futures_util::Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Ok(_) => {
+                    debug!(kind, "watch event");
+                    changed.notify_one();
+                }
+                Err(e) => warn!(kind, "watch failed, retrying: {e}"),
+            }
+        }
+    });
+}
