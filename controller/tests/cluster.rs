@@ -1,0 +1,201 @@
+//! The controller against a real API server: objects applied with kubectl and kube-rs, status
+//! read back from the API server, traffic through gateway processes the controller configures.
+
+mod support;
+
+use std::time::Instant;
+
+use kube::api::{Patch, PatchParams};
+use kube::Api;
+use support::*;
+
+/// Status conditions and supportedFeatures as the API server holds them; traffic follows
+/// updates and deletes; a bad route is reported while the rest keeps serving.
+#[tokio::test]
+async fn status_and_traffic_follow_the_cluster() {
+    let scope = Scope::new("follow", 31);
+    let a = echo("echo-a").await;
+    let b = echo("echo-b").await;
+    let _ctl = controller(&scope, 0, &["--local-gateways"]);
+    apply(&scope.gateway("web", "  - {name: http, port: 8081, protocol: HTTP}\n"));
+    apply(&scope.service("echo", &[a.addr]));
+    apply(&scope.service("other", &[b.addr]));
+    apply(&scope.route("one", "web", "echo"));
+
+    let ip = scope.programmed("web").await;
+    assert_eq!(ip, scope.first_address());
+    scope
+        .route_condition("one", "Accepted", "True", "Accepted")
+        .await;
+    scope
+        .route_condition("one", "ResolvedRefs", "True", "ResolvedRefs")
+        .await;
+
+    // Every condition carries the generation it was written for.
+    let gw = get("Gateway", Some(&scope.namespace), "web").await.unwrap();
+    let generation = gw["metadata"]["generation"].as_i64().unwrap();
+    for c in gw["status"]["conditions"].as_array().unwrap() {
+        assert_eq!(c["observedGeneration"].as_i64(), Some(generation), "{c}");
+    }
+    assert_eq!(gw["status"]["listeners"][0]["attachedRoutes"], 1);
+    let class = get("GatewayClass", None, &scope.class).await.unwrap();
+    assert_eq!(
+        condition(&class["status"]["conditions"], "Accepted"),
+        Some(("True".into(), "Accepted".into()))
+    );
+    let features: Vec<&str> = class["status"]["supportedFeatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(features, sluice_translate::SUPPORTED_FEATURES);
+    // Status is ours through the status subresource, under our field manager.
+    let managers: Vec<&str> = gw["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["subresource"] == "status")
+        .map(|m| m["manager"].as_str().unwrap())
+        .collect();
+    assert_eq!(managers, ["sluice-controller"]);
+
+    let url = format!("http://{ip}:8081/one");
+    wait_for(20, "route one served", || async {
+        (who(&url).await == "echo-a").then_some(())
+    })
+    .await;
+
+    // An update with kube-rs: the EndpointSlice now points at b.
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        Api::namespaced(client().await, &scope.namespace);
+    let patch = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": b.addr.port()}],
+        "endpoints": [{"addresses": [b.addr.ip().to_string()], "conditions": {"ready": true}}],
+    });
+    let t = Instant::now();
+    slices
+        .patch(
+            "echo-1",
+            &PatchParams::apply("sluice-test").force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .unwrap();
+    wait_for(10, "traffic follows the EndpointSlice", || async {
+        (who(&url).await == "echo-b").then_some(())
+    })
+    .await;
+    println!("endpoint change served after {:?}", t.elapsed());
+
+    // A bad route (its Service does not exist) is reported; route one keeps serving.
+    apply(&scope.route("bad", "web", "missing"));
+    scope
+        .route_condition("bad", "ResolvedRefs", "False", "BackendNotFound")
+        .await;
+    assert_eq!(who(&url).await, "echo-b");
+    assert_eq!(who(&format!("http://{ip}:8081/bad")).await, "500");
+
+    // A delete: route one goes away.
+    let t = Instant::now();
+    kubectl(&["delete", "-n", &scope.namespace, "httproute", "one"], "");
+    wait_for(10, "route one no longer served", || async {
+        (who(&url).await == "404").then_some(())
+    })
+    .await;
+    println!("route delete served after {:?}", t.elapsed());
+    wait_for(10, "attachedRoutes drops to 1", || async {
+        let gw = scope.gateway_status("web").await;
+        (gw["listeners"][0]["attachedRoutes"] == 1).then_some(())
+    })
+    .await;
+}
+
+/// The controller killed (SIGKILL): its gateway keeps serving; changes made meanwhile are
+/// served once it is back. A gateway restarted while the controller is away serves its cached
+/// snapshot; reconnected, it converges.
+#[tokio::test]
+async fn gateways_keep_serving_without_the_controller() {
+    let scope = Scope::new("away", 32);
+    let a = echo("echo-a").await;
+    let b = echo("echo-b").await;
+    let port = free_port();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path().join("web.json");
+    let mut ctl = controller(&scope, port, &[]);
+    apply(&scope.gateway("web", "  - {name: http, port: 8082, protocol: HTTP}\n"));
+    apply(&scope.service("echo", &[a.addr]));
+    apply(&scope.route("one", "web", "echo"));
+    let ip = scope.programmed("web").await;
+    let mut gw = gateway(&scope, "web", port, &cache);
+    let url = format!("http://{ip}:8082/one");
+    wait_for(20, "served through the gateway", || async {
+        (who(&url).await == "echo-a").then_some(())
+    })
+    .await;
+
+    ctl.kill();
+    for _ in 0..20 {
+        assert_eq!(
+            who(&url).await,
+            "echo-a",
+            "served while the controller is away"
+        );
+    }
+    // A restarted gateway serves from its cache before any controller answers.
+    gw.kill();
+    let gw2 = gateway(&scope, "web", port, &cache);
+    gw2.wait_log("serving the cached snapshot").await;
+    assert_eq!(who(&url).await, "echo-a");
+
+    // Changed while the controller is away; served after it is back.
+    apply(&scope.service("echo", &[b.addr]));
+    assert_eq!(who(&url).await, "echo-a");
+    let _ctl = controller(&scope, port, &[]);
+    wait_for(
+        30,
+        "the gateway converges after the controller is back",
+        || async { (who(&url).await == "echo-b").then_some(()) },
+    )
+    .await;
+    gw2.wait_log("connected to the controller").await;
+}
+
+/// A listener that cannot open its socket (the port is held by another process) is reported
+/// as the gateway answered it.
+#[tokio::test]
+async fn bind_failures_reported_by_the_gateway_become_status() {
+    let scope = Scope::new("bind", 33);
+    let ip = scope.first_address();
+    let _holder = std::net::TcpListener::bind((ip, 8083)).unwrap();
+    let _ctl = controller(&scope, 0, &["--local-gateways"]);
+    apply(&scope.gateway(
+        "web",
+        "  - {name: taken, port: 8083, protocol: HTTP}\n  - {name: free, port: 8084, protocol: HTTP}\n",
+    ));
+    wait_for(20, "listener taken: PortUnavailable", || async {
+        let st = scope.gateway_status("web").await;
+        let l = st["listeners"]
+            .as_array()?
+            .iter()
+            .find(|l| l["name"] == "taken")?
+            .clone();
+        (condition(&l["conditions"], "Accepted")? == ("False".into(), "PortUnavailable".into()))
+            .then_some(())
+    })
+    .await;
+    let st = scope.gateway_status("web").await;
+    let free = st["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "free")
+        .unwrap();
+    assert_eq!(
+        condition(&free["conditions"], "Programmed"),
+        Some(("True".into(), "Programmed".into()))
+    );
+}
