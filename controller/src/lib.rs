@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod discovery;
+pub mod lease;
 pub mod local;
 pub mod status;
 pub mod watch;
@@ -41,6 +42,17 @@ pub struct ControllerOptions {
     pub address_pool: Option<ipnet::IpNet>,
     /// Run a gateway process on this host for every accepted Gateway.
     pub local_gateways: Option<local::LocalOptions>,
+    /// Elect a leader among replicas: only the leader writes status (and runs local
+    /// gateways); every replica serves configuration to gateways. None: always lead.
+    pub leader_election: Option<LeaderElection>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub lease: String,
+    /// This replica, as the Lease's holderIdentity.
+    pub identity: String,
 }
 
 /// A started controller: its discovery service listening, its watches running.
@@ -95,6 +107,29 @@ impl Controller {
             () = &mut shutdown => return Ok(()),
         }
         info!("watches listed every kind; translating");
+        let (leading_tx, mut leading) =
+            tokio::sync::watch::channel(self.opts.leader_election.is_none());
+        let (stop_election, election_stopped) = tokio::sync::oneshot::channel::<()>();
+        // Without election this replica always leads; the sender stays here, unused.
+        let mut _always = None;
+        let election = match self.opts.leader_election.clone() {
+            Some(le) => {
+                let elector = lease::Elector::new(
+                    self.client.clone(),
+                    &le.namespace,
+                    &le.lease,
+                    &le.identity,
+                );
+                info!(lease = %format!("{}/{}", le.namespace, le.lease), identity = %le.identity, "leader election");
+                Some(tokio::spawn(elector.run(leading_tx, async {
+                    let _ = election_stopped.await;
+                })))
+            }
+            None => {
+                _always = Some(leading_tx);
+                None
+            }
+        };
         let mut options = Options {
             controller_name: self.opts.controller_name.clone(),
             bind: self.opts.bind,
@@ -131,12 +166,24 @@ impl Controller {
             warned = now_warned;
             let gateways: Vec<NsName> = t.config.binds.iter().map(|b| b.gateway.clone()).collect();
             self.discovery.publish(version, t.config);
+            let leader = *leading.borrow_and_update();
             if let Some(local) = &mut local {
-                local.sync(gateways.iter().cloned().collect()).await;
+                if leader {
+                    local.sync(gateways.iter().cloned().collect()).await;
+                } else {
+                    local.stop_all().await;
+                }
             }
-            let written = status.write(t.statuses, &self.watches).await;
+            let written = if leader {
+                status.write(t.statuses, &self.watches).await
+            } else {
+                // What the leader wrote may change under us: start afresh when we lead.
+                status.forget();
+                status::Written::default()
+            };
             info!(
                 version,
+                leader,
                 applied = written.applied,
                 unchanged = written.unchanged,
                 failed = written.failed,
@@ -155,9 +202,16 @@ impl Controller {
                     }
                     () = tokio::time::sleep(RETRY), if retry => break,
                     () = local_tick(&mut local) => break,
+                    changed = leading.changed() => {
+                        if changed.is_ok() { break; }
+                    }
                     () = &mut shutdown => {
                         if let Some(local) = &mut local {
                             local.stop_all().await;
+                        }
+                        let _ = stop_election.send(());
+                        if let Some(e) = election {
+                            let _ = e.await;
                         }
                         return Ok(());
                     }

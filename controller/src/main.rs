@@ -45,6 +45,15 @@ struct Cli {
     /// Address of Gateways without spec.addresses when there is no pool.
     #[arg(long, default_value = "0.0.0.0")]
     bind: IpAddr,
+    /// Elect a leader on a Lease among the controller's replicas: only the leader writes
+    /// status; every replica serves configuration.
+    #[arg(long)]
+    leader_elect: bool,
+    /// The Lease's namespace (default: POD_NAMESPACE, else sluice-system).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "sluice-system")]
+    lease_namespace: String,
+    #[arg(long, default_value = "sluice-controller")]
+    lease_name: String,
 }
 
 #[tokio::main]
@@ -82,6 +91,11 @@ async fn main() -> anyhow::Result<()> {
             bind: cli.bind,
             address_pool: cli.address_pool,
             local_gateways,
+            leader_election: cli.leader_elect.then(|| controller::LeaderElection {
+                namespace: cli.lease_namespace.clone(),
+                lease: cli.lease_name.clone(),
+                identity: identity(),
+            }),
         },
     )
     .await?;
@@ -110,6 +124,18 @@ async fn client(cli: &Cli) -> anyhow::Result<kube::Client> {
     };
     info!(cluster = %config.cluster_url, "using cluster");
     Ok(kube::Client::try_from(config)?)
+}
+
+/// This replica: its Pod name in a cluster, else host name and PID.
+fn identity() -> String {
+    match std::env::var("POD_NAME") {
+        Ok(pod) => pod,
+        Err(_) => format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "controller".into()),
+            std::process::id()
+        ),
+    }
 }
 
 fn signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {

@@ -78,6 +78,11 @@ impl StatusWriter {
         }
     }
 
+    /// Forgets what was written: the next `write` compares everything with the API server.
+    pub fn forget(&mut self) {
+        self.written.clear();
+    }
+
     pub async fn write(&mut self, statuses: Vec<ObjectStatus>, watches: &Watches) -> Written {
         let mut out = Written::default();
         let current: BTreeSet<Key> = statuses.iter().map(key).collect();

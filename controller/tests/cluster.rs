@@ -199,3 +199,52 @@ async fn bind_failures_reported_by_the_gateway_become_status() {
         Some(("True".into(), "Programmed".into()))
     );
 }
+
+/// Two replicas on one Lease: only the leader writes status; killed, the other takes over
+/// and writes what changed.
+#[tokio::test]
+async fn two_controllers_fail_over_the_lease_without_double_writes() {
+    let scope = Scope::new("lease", 34);
+    let ns = scope.namespace.clone();
+    let args = [
+        "--leader-elect",
+        "--lease-namespace",
+        &ns,
+        "--lease-name",
+        "ctl",
+    ];
+    let mut a = controller(&scope, 0, &args);
+    a.wait_log("lease: leading").await;
+    let b = controller(&scope, 0, &args);
+    b.wait_log("leader=false").await;
+    apply(&scope.gateway("web", "  - {name: one, port: 8085, protocol: HTTP}\n"));
+    scope.programmed("web").await;
+    assert!(a.log_count("status written") > 0, "the leader writes");
+    assert_eq!(
+        b.log_count("status written"),
+        0,
+        "the follower never writes:\n{}",
+        b.logs()
+    );
+    let lease = get("Lease", Some(&ns), "ctl").await.unwrap();
+    let holder = lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(holder.ends_with(&format!("-{}", a.pid())), "{holder}");
+
+    let t = Instant::now();
+    a.kill();
+    b.wait_log("lease: leading").await;
+    println!("failover after {:?}", t.elapsed());
+    apply(&scope.gateway(
+        "web",
+        "  - {name: one, port: 8085, protocol: HTTP}\n  - {name: two, port: 8086, protocol: HTTP}\n",
+    ));
+    wait_for(20, "the new leader writes the change", || async {
+        let st = scope.gateway_status("web").await;
+        (st["listeners"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    assert!(b.log_count("status written") > 0);
+}

@@ -302,7 +302,7 @@ pub struct Proc {
 impl Proc {
     fn spawn(mut cmd: Command) -> Proc {
         let mut child = cmd
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,controller::status=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
