@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod discovery;
+pub mod infra;
 pub mod lease;
 pub mod local;
 pub mod status;
@@ -25,6 +26,10 @@ use crate::discovery::{Discovery, Event};
 use crate::status::StatusWriter;
 use crate::watch::Watches;
 
+/// The addresses Gateways are translated with in a cluster (RFC 2544's benchmarking range,
+/// never routed): only to keep each Gateway's listeners apart, never bound.
+const CLUSTER_POOL: &str = "198.18.0.0/15";
+
 /// Changes closer together than this are translated once.
 const DEBOUNCE: Duration = Duration::from_millis(30);
 /// A burst of changes is translated at the latest this long after its first change.
@@ -42,6 +47,9 @@ pub struct ControllerOptions {
     pub address_pool: Option<ipnet::IpNet>,
     /// Run a gateway process on this host for every accepted Gateway.
     pub local_gateways: Option<local::LocalOptions>,
+    /// Without local gateways: how the gateway Deployments are rendered. Their Pods listen on
+    /// every address and Gateways get their Service's addresses in status.
+    pub infra: sluice_translate::infra::InfraOptions,
     /// Elect a leader among replicas: only the leader writes status (and runs local
     /// gateways); every replica serves configuration to gateways. None: always lead.
     pub leader_election: Option<LeaderElection>,
@@ -130,12 +138,22 @@ impl Controller {
                 None
             }
         };
+        let cluster_mode = self.opts.local_gateways.is_none();
+        let mut infra_options = self.opts.infra.clone();
+        infra_options.addresses_from_service = cluster_mode;
         let mut options = Options {
             controller_name: self.opts.controller_name.clone(),
             bind: self.opts.bind,
-            address_pool: self.opts.address_pool,
+            // In a cluster every Gateway has Pods of its own: distinct addresses (never
+            // bound: the Pods listen on all of theirs) keep their ports apart in translation.
+            address_pool: self
+                .opts
+                .address_pool
+                .or_else(|| cluster_mode.then(|| CLUSTER_POOL.parse().ok()).flatten()),
+            infra: infra_options,
             ..Options::default()
         };
+        let mut infra = cluster_mode.then(|| infra::InfraWriter::new(self.client.clone()));
         let mut status = StatusWriter::new(self.client.clone(), self.opts.controller_name.clone());
         let mut local = self
             .opts
@@ -174,6 +192,10 @@ impl Controller {
                     local.stop_all().await;
                 }
             }
+            let infra_failed = match (&mut infra, leader) {
+                (Some(w), true) => w.sync(&t.infrastructure).await,
+                _ => 0,
+            };
             let written = if leader {
                 status.write(t.statuses, &self.watches).await
             } else {
@@ -189,7 +211,7 @@ impl Controller {
                 failed = written.failed,
                 "translated"
             );
-            let retry = written.failed > 0;
+            let retry = written.failed > 0 || infra_failed > 0;
             // Wait for the next reason to translate.
             loop {
                 tokio::select! {

@@ -54,6 +54,12 @@ struct Cli {
     lease_namespace: String,
     #[arg(long, default_value = "sluice-controller")]
     lease_name: String,
+    /// The gateway image of the Deployments the controller creates for Gateways.
+    #[arg(long)]
+    gateway_image: Option<String>,
+    /// The discovery service's URL as gateway Pods reach it.
+    #[arg(long, default_value = sluice_translate::infra::DEFAULT_CONTROLLER_URL)]
+    controller_url: String,
 }
 
 #[tokio::main]
@@ -91,6 +97,14 @@ async fn main() -> anyhow::Result<()> {
             bind: cli.bind,
             address_pool: cli.address_pool,
             local_gateways,
+            infra: sluice_translate::infra::InfraOptions {
+                image: cli
+                    .gateway_image
+                    .clone()
+                    .unwrap_or_else(|| sluice_translate::infra::InfraOptions::default().image),
+                controller_url: cli.controller_url.clone(),
+                addresses_from_service: false,
+            },
             leader_election: cli.leader_elect.then(|| controller::LeaderElection {
                 namespace: cli.lease_namespace.clone(),
                 lease: cli.lease_name.clone(),

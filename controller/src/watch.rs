@@ -215,7 +215,7 @@ fn namespaced<K>(cache: &Cache<K>) -> BTreeMap<NsName, Object<K>>
 where
     K: Resource<DynamicType = ()> + Clone,
 {
-    collect(cache, |m| key_of(m))
+    collect(cache, key_of)
 }
 
 fn cluster_scoped<K>(cache: &Cache<K>) -> BTreeMap<String, Object<K>>

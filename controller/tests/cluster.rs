@@ -1,6 +1,8 @@
 //! The controller against a real API server: objects applied with kubectl and kube-rs, status
 //! read back from the API server, traffic through gateway processes the controller configures.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
+
 mod support;
 
 use std::time::Instant;
@@ -129,7 +131,10 @@ async fn gateways_keep_serving_without_the_controller() {
     apply(&scope.gateway("web", "  - {name: http, port: 8082, protocol: HTTP}\n"));
     apply(&scope.service("echo", &[a.addr]));
     apply(&scope.route("one", "web", "echo"));
-    let ip = scope.programmed("web").await;
+    // Without --local-gateways the controller runs in cluster mode: status shows the
+    // Service's address; this test's gateway process listens on the translated one.
+    scope.programmed("web").await;
+    let ip = scope.first_address();
     let mut gw = gateway(&scope, "web", port, &cache);
     let url = format!("http://{ip}:8082/one");
     wait_for(20, "served through the gateway", || async {
@@ -247,4 +252,133 @@ async fn two_controllers_fail_over_the_lease_without_double_writes() {
     })
     .await;
     assert!(b.log_count("status written") > 0);
+}
+
+/// A TLS Secret rotated in the cluster: the HTTPS listener serves the new certificate.
+#[tokio::test]
+async fn a_rotated_tls_secret_is_served() {
+    let scope = Scope::new("rotate", 35);
+    let backend = echo("echo-a").await;
+    let _ctl = controller(&scope, 0, &["--local-gateways"]);
+    let old_ca = sluice_testing::TestCa::new();
+    let new_ca = sluice_testing::TestCa::new();
+    let host = "tls.example.com";
+    apply(&old_ca.secret(&scope.namespace, "cert", &[host]));
+    apply(&scope.gateway(
+        "web",
+        &format!(
+            "  - name: https\n    port: 8443\n    protocol: HTTPS\n    hostname: {host}\n    \
+             tls: {{certificateRefs: [{{name: cert}}]}}\n"
+        ),
+    ));
+    apply(&scope.service("echo", &[backend.addr]));
+    apply(&scope.route("one", "web", "echo"));
+    let ip = scope.programmed("web").await;
+    let addr = std::net::SocketAddr::new(ip, 8443);
+    let client = |ca: &sluice_testing::TestCa| {
+        reqwest::Client::builder()
+            .add_root_certificate(ca.reqwest_cert())
+            .resolve(host, addr)
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://{host}:8443/one");
+    let (old, new) = (client(&old_ca), client(&new_ca));
+    wait_for(20, "served with the first certificate", || async {
+        let r = old.get(&url).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert!(new.get(&url).send().await.is_err(), "not yet the new CA's");
+
+    apply(&new_ca.secret(&scope.namespace, "cert", &[host]));
+    wait_for(10, "served with the rotated certificate", || async {
+        let r = new.get(&url).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    // New connections get the new certificate only.
+    let fresh = client(&old_ca);
+    assert!(fresh.get(&url).send().await.is_err());
+}
+
+/// Cluster mode: the controller applies and owns each accepted Gateway's ServiceAccount,
+/// Service, Deployment and PodDisruptionBudget, reports the Service's address in status, and
+/// deletes them when the Gateway is no longer ours.
+#[tokio::test]
+async fn gateway_infrastructure_is_applied_and_owned() {
+    let scope = Scope::new("infra", 36);
+    let _ctl = controller(&scope, 0, &["--gateway-image", "sluice/gateway:test"]);
+    apply(&scope.gateway(
+        "web",
+        "  - {name: http, port: 8087, protocol: HTTP}\n  - {name: other, port: 8088, protocol: HTTP}\n",
+    ));
+    let address = scope.programmed("web").await;
+    let svc = wait_for(20, "the gateway Service", || async {
+        get("Service", Some(&scope.namespace), "web-sluice").await
+    })
+    .await;
+    assert_eq!(
+        svc["spec"]["clusterIP"].as_str(),
+        Some(address.to_string().as_str())
+    );
+    let ports: Vec<i64> = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, [8087, 8088]);
+    let gw = get("Gateway", Some(&scope.namespace), "web").await.unwrap();
+    for kind in [
+        "ServiceAccount",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+    ] {
+        let o = wait_for(20, &format!("the gateway {kind}"), || async {
+            get(kind, Some(&scope.namespace), "web-sluice").await
+        })
+        .await;
+        let owner = &o["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "Gateway", "{kind}");
+        assert_eq!(owner["uid"], gw["metadata"]["uid"], "{kind}");
+        assert_eq!(owner["controller"], true, "{kind}");
+    }
+    let deploy = get("Deployment", Some(&scope.namespace), "web-sluice")
+        .await
+        .unwrap();
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "sluice/gateway:test");
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let gateway_ref = format!("{}/web", scope.namespace);
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--gateway", gateway_ref.as_str()]),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--bind-any"), "{args:?}");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/ready");
+
+    // Moved to a class that is not ours: its objects go.
+    let patched = scope
+        .gateway("web", "  - {name: http, port: 8087, protocol: HTTP}\n")
+        .replace(
+            &format!("gatewayClassName: {}", scope.class),
+            "gatewayClassName: someone-else",
+        );
+    apply(&patched);
+    wait_for(20, "the gateway Deployment deleted", || async {
+        get("Deployment", Some(&scope.namespace), "web-sluice")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
 }

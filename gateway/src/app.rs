@@ -50,7 +50,7 @@ pub struct AppOptions {
 
 /// A started gateway: serving its first configuration, ready, not yet watching for changes.
 enum Provider {
-    Files(FileProvider),
+    Files(Box<FileProvider>),
     Controller(ControllerProvider),
 }
 
@@ -83,7 +83,10 @@ pub async fn build(opts: AppOptions) -> anyhow::Result<App> {
             let first = provider
                 .reload()
                 .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
-            (Provider::Files(provider), Some(First::Translated(first)))
+            (
+                Provider::Files(Box::new(provider)),
+                Some(First::Translated(first)),
+            )
         }
         ConfigSource::Controller(c) => {
             // A configuration cached by an earlier run is served at once; without one the
@@ -175,10 +178,7 @@ impl App {
             }
             Provider::Controller(c) => {
                 info!(controller = %c.url(), "configuration from the controller");
-                loop {
-                    let Provider::Controller(c) = &mut self.provider else {
-                        break;
-                    };
+                while let Provider::Controller(c) = &mut self.provider {
                     tokio::select! {
                         snapshot = c.next() => {
                             let Some((version, config)) = snapshot else { break };
@@ -240,11 +240,25 @@ impl App {
     async fn apply_snapshot(&mut self, config: sluice_config::Config) -> Vec<(SocketAddr, String)> {
         let version = config.version;
         let span = info_span!("apply", version);
+        // A Pod listens on every address; failures are reported for the snapshot's own.
+        let mut config = config;
+        let mut original = BTreeMap::new();
+        if matches!(&self.provider, Provider::Controller(c) if c.bind_any()) {
+            for b in &mut config.binds {
+                let any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), b.addr.port());
+                original.insert(any, b.addr);
+                b.addr = any;
+            }
+            config.binds.sort_by_key(|b| b.addr);
+        }
         async {
             let mut failures = Vec::new();
             for e in self.engine.apply(config).await {
                 error!("{e}");
-                failures.push((e.addr, e.to_string()));
+                failures.push((
+                    original.get(&e.addr).copied().unwrap_or(e.addr),
+                    e.to_string(),
+                ));
             }
             self.metrics
                 .config_version

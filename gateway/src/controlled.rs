@@ -29,6 +29,9 @@ pub struct ControllerOptions {
     pub instance: String,
     /// Where the last applied snapshot is kept.
     pub snapshot_cache: Option<PathBuf>,
+    /// Listen on every address (each listener's port), whatever address the snapshot gives:
+    /// a gateway Pod, whose Gateway is reached through its Service.
+    pub bind_any: bool,
 }
 
 /// A snapshot received: its configuration, or why it could not be read (answered as a NACK).
@@ -76,6 +79,10 @@ impl ControllerProvider {
 
     pub fn url(&self) -> &str {
         &self.opts.url
+    }
+
+    pub fn bind_any(&self) -> bool {
+        self.opts.bind_any
     }
 
     /// The snapshot cache: the configuration applied last, if one was kept and reads.

@@ -125,6 +125,10 @@ enum Command {
         /// next start, before the controller answers.
         #[arg(long)]
         snapshot_cache: Option<PathBuf>,
+        /// With --controller: listen on every address of this host (0.0.0.0) on each
+        /// listener's port, as a gateway Pod behind its Service does.
+        #[arg(long, requires = "controller")]
+        bind_any: bool,
         /// Admin listener: /ready, /status, /config, /infrastructure, /warnings, /metrics.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin_addr: SocketAddr,
@@ -350,6 +354,7 @@ fn main() -> std::process::ExitCode {
             controller,
             gateway,
             snapshot_cache,
+            bind_any,
             admin_addr,
             access_log,
             log_level,
@@ -383,6 +388,7 @@ fn main() -> std::process::ExitCode {
                         gateway,
                         instance: instance_name(),
                         snapshot_cache,
+                        bind_any,
                     })
                 }
                 (_, _, Some(manifests)) => app::ConfigSource::Files {

@@ -113,6 +113,10 @@ pub fn resource(kind: &str) -> ApiResource {
         "Gateway" => ("gateway.networking.k8s.io", "v1", "gateways"),
         "HTTPRoute" => ("gateway.networking.k8s.io", "v1", "httproutes"),
         "Lease" => ("coordination.k8s.io", "v1", "leases"),
+        "ServiceAccount" => ("", "v1", "serviceaccounts"),
+        "Service" => ("", "v1", "services"),
+        "Deployment" => ("apps", "v1", "deployments"),
+        "PodDisruptionBudget" => ("policy", "v1", "poddisruptionbudgets"),
         other => panic!("no resource for {other}"),
     };
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
@@ -151,33 +155,18 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// `n` picks the address pool (127.0.`n`.0/24): unique per test.
+    /// `n` picks the address pool (127.0.`n`.0/24): unique per test. Names carry the test
+    /// process's id: an API server without kube-controller-manager never finishes deleting a
+    /// namespace, so a later run on the same server must not reuse one.
     pub fn new(name: &str, n: u8) -> Scope {
+        let run = std::process::id();
         let s = Scope {
             name: name.to_string(),
-            namespace: format!("t-{name}"),
-            controller_name: format!("sluice.dev/test-{name}"),
-            class: format!("sluice-test-{name}"),
+            namespace: format!("t-{name}-{run}"),
+            controller_name: format!("sluice.dev/test-{name}-{run}"),
+            class: format!("sluice-test-{name}-{run}"),
             pool: format!("127.0.{n}.0/24"),
         };
-        // A namespace left by an earlier run goes first, so every run starts empty.
-        let _ = Command::new(kubectl_bin())
-            .arg("--kubeconfig")
-            .arg(kubeconfig())
-            .args([
-                "delete",
-                "namespace",
-                &s.namespace,
-                "--ignore-not-found",
-                "--wait=true",
-                "--timeout=60s",
-            ])
-            .output();
-        let _ = Command::new(kubectl_bin())
-            .arg("--kubeconfig")
-            .arg(kubeconfig())
-            .args(["delete", "gatewayclass", &s.class, "--ignore-not-found"])
-            .output();
         apply(&format!(
             "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {}}}\n---\n\
              apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: {}}}\n\

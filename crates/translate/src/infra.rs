@@ -1,5 +1,6 @@
-//! The Kubernetes resources that run one Gateway in a cluster: its ServiceAccount, Service and
-//! Deployment. Rendering them is pure, like `translate`, so standalone mode shows exactly what the
+//! The Kubernetes resources that run one Gateway in a cluster: its ServiceAccount, Service,
+//! Deployment and PodDisruptionBudget. The gateway Pods take their configuration from the
+//! controller's discovery service (`gateway run --controller`), not from a ConfigMap. Rendering them is pure, like `translate`, so standalone mode shows exactly what the
 //! controller applies (`gateway render`, admin `/infrastructure`).
 //!
 //! `spec.infrastructure.labels` and `.annotations` go on every object and on the Deployment's
@@ -10,10 +11,11 @@ use std::collections::BTreeMap;
 use gateway_api::experimental::gateways::Gateway;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext, Service, ServiceAccount,
-    ServicePort, ServiceSpec, Sysctl, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext,
+    Service, ServiceAccount, ServicePort, ServiceSpec, Sysctl,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
@@ -25,21 +27,32 @@ pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 pub const GATEWAY_CLASS_LABEL: &str = "gateway.networking.k8s.io/gateway-class-name";
 const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 
-/// Where the gateway Pod reads its manifests until the controller feeds it.
-pub const MANIFESTS_MOUNT: &str = "/etc/sluice/manifests";
 pub const ADMIN_PORT: u16 = 9901;
+/// How long a gateway Pod drains on termination (`gateway run --drain-timeout`); the Pod's
+/// grace period leaves it five seconds more.
+pub const DRAIN_SECONDS: i64 = 10;
 
 /// What rendering needs besides the Gateway.
 #[derive(Clone, Debug)]
 pub struct InfraOptions {
     /// The gateway container image.
     pub image: String,
+    /// The controller's discovery service, as the gateway Pods reach it.
+    pub controller_url: String,
+    /// A Gateway's `status.addresses` are its Service's (load balancer ingress, else cluster
+    /// IP) rather than the address it is translated with: the controller's cluster mode.
+    pub addresses_from_service: bool,
 }
+
+/// The discovery service of the controller the Helm chart installs.
+pub const DEFAULT_CONTROLLER_URL: &str = "http://sluice-controller.sluice-system:18000";
 
 impl Default for InfraOptions {
     fn default() -> Self {
         InfraOptions {
             image: concat!("sluice/gateway:", env!("CARGO_PKG_VERSION")).into(),
+            controller_url: DEFAULT_CONTROLLER_URL.into(),
+            addresses_from_service: false,
         }
     }
 }
@@ -51,6 +64,7 @@ pub struct GatewayInfra {
     pub service_account: ServiceAccount,
     pub service: Service,
     pub deployment: Deployment,
+    pub pod_disruption_budget: PodDisruptionBudget,
 }
 
 impl GatewayInfra {
@@ -60,6 +74,7 @@ impl GatewayInfra {
             serde_json::to_value(&self.service_account),
             serde_json::to_value(&self.service),
             serde_json::to_value(&self.deployment),
+            serde_json::to_value(&self.pod_disruption_budget),
         ]
         .into_iter()
         .filter_map(Result::ok)
@@ -142,13 +157,14 @@ pub fn render(gw: &Gateway, ports: &[u16], opts: &InfraOptions) -> GatewayInfra 
         ..Service::default()
     };
 
-    let container = container(&ports, opts);
+    let gateway_ref = format!("{}/{gw_name}", namespace.as_deref().unwrap_or("default"));
+    let container = container(&ports, &gateway_ref, opts);
     let deployment = Deployment {
         metadata: meta.clone(),
         spec: Some(DeploymentSpec {
             replicas: Some(1),
             selector: LabelSelector {
-                match_labels: Some(selector),
+                match_labels: Some(selector.clone()),
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {
@@ -170,15 +186,7 @@ pub fn render(gw: &Gateway, ports: &[u16], opts: &InfraOptions) -> GatewayInfra 
                         ..PodSecurityContext::default()
                     }),
                     containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "manifests".into(),
-                        config_map: Some(ConfigMapVolumeSource {
-                            name: format!("{name}-manifests"),
-                            optional: Some(true),
-                            ..ConfigMapVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
+                    termination_grace_period_seconds: Some(DRAIN_SECONDS + 5),
                     ..PodSpec::default()
                 }),
             },
@@ -187,32 +195,53 @@ pub fn render(gw: &Gateway, ports: &[u16], opts: &InfraOptions) -> GatewayInfra 
         ..Deployment::default()
     };
 
+    // At most one Pod of the Gateway down at a time for voluntary disruptions (node drains),
+    // which matters once it runs more than one replica.
+    let pod_disruption_budget = PodDisruptionBudget {
+        metadata: meta.clone(),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    };
+
     GatewayInfra {
         name,
         service_account: ServiceAccount {
             metadata: meta,
+            // The gateway reads nothing from the API server.
+            automount_service_account_token: Some(false),
             ..ServiceAccount::default()
         },
         service,
         deployment,
+        pod_disruption_budget,
     }
 }
 
-/// The gateway container: the listener ports and the admin port, readiness on `/ready`, and
-/// no privileges.
-fn container(ports: &[u16], opts: &InfraOptions) -> Container {
+/// The gateway container: its configuration from the controller, the listener ports and the
+/// admin port, readiness on `/ready`, and no privileges.
+fn container(ports: &[u16], gateway: &str, opts: &InfraOptions) -> Container {
     Container {
         name: "gateway".into(),
         image: Some(opts.image.clone()),
         args: Some(
             [
                 "run",
-                "--manifests",
-                MANIFESTS_MOUNT,
-                "--bind",
-                "0.0.0.0",
+                "--controller",
+                &opts.controller_url,
+                "--gateway",
+                gateway,
+                "--bind-any",
                 "--admin-addr",
                 &format!("0.0.0.0:{ADMIN_PORT}"),
+                "--drain-timeout",
+                &DRAIN_SECONDS.to_string(),
             ]
             .map(String::from)
             .to_vec(),
@@ -253,11 +282,16 @@ fn container(ports: &[u16], opts: &InfraOptions) -> Container {
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "manifests".into(),
-            mount_path: MANIFESTS_MOUNT.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
+        env: Some(vec![EnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
         }]),
         ..Container::default()
     }
@@ -314,7 +348,7 @@ spec:
         let out = render(&gw, &[443, 80, 443], &InfraOptions::default());
         assert_eq!(out.name, "edge-sluice");
         let objects = out.objects();
-        assert_eq!(objects.len(), 3);
+        assert_eq!(objects.len(), 4);
         for o in &objects {
             let m = &o["metadata"];
             assert_eq!(m["namespace"], "infra", "{o}");
@@ -325,7 +359,18 @@ spec:
             assert_eq!(m["ownerReferences"][0]["uid"], "1234", "{o}");
         }
         let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
-        assert_eq!(kinds, ["ServiceAccount", "Service", "Deployment"]);
+        assert_eq!(
+            kinds,
+            [
+                "ServiceAccount",
+                "Service",
+                "Deployment",
+                "PodDisruptionBudget"
+            ]
+        );
+        let args = &objects[2]["spec"]["template"]["spec"]["containers"][0]["args"];
+        assert_eq!(args[1], "--controller");
+        assert_eq!(args[4], "infra/edge");
         let pod = &objects[2]["spec"]["template"]["metadata"];
         assert_eq!(pod["labels"]["team"], "payments");
         assert_eq!(pod["annotations"]["example.com/owner"], "ops");

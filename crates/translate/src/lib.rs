@@ -382,7 +382,11 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
             .filter(|l| l.accepted.0)
             .map(|l| l.port)
             .collect();
-        let out = gateway_status(&st, &mut config, opts.now);
+        let from_service = opts
+            .infra
+            .addresses_from_service
+            .then(|| service_addresses(store, &st.key));
+        let out = gateway_status(&st, &mut config, opts.now, from_service);
         let accepted = out.iter().any(|s| {
             s.kind == "Gateway"
                 && s.status["conditions"].as_array().is_some_and(|c| {

@@ -8,6 +8,7 @@ pub(super) fn gateway_status(
     st: &GatewayState<'_>,
     config: &mut Config,
     now: k8s_openapi::jiff::Timestamp,
+    from_service: Option<(NsName, Vec<serde_json::Value>)>,
 ) -> Vec<ObjectStatus> {
     let generation = st.obj.obj.metadata.generation;
     let (listener_status, mut ls_listener_status) = listener_statuses(st, generation, now);
@@ -21,7 +22,7 @@ pub(super) fn gateway_status(
     }
     let serving = add_binds(st, config);
     let (accepted, mut programmed, addresses) =
-        accepted_and_programmed(st, serving, generation, now);
+        accepted_and_programmed(st, serving, generation, now, from_service);
     // Every listener of the Gateway's own that is served could not open its socket.
     if let Some(why) = st.listeners.iter().find_map(|l| l.unbound.as_ref()) {
         let own_bound = st
@@ -216,11 +217,58 @@ fn add_binds(st: &GatewayState<'_>, config: &mut Config) -> bool {
 }
 
 /// The Gateway's Accepted and Programmed conditions and its status addresses.
+/// The addresses of a Gateway's Service (named as `infra::render` names it): its load
+/// balancer's ingress addresses, else its cluster IPs.
+pub(super) fn service_addresses(
+    store: &Store,
+    gateway: &NsName,
+) -> (NsName, Vec<serde_json::Value>) {
+    let key = NsName::new(
+        gateway.namespace.clone(),
+        crate::infra::object_name(&gateway.name),
+    );
+    let Some(svc) = store.services.get(&key) else {
+        return (key, Vec::new());
+    };
+    let ingress: Vec<serde_json::Value> = svc
+        .obj
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| match (&i.ip, &i.hostname) {
+            (Some(ip), _) => Some(serde_json::json!({"type": "IPAddress", "value": ip})),
+            (None, Some(h)) => Some(serde_json::json!({"type": "Hostname", "value": h})),
+            (None, None) => None,
+        })
+        .collect();
+    if !ingress.is_empty() {
+        return (key, ingress);
+    }
+    let spec = svc.obj.spec.as_ref();
+    let ips: Vec<String> = match spec.and_then(|s| s.cluster_ips.clone()) {
+        Some(ips) if !ips.is_empty() => ips,
+        _ => spec
+            .and_then(|s| s.cluster_ip.clone())
+            .into_iter()
+            .collect(),
+    };
+    let addrs = ips
+        .into_iter()
+        .filter(|ip| ip != "None" && !ip.is_empty())
+        .map(|ip| serde_json::json!({"type": "IPAddress", "value": ip}))
+        .collect();
+    (key, addrs)
+}
+
 fn accepted_and_programmed(
     st: &GatewayState<'_>,
     serving: bool,
     generation: Option<i64>,
     now: k8s_openapi::jiff::Timestamp,
+    from_service: Option<(NsName, Vec<serde_json::Value>)>,
 ) -> (Condition, Condition, Vec<serde_json::Value>) {
     let own: Vec<&ListenerState> = st.listeners.iter().filter(|l| l.owner.is_none()).collect();
     let valid = own.iter().filter(|l| l.programmed()).count();
@@ -287,12 +335,38 @@ fn accepted_and_programmed(
             now,
         )
     };
+    let (addresses, shown) = match from_service {
+        Some((service, addrs)) => {
+            if addrs.is_empty() && accepted.status == "True" {
+                let msg = format!("waiting for Service {service} to get an address");
+                let programmed = condition(
+                    "Programmed",
+                    false,
+                    "AddressNotAssigned",
+                    msg,
+                    generation,
+                    now,
+                );
+                return (accepted, programmed, addrs);
+            }
+            let shown = addrs
+                .iter()
+                .filter_map(|a| a["value"].as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            (addrs, shown)
+        }
+        None => (
+            vec![serde_json::json!({"type": "IPAddress", "value": ip.to_string()})],
+            ip.to_string(),
+        ),
+    };
     let programmed = if serving {
         condition(
             "Programmed",
             true,
             "Programmed",
-            format!("Serving on {ip}"),
+            format!("Serving on {shown}"),
             generation,
             now,
         )
@@ -315,11 +389,7 @@ fn accepted_and_programmed(
             now,
         )
     };
-    (
-        accepted,
-        programmed,
-        vec![serde_json::json!({"type": "IPAddress", "value": ip.to_string()})],
-    )
+    (accepted, programmed, addresses)
 }
 
 /// A ListenerSet with at least one valid listener (or none at all) is accepted.

@@ -1,0 +1,127 @@
+//! Gateway infrastructure in the cluster: for every accepted Gateway, the ServiceAccount,
+//! Service, Deployment and PodDisruptionBudget that translation renders (`sluice_translate::infra`,
+//! the same objects `gateway render` prints), applied with server-side apply under our field
+//! manager and owned by the Gateway (deleting it deletes them). Each object is applied again
+//! only when what we render for it changed; the objects of a Gateway that is no longer
+//! accepted are deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::Value;
+use tracing::{debug, info, warn};
+
+use sluice_api::resources::NsName;
+use sluice_translate::infra::GatewayInfra;
+
+use crate::status::FIELD_MANAGER;
+
+/// The kinds we apply per Gateway, in the order they are applied.
+const KINDS: [(&str, &str, &str, &str); 4] = [
+    ("", "v1", "ServiceAccount", "serviceaccounts"),
+    ("", "v1", "Service", "services"),
+    ("apps", "v1", "Deployment", "deployments"),
+    (
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+    ),
+];
+
+fn resource(kind: &str) -> Option<ApiResource> {
+    let (group, version, kind, plural) = KINDS.iter().find(|k| k.2 == kind)?;
+    Some(ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, kind),
+        plural,
+    ))
+}
+
+pub struct InfraWriter {
+    client: Client,
+    /// What was applied for each object: (kind, namespace/name) → the object.
+    applied: BTreeMap<(String, NsName), Value>,
+}
+
+impl InfraWriter {
+    pub fn new(client: Client) -> Self {
+        InfraWriter {
+            client,
+            applied: BTreeMap::new(),
+        }
+    }
+
+    /// Makes the cluster hold exactly the objects of `infra`; returns how many writes failed
+    /// (the caller tries again later).
+    pub async fn sync(&mut self, infra: &[GatewayInfra]) -> usize {
+        let mut failed = 0;
+        let mut wanted = BTreeSet::new();
+        for gi in infra {
+            for obj in gi.objects() {
+                let kind = obj["kind"].as_str().unwrap_or("").to_string();
+                let key = NsName::new(
+                    obj["metadata"]["namespace"].as_str().unwrap_or(""),
+                    obj["metadata"]["name"].as_str().unwrap_or(""),
+                );
+                let id = (kind.clone(), key.clone());
+                wanted.insert(id.clone());
+                if self.applied.get(&id) == Some(&obj) {
+                    continue;
+                }
+                match self.apply(&kind, &key, &obj).await {
+                    Ok(()) => {
+                        debug!(%kind, object = %key, "applied");
+                        self.applied.insert(id, obj);
+                    }
+                    Err(e) => {
+                        warn!(%kind, object = %key, "cannot apply: {e}");
+                        failed += 1;
+                    }
+                }
+            }
+        }
+        let gone: Vec<(String, NsName)> = self
+            .applied
+            .keys()
+            .filter(|k| !wanted.contains(*k))
+            .cloned()
+            .collect();
+        for (kind, key) in gone {
+            match self.delete(&kind, &key).await {
+                Ok(()) => {
+                    info!(%kind, object = %key, "deleted: its Gateway is no longer accepted");
+                    self.applied.remove(&(kind, key));
+                }
+                Err(e) => {
+                    warn!(%kind, object = %key, "cannot delete: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        failed
+    }
+
+    fn api(&self, kind: &str, namespace: &str) -> Result<Api<DynamicObject>, String> {
+        let ar = resource(kind).ok_or_else(|| format!("no resource known for kind {kind}"))?;
+        Ok(Api::namespaced_with(self.client.clone(), namespace, &ar))
+    }
+
+    async fn apply(&self, kind: &str, key: &NsName, obj: &Value) -> Result<(), String> {
+        let api = self.api(kind, &key.namespace)?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(&key.name, &params, &Patch::Apply(obj))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn delete(&self, kind: &str, key: &NsName) -> Result<(), String> {
+        let api = self.api(kind, &key.namespace)?;
+        match api.delete(&key.name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
