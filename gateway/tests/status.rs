@@ -500,7 +500,11 @@ spec:
     );
     let items = list["items"].as_array().unwrap();
     let kinds: Vec<&str> = items.iter().filter_map(|o| o["kind"].as_str()).collect();
-    assert_eq!(kinds, ["ServiceAccount", "Service", "Deployment"], "{list}");
+    assert_eq!(
+        kinds,
+        ["ServiceAccount", "Service", "Deployment", "PodDisruptionBudget"],
+        "{list}"
+    );
     for o in items {
         assert_eq!(o["metadata"]["name"], "edge-sluice");
         assert_eq!(o["metadata"]["labels"]["team"], "payments");
