@@ -103,7 +103,10 @@ impl Ca {
                     ..ObjectMeta::default()
                 },
                 data: Some(BTreeMap::from([
-                    (CA_CERT_KEY.to_string(), ByteString(ca.cert_pem.clone().into_bytes())),
+                    (
+                        CA_CERT_KEY.to_string(),
+                        ByteString(ca.cert_pem.clone().into_bytes()),
+                    ),
                     (
                         CA_KEY_KEY.to_string(),
                         ByteString(ca.issuer.key().serialize_pem().into_bytes()),

@@ -81,6 +81,12 @@ impl ConfigDiscovery for Discovery {
         &self,
         request: Request<Streaming<GatewayMessage>>,
     ) -> Result<Response<SnapshotStream>, Status> {
+        // The client certificate names the one Gateway this stream may be told about.
+        let identity = request.peer_certs().and_then(|certs| {
+            certs
+                .first()
+                .and_then(|c| crate::ca::gateway_of(c.as_ref()))
+        });
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(GatewayMessage {
@@ -101,6 +107,13 @@ impl ConfigDiscovery for Discovery {
                 )))
             }
         };
+        if identity.as_ref() != Some(&gateway) {
+            let who = identity.map_or("no Gateway".to_string(), |g| format!("Gateway {g}"));
+            warn!(%gateway, certificate = %who, "refused: the client certificate is not this Gateway's");
+            return Err(Status::permission_denied(format!(
+                "the client certificate is issued to {who}, not Gateway {gateway}"
+            )));
+        }
         let instance = hello.instance.clone();
         info!(%gateway, %instance, serving = hello.serving_version, "gateway connected");
         let _ = self.events.send(Event::Connected {

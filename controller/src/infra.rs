@@ -18,7 +18,8 @@ use sluice_translate::infra::GatewayInfra;
 use crate::status::FIELD_MANAGER;
 
 /// The kinds we apply per Gateway, in the order they are applied.
-const KINDS: [(&str, &str, &str, &str); 4] = [
+const KINDS: [(&str, &str, &str, &str); 5] = [
+    ("", "v1", "Secret", "secrets"),
     ("", "v1", "ServiceAccount", "serviceaccounts"),
     ("", "v1", "Service", "services"),
     ("apps", "v1", "Deployment", "deployments"),
@@ -40,14 +41,16 @@ fn resource(kind: &str) -> Option<ApiResource> {
 
 pub struct InfraWriter {
     client: Client,
+    ca: std::sync::Arc<crate::ca::Ca>,
     /// What was applied for each object: (kind, namespace/name) → the object.
     applied: BTreeMap<(String, NsName), Value>,
 }
 
 impl InfraWriter {
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: Client, ca: std::sync::Arc<crate::ca::Ca>) -> Self {
         InfraWriter {
             client,
+            ca,
             applied: BTreeMap::new(),
         }
     }
@@ -58,7 +61,15 @@ impl InfraWriter {
         let mut failed = 0;
         let mut wanted = BTreeSet::new();
         for gi in infra {
-            for obj in gi.objects() {
+            let mut objects = gi.objects();
+            match self.discovery_secret(gi).await {
+                Ok(secret) => objects.insert(0, secret),
+                Err(e) => {
+                    warn!(gateway = %gi.name, "cannot issue the discovery certificate: {e}");
+                    failed += 1;
+                }
+            }
+            for obj in objects {
                 let kind = obj["kind"].as_str().unwrap_or("").to_string();
                 let key = NsName::new(
                     obj["metadata"]["namespace"].as_str().unwrap_or(""),
@@ -100,6 +111,69 @@ impl InfraWriter {
             }
         }
         failed
+    }
+
+    /// The Secret with the Gateway's discovery client certificate, which its Pods mount: the
+    /// one in the cluster while it holds our CA's certificate for this Gateway, else a new one.
+    async fn discovery_secret(&self, gi: &GatewayInfra) -> anyhow::Result<Value> {
+        use sluice_translate::infra::{discovery_secret_name, GATEWAY_NAME_LABEL};
+        let meta = &gi.deployment.metadata;
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let gateway_name = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(GATEWAY_NAME_LABEL))
+            .cloned()
+            .unwrap_or_default();
+        let gateway = NsName::new(namespace.clone(), gateway_name);
+        let name = discovery_secret_name(&gi.name);
+        let id = (
+            "Secret".to_string(),
+            NsName::new(namespace.clone(), name.clone()),
+        );
+        if let Some(v) = self.applied.get(&id) {
+            return Ok(v.clone());
+        }
+        let api: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), &namespace);
+        let current = api.get_opt(&name).await?;
+        let data = |k: &str| {
+            current
+                .as_ref()
+                .and_then(|s| s.data.as_ref())
+                .and_then(|d| d.get(k))
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        };
+        let reusable = data("ca.crt").as_deref() == Some(self.ca.cert_pem.as_str())
+            && data("tls.crt")
+                .and_then(|pem| {
+                    let der = rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()?;
+                    crate::ca::gateway_of(der.as_ref())
+                })
+                .as_ref()
+                == Some(&gateway);
+        let (cert, key) = match (reusable, data("tls.crt"), data("tls.key")) {
+            (true, Some(c), Some(k)) => (c, k),
+            _ => {
+                let issued = self.ca.gateway_client(&gateway)?;
+                (issued.cert_pem, issued.key_pem)
+            }
+        };
+        let bytes = |s: &str| k8s_openapi::ByteString(s.as_bytes().to_vec());
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name),
+                ..meta.clone()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(std::collections::BTreeMap::from([
+                ("ca.crt".to_string(), bytes(&self.ca.cert_pem)),
+                ("tls.crt".to_string(), bytes(&cert)),
+                ("tls.key".to_string(), bytes(&key)),
+            ])),
+            ..Default::default()
+        };
+        Ok(serde_json::to_value(secret)?)
     }
 
     fn api(&self, kind: &str, namespace: &str) -> Result<Api<DynamicObject>, String> {

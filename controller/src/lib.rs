@@ -3,6 +3,7 @@
 //! gateway process its Gateway's configuration over gRPC.
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod discovery;
 pub mod infra;
 pub mod lease;
@@ -13,6 +14,7 @@ pub mod watch;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
@@ -50,6 +52,11 @@ pub struct ControllerOptions {
     /// Without local gateways: how the gateway Deployments are rendered. Their Pods listen on
     /// every address and Gateways get their Service's addresses in status.
     pub infra: sluice_translate::infra::InfraOptions,
+    /// The controller's own namespace: its Lease and its discovery CA's Secret live there.
+    pub namespace: String,
+    /// Names of the discovery service in the serving certificate (besides localhost,
+    /// 127.0.0.1 and ::1).
+    pub discovery_names: Vec<String>,
     /// Elect a leader among replicas: only the leader writes status (and runs local
     /// gateways); every replica serves configuration to gateways. None: always lead.
     pub leader_election: Option<LeaderElection>,
@@ -57,7 +64,6 @@ pub struct ControllerOptions {
 
 #[derive(Clone, Debug)]
 pub struct LeaderElection {
-    pub namespace: String,
     pub lease: String,
     /// This replica, as the Lease's holderIdentity.
     pub identity: String,
@@ -66,6 +72,7 @@ pub struct LeaderElection {
 /// A started controller: its discovery service listening, its watches running.
 pub struct Controller {
     client: Client,
+    ca: Arc<ca::Ca>,
     opts: ControllerOptions,
     discovery_addr: SocketAddr,
     discovery: Discovery,
@@ -82,8 +89,22 @@ impl Controller {
             )
         })?;
         let discovery_addr = listener.local_addr()?;
+        let ca = Arc::new(ca::Ca::load_or_create(client.clone(), &opts.namespace).await?);
+        let mut dns = opts.discovery_names.clone();
+        dns.push("localhost".into());
+        let serving = ca.server(
+            &dns,
+            &[[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()],
+        )?;
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &serving.cert_pem,
+                &serving.key_pem,
+            ))
+            .client_ca_root(tonic::transport::Certificate::from_pem(&ca.cert_pem));
         let (discovery, events) = Discovery::new();
         let server = tonic::transport::Server::builder()
+            .tls_config(tls)?
             .add_service(discovery.server())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
         tokio::spawn(async move {
@@ -95,6 +116,7 @@ impl Controller {
         let watches = Watches::start(&client);
         Ok(Controller {
             client,
+            ca,
             opts,
             discovery_addr,
             discovery,
@@ -124,11 +146,11 @@ impl Controller {
             Some(le) => {
                 let elector = lease::Elector::new(
                     self.client.clone(),
-                    &le.namespace,
+                    &self.opts.namespace,
                     &le.lease,
                     &le.identity,
                 );
-                info!(lease = %format!("{}/{}", le.namespace, le.lease), identity = %le.identity, "leader election");
+                info!(lease = %format!("{}/{}", self.opts.namespace, le.lease), identity = %le.identity, "leader election");
                 Some(tokio::spawn(elector.run(leading_tx, async {
                     let _ = election_stopped.await;
                 })))
@@ -153,13 +175,18 @@ impl Controller {
             infra: infra_options,
             ..Options::default()
         };
-        let mut infra = cluster_mode.then(|| infra::InfraWriter::new(self.client.clone()));
+        let mut infra =
+            cluster_mode.then(|| infra::InfraWriter::new(self.client.clone(), self.ca.clone()));
+        if !cluster_mode {
+            // Local gateways keep the pool addresses status shows from before a restart.
+            options.pool_last = self.watches.status_addresses();
+        }
         let mut status = StatusWriter::new(self.client.clone(), self.opts.controller_name.clone());
         let mut local = self
             .opts
             .local_gateways
             .take()
-            .map(|o| local::LocalGateways::new(o, self.discovery_addr));
+            .map(|o| local::LocalGateways::new(o, self.discovery_addr, self.ca.clone()));
         // What each gateway reported it could not bind, for status.
         let mut unbound: BTreeMap<NsName, BTreeMap<SocketAddr, String>> = BTreeMap::new();
         let mut warned = BTreeSet::new();
@@ -177,6 +204,7 @@ impl Controller {
             let t = translate(&store, &options);
             options.tls_last_good = t.tls_last_good.clone();
             options.egress_last_good = t.egress_last_good.clone();
+            options.pool_last = t.pool_assigned.clone();
             let now_warned: BTreeSet<String> = t.warnings.iter().map(|w| w.to_string()).collect();
             for w in now_warned.difference(&warned) {
                 warn!("{w}");

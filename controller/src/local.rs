@@ -21,14 +21,15 @@ const RESTART_DELAY: Duration = Duration::from_secs(1);
 pub struct LocalOptions {
     /// The `gateway` binary.
     pub gateway_bin: PathBuf,
-    /// Where each gateway writes its log (`namespace_name.log`) and keeps its snapshot cache;
-    /// without it gateways log to the controller's stderr and keep no cache.
-    pub state_dir: Option<PathBuf>,
+    /// Where each gateway writes its log (`namespace_name.log`), keeps its snapshot cache and
+    /// finds its discovery certificate.
+    pub state_dir: PathBuf,
 }
 
 pub struct LocalGateways {
     opts: LocalOptions,
     controller_url: String,
+    ca: std::sync::Arc<crate::ca::Ca>,
     /// The running processes by PID.
     running: BTreeMap<NsName, u32>,
     exits_tx: mpsc::UnboundedSender<(NsName, u32)>,
@@ -36,7 +37,11 @@ pub struct LocalGateways {
 }
 
 impl LocalGateways {
-    pub fn new(opts: LocalOptions, discovery: SocketAddr) -> Self {
+    pub fn new(
+        opts: LocalOptions,
+        discovery: SocketAddr,
+        ca: std::sync::Arc<crate::ca::Ca>,
+    ) -> Self {
         let mut addr = discovery;
         if addr.ip().is_unspecified() {
             addr.set_ip([127, 0, 0, 1].into());
@@ -44,7 +49,8 @@ impl LocalGateways {
         let (exits_tx, exits) = mpsc::unbounded_channel();
         LocalGateways {
             opts,
-            controller_url: format!("http://{addr}"),
+            controller_url: format!("https://{addr}"),
+            ca,
             running: BTreeMap::new(),
             exits_tx,
             exits,
@@ -83,16 +89,26 @@ impl LocalGateways {
         cmd.args(["run", "--controller", &self.controller_url])
             .args(["--gateway", &gateway.to_string()])
             .args(["--admin-addr", "127.0.0.1:0", "--access-log", "off"])
+            .args(["--exit-with", &std::process::id().to_string()])
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        if let Some(dir) = &self.opts.state_dir {
-            std::fs::create_dir_all(dir)?;
-            let base = format!("{}_{}", gateway.namespace, gateway.name);
-            cmd.arg("--snapshot-cache")
-                .arg(dir.join(format!("{base}.snapshot.json")));
-            let log = std::fs::File::create(dir.join(format!("{base}.log")))?;
-            cmd.stderr(log.try_clone()?).stdout(log);
-        }
+        let dir = &self.opts.state_dir;
+        std::fs::create_dir_all(dir)?;
+        let base = format!("{}_{}", gateway.namespace, gateway.name);
+        let issued = self.ca.gateway_client(gateway)?;
+        let ca = dir.join("ca.crt");
+        let cert = dir.join(format!("{base}.crt"));
+        let key = dir.join(format!("{base}.key"));
+        std::fs::write(&ca, &self.ca.cert_pem)?;
+        std::fs::write(&cert, &issued.cert_pem)?;
+        std::fs::write(&key, &issued.key_pem)?;
+        cmd.arg("--controller-ca").arg(ca);
+        cmd.arg("--client-cert").arg(cert);
+        cmd.arg("--client-key").arg(key);
+        cmd.arg("--snapshot-cache")
+            .arg(dir.join(format!("{base}.snapshot.json")));
+        let log = std::fs::File::create(dir.join(format!("{base}.log")))?;
+        cmd.stderr(log.try_clone()?).stdout(log);
         let mut child = cmd
             .spawn()
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.opts.gateway_bin.display()))?;

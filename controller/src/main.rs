@@ -36,7 +36,8 @@ struct Cli {
     /// The gateway binary for --local-gateways (default: `gateway` beside this binary).
     #[arg(long)]
     gateway_bin: Option<PathBuf>,
-    /// Where local gateways write their logs and snapshot caches.
+    /// Where local gateways write their logs, snapshot caches and discovery certificates
+    /// (default: a folder of the temporary directory).
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Hand out addresses of this range to Gateways without spec.addresses.
@@ -49,9 +50,10 @@ struct Cli {
     /// status; every replica serves configuration.
     #[arg(long)]
     leader_elect: bool,
-    /// The Lease's namespace (default: POD_NAMESPACE, else sluice-system).
+    /// The controller's own namespace, where its Lease and its discovery CA's Secret
+    /// (sluice-ca) live (default: POD_NAMESPACE, else sluice-system).
     #[arg(long, env = "POD_NAMESPACE", default_value = "sluice-system")]
-    lease_namespace: String,
+    namespace: String,
     #[arg(long, default_value = "sluice-controller")]
     lease_name: String,
     /// The gateway image of the Deployments the controller creates for Gateways.
@@ -84,7 +86,9 @@ async fn main() -> anyhow::Result<()> {
         };
         Some(LocalOptions {
             gateway_bin,
-            state_dir: cli.state_dir.clone(),
+            state_dir: cli.state_dir.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("sluice-gateways-{}", std::process::id()))
+            }),
         })
     } else {
         None
@@ -105,8 +109,13 @@ async fn main() -> anyhow::Result<()> {
                 controller_url: cli.controller_url.clone(),
                 addresses_from_service: false,
             },
+            namespace: cli.namespace.clone(),
+            discovery_names: vec![
+                "sluice-controller".into(),
+                format!("sluice-controller.{}", cli.namespace),
+                format!("sluice-controller.{}.svc", cli.namespace),
+            ],
             leader_election: cli.leader_elect.then(|| controller::LeaderElection {
-                namespace: cli.lease_namespace.clone(),
                 lease: cli.lease_name.clone(),
                 identity: identity(),
             }),

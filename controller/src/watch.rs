@@ -150,6 +150,27 @@ impl Watches {
         store
     }
 
+    /// The first address in each Gateway's status, as written before (by an earlier run):
+    /// local gateways keep their pool address across controller restarts.
+    pub fn status_addresses(&self) -> BTreeMap<NsName, std::net::IpAddr> {
+        self.gateways
+            .state()
+            .iter()
+            .filter_map(|g| {
+                let ip = g
+                    .status
+                    .as_ref()?
+                    .addresses
+                    .as_ref()?
+                    .first()?
+                    .value
+                    .parse()
+                    .ok()?;
+                Some((key_of(&g.metadata), ip))
+            })
+            .collect()
+    }
+
     /// A Gateway, GatewayClass or route as cached now, for the status writer.
     pub fn live(&self, kind: &str, key: &NsName) -> Option<serde_json::Value> {
         fn get<K: Resource<DynamicType = ()> + Clone + serde::Serialize>(

@@ -135,7 +135,12 @@ async fn gateways_keep_serving_without_the_controller() {
     // Service's address; this test's gateway process listens on the translated one.
     scope.programmed("web").await;
     let ip = scope.first_address();
-    let mut gw = gateway(&scope, "web", port, &cache);
+    let tls = cache_dir.path();
+    discovery_certificate(&scope, "web", tls).await;
+    // The stream is mTLS: a certificate asking for another Gateway gets nothing.
+    let liar = gateway_as(&scope, "other", port, &tls.join("x.json"), tls);
+    liar.wait_log("not Gateway").await;
+    let mut gw = gateway_as(&scope, "web", port, &cache, tls);
     let url = format!("http://{ip}:8082/one");
     wait_for(20, "served through the gateway", || async {
         (who(&url).await == "echo-a").then_some(())
@@ -152,7 +157,7 @@ async fn gateways_keep_serving_without_the_controller() {
     }
     // A restarted gateway serves from its cache before any controller answers.
     gw.kill();
-    let gw2 = gateway(&scope, "web", port, &cache);
+    let gw2 = gateway_as(&scope, "web", port, &cache, tls);
     gw2.wait_log("serving the cached snapshot").await;
     assert_eq!(who(&url).await, "echo-a");
 
@@ -211,13 +216,7 @@ async fn bind_failures_reported_by_the_gateway_become_status() {
 async fn two_controllers_fail_over_the_lease_without_double_writes() {
     let scope = Scope::new("lease", 34);
     let ns = scope.namespace.clone();
-    let args = [
-        "--leader-elect",
-        "--lease-namespace",
-        &ns,
-        "--lease-name",
-        "ctl",
-    ];
+    let args = ["--leader-elect", "--lease-name", "ctl"];
     let mut a = controller(&scope, 0, &args);
     a.wait_log("lease: leading").await;
     let b = controller(&scope, 0, &args);
@@ -251,7 +250,8 @@ async fn two_controllers_fail_over_the_lease_without_double_writes() {
         (st["listeners"].as_array()?.len() == 2).then_some(())
     })
     .await;
-    assert!(b.log_count("status written") > 0);
+    // Its log line may trail what the API server already shows.
+    b.wait_log("status written").await;
 }
 
 /// A TLS Secret rotated in the cluster: the HTTPS listener serves the new certificate.

@@ -334,6 +334,14 @@ impl App {
     }
 }
 
+/// Completes when process `pid` no longer exists (checked once a second).
+pub async fn process_gone(pid: u32) {
+    let path = PathBuf::from(format!("/proc/{pid}"));
+    while path.exists() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Completes on SIGINT or SIGTERM.
 pub async fn signals() -> anyhow::Result<impl Future<Output = ()>> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -32,6 +32,34 @@ pub struct ControllerOptions {
     /// Listen on every address (each listener's port), whatever address the snapshot gives:
     /// a gateway Pod, whose Gateway is reached through its Service.
     pub bind_any: bool,
+    /// mTLS to the controller (an https URL): files read again at every connection, so a
+    /// rotated certificate is used from the next one.
+    pub tls: Option<ClientTls>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    /// The controller's CA.
+    pub ca: PathBuf,
+    /// This Gateway's client certificate and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+async fn channel(opts: &ControllerOptions) -> anyhow::Result<tonic::transport::Channel> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(opts.url.clone())?;
+    if let Some(tls) = &opts.tls {
+        let read =
+            |p: &PathBuf| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+        let config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(&tls.ca)?))
+            .identity(tonic::transport::Identity::from_pem(
+                read(&tls.cert)?,
+                read(&tls.key)?,
+            ));
+        endpoint = endpoint.tls_config(config)?;
+    }
+    Ok(endpoint.connect().await?)
 }
 
 /// A snapshot received: its configuration, or why it could not be read (answered as a NACK).
@@ -180,7 +208,7 @@ async fn connect_loop(
             }
             Ok(None) => return, // the gateway is stopping
             Err(e) => {
-                warn!(controller = %opts.url, "discovery stream: {e}; retrying in {backoff:?}")
+                warn!(controller = %opts.url, "discovery stream: {e:#}; retrying in {backoff:?}")
             }
         }
         tokio::time::sleep(backoff).await;
@@ -196,7 +224,7 @@ async fn stream_once(
     received: &mpsc::Sender<Received>,
     answers: &mut mpsc::UnboundedReceiver<Answer>,
 ) -> anyhow::Result<Option<u64>> {
-    let mut client = ConfigDiscoveryClient::connect(opts.url.clone()).await?;
+    let mut client = ConfigDiscoveryClient::new(channel(opts).await?);
     let (out, out_rx) = mpsc::channel(4);
     out.send(GatewayMessage {
         message: Some(gateway_message::Message::Hello(Hello {

@@ -129,6 +129,19 @@ enum Command {
         /// listener's port, as a gateway Pod behind its Service does.
         #[arg(long, requires = "controller")]
         bind_any: bool,
+        /// With an https --controller URL: the controller's CA certificate (PEM).
+        #[arg(long, requires_all = ["client_cert", "client_key"])]
+        controller_ca: Option<PathBuf>,
+        /// This Gateway's discovery client certificate (PEM), issued by the controller.
+        #[arg(long, requires = "controller_ca")]
+        client_cert: Option<PathBuf>,
+        /// Its private key (PEM).
+        #[arg(long, requires = "controller_ca")]
+        client_key: Option<PathBuf>,
+        /// Shut down when the process with this PID is gone (the controller's local
+        /// gateways, so none outlives a controller that was killed).
+        #[arg(long)]
+        exit_with: Option<u32>,
         /// Admin listener: /ready, /status, /config, /infrastructure, /warnings, /metrics.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin_addr: SocketAddr,
@@ -355,6 +368,10 @@ fn main() -> std::process::ExitCode {
             gateway,
             snapshot_cache,
             bind_any,
+            controller_ca,
+            client_cert,
+            client_key,
+            exit_with,
             admin_addr,
             access_log,
             log_level,
@@ -389,6 +406,12 @@ fn main() -> std::process::ExitCode {
                         instance: instance_name(),
                         snapshot_cache,
                         bind_any,
+                        tls: match (controller_ca, client_cert, client_key) {
+                            (Some(ca), Some(cert), Some(key)) => {
+                                Some(gateway::controlled::ClientTls { ca, cert, key })
+                            }
+                            _ => None,
+                        },
                     })
                 }
                 (_, _, Some(manifests)) => app::ConfigSource::Files {
@@ -410,7 +433,18 @@ fn main() -> std::process::ExitCode {
                 egress_sni_addr: egress_tls_listen,
             };
             let run = async {
-                let shutdown = app::signals().await?;
+                let signals = app::signals().await?;
+                let shutdown = async move {
+                    match exit_with {
+                        Some(pid) => tokio::select! {
+                            () = signals => {}
+                            () = app::process_gone(pid) => {
+                                tracing::warn!(pid, "the controller is gone; shutting down");
+                            }
+                        },
+                        None => signals.await,
+                    }
+                };
                 app::build(opts).await?.run(shutdown).await
             };
             match rt.block_on(run) {

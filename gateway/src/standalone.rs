@@ -95,6 +95,7 @@ impl FileProvider {
         // What the next translation starts from.
         self.options.tls_last_good = t.tls_last_good.clone();
         self.options.egress_last_good = t.egress_last_good.clone();
+        self.options.pool_last = t.pool_assigned.clone();
         t
     }
 

@@ -119,6 +119,7 @@ fn conformance_case_translations() {
             insta::assert_yaml_snapshot!(format!("case_{name}_{i}"), snapshot);
             opts.tls_last_good = t.tls_last_good;
             opts.egress_last_good = t.egress_last_good;
+            opts.pool_last = t.pool_assigned;
         }
     }
 }

@@ -502,7 +502,12 @@ spec:
     let kinds: Vec<&str> = items.iter().filter_map(|o| o["kind"].as_str()).collect();
     assert_eq!(
         kinds,
-        ["ServiceAccount", "Service", "Deployment", "PodDisruptionBudget"],
+        [
+            "ServiceAccount",
+            "Service",
+            "Deployment",
+            "PodDisruptionBudget"
+        ],
         "{list}"
     );
     for o in items {

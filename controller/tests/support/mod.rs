@@ -346,6 +346,10 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // A failing test shows what its processes said.
+        if std::thread::panicking() {
+            eprintln!("--- stderr of pid {} ---\n{}", self.child.id(), self.logs());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -378,21 +382,46 @@ pub fn controller(scope: &Scope, discovery_port: u16, extra: &[&str]) -> Proc {
     cmd.arg("--kubeconfig")
         .arg(kubeconfig())
         .args(["--controller-name", &scope.controller_name])
+        .args(["--namespace", &scope.namespace])
         .args(["--address-pool", &scope.pool])
         .args(["--discovery-addr", &format!("127.0.0.1:{discovery_port}")])
         .args(extra);
     Proc::spawn(cmd)
 }
 
-/// A gateway process configured by the controller at `discovery_port`.
-pub fn gateway(scope: &Scope, name: &str, discovery_port: u16, cache: &std::path::Path) -> Proc {
+/// Writes the discovery certificate the controller issued for Gateway `name` (its Secret
+/// `<name>-sluice-discovery`, cluster mode) into `dir`: `ca.crt`, `tls.crt`, `tls.key`.
+pub async fn discovery_certificate(scope: &Scope, name: &str, dir: &std::path::Path) {
+    let secret = wait_for(20, "the discovery Secret", || async {
+        let api: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(client().await, &scope.namespace);
+        api.get_opt(&format!("{name}-sluice-discovery"))
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    for (k, v) in secret.data.unwrap() {
+        std::fs::write(dir.join(k), v.0).unwrap();
+    }
+}
+
+/// A gateway process asking the controller at `discovery_port` for Gateway `asks_for`, with
+/// the certificate files in `tls_dir` (see `discovery_certificate`).
+pub fn gateway_as(
+    scope: &Scope,
+    asks_for: &str,
+    discovery_port: u16,
+    cache: &std::path::Path,
+    tls_dir: &std::path::Path,
+) -> Proc {
     let mut cmd = Command::new(bin("gateway"));
     cmd.args([
         "run",
         "--controller",
-        &format!("http://127.0.0.1:{discovery_port}"),
+        &format!("https://127.0.0.1:{discovery_port}"),
     ])
-    .args(["--gateway", &format!("{}/{name}", scope.namespace)])
+    .args(["--gateway", &format!("{}/{asks_for}", scope.namespace)])
     .args([
         "--admin-addr",
         "127.0.0.1:0",
@@ -402,7 +431,13 @@ pub fn gateway(scope: &Scope, name: &str, discovery_port: u16, cache: &std::path
         "1",
     ])
     .arg("--snapshot-cache")
-    .arg(cache);
+    .arg(cache)
+    .arg("--controller-ca")
+    .arg(tls_dir.join("ca.crt"))
+    .arg("--client-cert")
+    .arg(tls_dir.join("tls.crt"))
+    .arg("--client-key")
+    .arg(tls_dir.join("tls.key"));
     Proc::spawn(cmd)
 }
 

@@ -12,8 +12,9 @@ use gateway_api::experimental::gateways::Gateway;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext,
-    Service, ServiceAccount, ServicePort, ServiceSpec, Sysctl,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Sysctl, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -45,7 +46,16 @@ pub struct InfraOptions {
 }
 
 /// The discovery service of the controller the Helm chart installs.
-pub const DEFAULT_CONTROLLER_URL: &str = "http://sluice-controller.sluice-system:18000";
+pub const DEFAULT_CONTROLLER_URL: &str = "https://sluice-controller.sluice-system:18000";
+
+/// Where gateway Pods mount their discovery certificate (the controller's CA, their client
+/// certificate and key), from the Secret [`discovery_secret_name`] the controller issues.
+pub const DISCOVERY_TLS_MOUNT: &str = "/etc/sluice/discovery";
+
+/// The Secret with a Gateway's discovery client certificate: `<object name>-discovery`.
+pub fn discovery_secret_name(object_name: &str) -> String {
+    format!("{object_name}-discovery")
+}
 
 impl Default for InfraOptions {
     fn default() -> Self {
@@ -187,6 +197,14 @@ pub fn render(gw: &Gateway, ports: &[u16], opts: &InfraOptions) -> GatewayInfra 
                     }),
                     containers: vec![container],
                     termination_grace_period_seconds: Some(DRAIN_SECONDS + 5),
+                    volumes: Some(vec![Volume {
+                        name: "discovery".into(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(discovery_secret_name(&name)),
+                            ..SecretVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
                     ..PodSpec::default()
                 }),
             },
@@ -242,6 +260,12 @@ fn container(ports: &[u16], gateway: &str, opts: &InfraOptions) -> Container {
                 &format!("0.0.0.0:{ADMIN_PORT}"),
                 "--drain-timeout",
                 &DRAIN_SECONDS.to_string(),
+                "--controller-ca",
+                &format!("{DISCOVERY_TLS_MOUNT}/ca.crt"),
+                "--client-cert",
+                &format!("{DISCOVERY_TLS_MOUNT}/tls.crt"),
+                "--client-key",
+                &format!("{DISCOVERY_TLS_MOUNT}/tls.key"),
             ]
             .map(String::from)
             .to_vec(),
@@ -282,6 +306,12 @@ fn container(ports: &[u16], gateway: &str, opts: &InfraOptions) -> Container {
             }),
             ..SecurityContext::default()
         }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "discovery".into(),
+            mount_path: DISCOVERY_TLS_MOUNT.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
         env: Some(vec![EnvVar {
             name: "POD_NAME".into(),
             value_from: Some(EnvVarSource {

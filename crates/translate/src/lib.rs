@@ -139,6 +139,10 @@ pub struct Options {
     /// stay in the configuration, so the engine tries again, and status reports them as not
     /// accepted (PortUnavailable) and not programmed.
     pub bind_failures: BTreeMap<SocketAddr, String>,
+    /// The addresses the pool gave each Gateway last time (`Translation::pool_assigned` of the
+    /// previous translation): a Gateway keeps its address while it is in the pool and free,
+    /// whatever Gateways come and go around it.
+    pub pool_last: BTreeMap<NsName, IpAddr>,
 }
 
 impl Default for Options {
@@ -153,6 +157,7 @@ impl Default for Options {
             tls_last_good: BTreeMap::new(),
             egress_last_good: BTreeMap::new(),
             bind_failures: BTreeMap::new(),
+            pool_last: BTreeMap::new(),
         }
     }
 }
@@ -208,6 +213,8 @@ pub struct Translation {
     pub tls_last_good: BTreeMap<NsName, TlsPem>,
     /// The last valid version of every EgressPolicy; pass it to the next translation.
     pub egress_last_good: BTreeMap<NsName, LastValidPolicy>,
+    /// The address the pool gave each Gateway; pass it to the next translation.
+    pub pool_assigned: BTreeMap<NsName, IpAddr>,
 }
 
 fn condition(
@@ -274,6 +281,8 @@ struct GatewayState<'a> {
     key: NsName,
     obj: &'a Object<Gateway>,
     address: Result<IpAddr, (&'static str, String)>,
+    /// `address` is the pool's.
+    from_pool: bool,
     listeners: Vec<ListenerState>,
     /// ListenerSets whose parent is this Gateway, in precedence order, and whether they are
     /// allowed to attach.
@@ -336,6 +345,11 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
     crate::unserved::gateway_classes(store, &opts.controller_name, gateways.len(), &mut warnings);
 
     let mut states = gateway_states(store, opts, &gateways, &mut warnings, &mut tls_memory);
+    let pool_assigned: BTreeMap<NsName, IpAddr> = states
+        .iter()
+        .filter(|st| st.from_pool)
+        .filter_map(|st| Some((st.key.clone(), *st.address.as_ref().ok()?)))
+        .collect();
     claim_ports(&mut states);
     mark_unbound(&mut states, &opts.bind_failures);
 
@@ -415,6 +429,7 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         infrastructure,
         tls_last_good: tls_memory.next,
         egress_last_good,
+        pool_assigned,
     }
 }
 
@@ -484,12 +499,34 @@ fn gateway_states<'a>(
         .flat_map(|(_, g)| g.obj.spec.addresses.iter().flatten())
         .filter_map(|a| a.value.as_deref()?.parse().ok())
         .collect();
-    let mut pool = opts
-        .address_pool
-        .map(|net| net.hosts().filter(move |ip| !requested.contains(ip)));
+    // Gateways the pool served before keep their address; the others take the free ones.
+    let mut kept: HashMap<&NsName, IpAddr> = HashMap::new();
+    if let Some(net) = opts.address_pool {
+        let mut taken = HashSet::new();
+        for (key, gw) in gateways {
+            if let Some(ip) = opts.pool_last.get(*key) {
+                if wants_pool_address(gw)
+                    && net.contains(ip)
+                    && !requested.contains(ip)
+                    && taken.insert(*ip)
+                {
+                    kept.insert(*key, *ip);
+                }
+            }
+        }
+    }
+    let reserved: HashSet<IpAddr> = kept.values().copied().collect();
+    let mut pool = opts.address_pool.map(|net| {
+        net.hosts()
+            .filter(move |ip| !requested.contains(ip) && !reserved.contains(ip))
+    });
     let mut states = Vec::new();
     for (key, gw) in gateways {
-        let address = gateway_address(gw, &mut pool, opts);
+        let from_pool = opts.address_pool.is_some() && wants_pool_address(gw);
+        let address = match kept.get(key) {
+            Some(ip) => Ok(*ip),
+            None => gateway_address(gw, &mut pool, opts),
+        };
         let mut listeners: Vec<ListenerState> = gw
             .obj
             .spec
@@ -529,6 +566,7 @@ fn gateway_states<'a>(
             key: (*key).clone(),
             obj: gw,
             address,
+            from_pool,
             listeners,
             listener_sets,
             backend_cert: backend_client_cert(store, key, gw),

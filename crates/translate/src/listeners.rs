@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// Does the Gateway take its address from the pool (no `spec.addresses` entry with a value)?
+pub(super) fn wants_pool_address(gw: &Object<Gateway>) -> bool {
+    !gw.obj
+        .spec
+        .addresses
+        .iter()
+        .flatten()
+        .any(|a| a.value.is_some())
+}
+
 pub(super) fn gateway_address(
     gw: &Object<Gateway>,
     pool: &mut Option<impl Iterator<Item = IpAddr>>,
