@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests, and the controller's
-# tests against a real Kubernetes API server (scripts/cluster.sh up --api-only; built into
+# The whole test suite: formatting, lints, unit and integration tests, the Helm chart (lint and
+# install), and the controller's tests against a real Kubernetes API server
+# (scripts/cluster.sh up --api-only; kube-apiserver, kubectl and helm are built into
 # ~/.cache/sluice/cluster the first time).
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -17,5 +18,8 @@ fi
 # Stop what this script started, however it ends.
 [ -n "$started" ] && trap 'scripts/cluster.sh down' EXIT
 export SLUICE_KUBECONFIG="${SLUICE_CLUSTER_CACHE:-$HOME/.cache/sluice/cluster}/run/kubeconfig"
+echo "== the Helm chart: lint, and install into the API server" >&2
+scripts/helm.sh lint
+scripts/helm.sh install
 echo "== cargo test" >&2
 cargo test --workspace

@@ -382,3 +382,59 @@ async fn gateway_infrastructure_is_applied_and_owned() {
     })
     .await;
 }
+
+/// The Helm chart's RBAC is all the controller needs: a controller acting as the chart's
+/// ServiceAccount (impersonated) watches, writes status, applies a Gateway's objects and its
+/// discovery Secret, keeps its CA and holds its Lease, with nothing forbidden. Needs the chart
+/// installed in sluice-system (`scripts/test.sh` does it with `scripts/helm.sh install`).
+#[tokio::test]
+async fn the_charts_rbac_is_enough() {
+    let installed = kubectl(
+        &["get", "serviceaccount", "-n", "sluice-system", "-o", "name"],
+        "",
+    )
+    .contains("serviceaccount/sluice-controller");
+    assert!(
+        installed,
+        "the chart is not installed: run scripts/helm.sh install (scripts/test.sh does)"
+    );
+    let scope = Scope::new("rbac", 37);
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    impersonating_kubeconfig(
+        &kc,
+        "system:serviceaccount:sluice-system:sluice-controller",
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:sluice-system",
+            "system:authenticated",
+        ],
+    );
+    let ctl = controller_as(&scope, &kc, "sluice-system", &["--leader-elect"]);
+    ctl.wait_log("lease: leading").await;
+    let backend = echo("echo-a").await;
+    apply(&scope.gateway("web", "  - {name: http, port: 8090, protocol: HTTP}\n"));
+    apply(&scope.service("echo", &[backend.addr]));
+    apply(&scope.route("one", "web", "echo"));
+    scope.programmed("web").await;
+    scope
+        .route_condition("one", "Accepted", "True", "Accepted")
+        .await;
+    for kind in [
+        "ServiceAccount",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+    ] {
+        wait_for(20, &format!("the gateway {kind}"), || async {
+            get(kind, Some(&scope.namespace), "web-sluice").await
+        })
+        .await;
+    }
+    let class = get("GatewayClass", None, &scope.class).await.unwrap();
+    assert_eq!(
+        condition(&class["status"]["conditions"], "Accepted"),
+        Some(("True".into(), "Accepted".into()))
+    );
+    assert_eq!(ctl.log_count("forbidden"), 0, "{}", ctl.logs());
+}

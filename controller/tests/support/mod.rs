@@ -376,6 +376,36 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A kubeconfig for the API server that acts as `user` (impersonation: the admin
+/// credentials of the cluster script may act as anyone), written to `path`.
+pub fn impersonating_kubeconfig(path: &std::path::Path, user: &str, groups: &[&str]) {
+    let mut kc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(kubeconfig()).unwrap()).unwrap();
+    for u in kc["users"].as_sequence_mut().unwrap() {
+        u["user"]["as"] = user.into();
+        u["user"]["as-groups"] = groups.iter().map(|g| serde_yaml::Value::from(*g)).collect();
+    }
+    std::fs::write(path, serde_yaml::to_string(&kc).unwrap()).unwrap();
+}
+
+/// A controller with its own kubeconfig and namespace.
+pub fn controller_as(
+    scope: &Scope,
+    kubeconfig: &std::path::Path,
+    namespace: &str,
+    extra: &[&str],
+) -> Proc {
+    let mut cmd = Command::new(bin("controller"));
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--controller-name", &scope.controller_name])
+        .args(["--namespace", namespace])
+        .args(["--address-pool", &scope.pool])
+        .args(["--discovery-addr", "127.0.0.1:0"])
+        .args(extra);
+    Proc::spawn(cmd)
+}
+
 /// The controller of `scope`; `extra` are further flags.
 pub fn controller(scope: &Scope, discovery_port: u16, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(bin("controller"));
