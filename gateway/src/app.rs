@@ -51,7 +51,7 @@ pub struct AppOptions {
 /// A started gateway: serving its first configuration, ready, not yet watching for changes.
 enum Provider {
     Files(Box<FileProvider>),
-    Controller(ControllerProvider),
+    Controller(Box<ControllerProvider>),
 }
 
 pub struct App {
@@ -92,7 +92,10 @@ pub async fn build(opts: AppOptions) -> anyhow::Result<App> {
             // A configuration cached by an earlier run is served at once; without one the
             // gateway serves nothing (and is not ready) until the first snapshot arrives.
             let (provider, cached) = ControllerProvider::start(c);
-            (Provider::Controller(provider), cached.map(First::Cached))
+            (
+                Provider::Controller(Box::new(provider)),
+                cached.map(First::Cached),
+            )
         }
     };
     let metrics = Metrics::new();

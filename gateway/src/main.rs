@@ -99,6 +99,8 @@ enum EgressCommand {
     },
 }
 
+// Parsed once at start: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve the Gateways of a folder of manifests, reloading on every change; or, with
