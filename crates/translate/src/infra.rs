@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use gateway_api::experimental::gateways::Gateway;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Sysctl, Volume,
-    VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Sysctl,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -51,6 +51,9 @@ pub const DEFAULT_CONTROLLER_URL: &str = "https://sluice-controller.sluice-syste
 /// Where gateway Pods mount their discovery certificate (the controller's CA, their client
 /// certificate and key), from the Secret [`discovery_secret_name`] the controller issues.
 pub const DISCOVERY_TLS_MOUNT: &str = "/etc/sluice/discovery";
+/// Where gateway Pods keep their last snapshot (an emptyDir: a restarted container serves it
+/// before the controller answers).
+pub const SNAPSHOT_CACHE_MOUNT: &str = "/var/cache/sluice";
 
 /// The Secret with a Gateway's discovery client certificate: `<object name>-discovery`.
 pub fn discovery_secret_name(object_name: &str) -> String {
@@ -197,14 +200,21 @@ pub fn render(gw: &Gateway, ports: &[u16], opts: &InfraOptions) -> GatewayInfra 
                     }),
                     containers: vec![container],
                     termination_grace_period_seconds: Some(DRAIN_SECONDS + 5),
-                    volumes: Some(vec![Volume {
-                        name: "discovery".into(),
-                        secret: Some(SecretVolumeSource {
-                            secret_name: Some(discovery_secret_name(&name)),
-                            ..SecretVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "discovery".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(discovery_secret_name(&name)),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "snapshot".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        },
+                    ]),
                     ..PodSpec::default()
                 }),
             },
@@ -266,6 +276,8 @@ fn container(ports: &[u16], gateway: &str, opts: &InfraOptions) -> Container {
                 &format!("{DISCOVERY_TLS_MOUNT}/tls.crt"),
                 "--client-key",
                 &format!("{DISCOVERY_TLS_MOUNT}/tls.key"),
+                "--snapshot-cache",
+                &format!("{SNAPSHOT_CACHE_MOUNT}/snapshot.json"),
             ]
             .map(String::from)
             .to_vec(),
@@ -306,12 +318,19 @@ fn container(ports: &[u16], gateway: &str, opts: &InfraOptions) -> Container {
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "discovery".into(),
-            mount_path: DISCOVERY_TLS_MOUNT.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "discovery".into(),
+                mount_path: DISCOVERY_TLS_MOUNT.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "snapshot".into(),
+                mount_path: SNAPSHOT_CACHE_MOUNT.into(),
+                ..VolumeMount::default()
+            },
+        ]),
         env: Some(vec![EnvVar {
             name: "POD_NAME".into(),
             value_from: Some(EnvVarSource {
