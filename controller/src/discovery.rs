@@ -88,7 +88,10 @@ impl ConfigDiscovery for Discovery {
                 .and_then(|c| crate::ca::gateway_of(c.as_ref()))
         });
         let mut inbound = request.into_inner();
-        let hello = match inbound.message().await? {
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 10 s"))?;
+        let hello = match first? {
             Some(GatewayMessage {
                 message: Some(gateway_message::Message::Hello(h)),
             }) => h,

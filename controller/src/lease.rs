@@ -24,6 +24,9 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(10);
 pub const RENEW_DEADLINE: Duration = Duration::from_secs(7);
 /// How often the holder renews and candidates try.
 pub const RETRY: Duration = Duration::from_secs(2);
+/// How long one campaign or renewal may take: with `RETRY`, a leader that cannot renew
+/// notices within `RENEW_DEADLINE` + this.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Elector {
     api: Api<Lease>,
@@ -53,7 +56,15 @@ impl Elector {
         tokio::pin!(stop);
         let mut last_renew: Option<Instant> = None;
         loop {
-            match self.try_acquire_or_renew().await {
+            // Bounded: a call that hangs must not keep us leading past the deadline.
+            let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, self.try_acquire_or_renew());
+            let result = match attempt.await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "no answer from the API server in {ATTEMPT_TIMEOUT:?}"
+                )),
+            };
+            match result {
                 Ok(true) => {
                     last_renew = Some(Instant::now());
                     if !*leading.borrow() {

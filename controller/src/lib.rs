@@ -104,6 +104,9 @@ impl Controller {
             .client_ca_root(tonic::transport::Certificate::from_pem(&ca.cert_pem));
         let (discovery, events) = Discovery::new();
         let server = tonic::transport::Server::builder()
+            // A gateway that vanished without closing its connection is noticed.
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
             .tls_config(tls)?
             .add_service(discovery.server())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
@@ -142,6 +145,7 @@ impl Controller {
         let (stop_election, election_stopped) = tokio::sync::oneshot::channel::<()>();
         // Without election this replica always leads; the sender stays here, unused.
         let mut _always = None;
+        let mut election_alive = true;
         let election = match self.opts.leader_election.clone() {
             Some(le) => {
                 let elector = lease::Elector::new(
@@ -212,7 +216,7 @@ impl Controller {
             warned = now_warned;
             let gateways: Vec<NsName> = t.config.binds.iter().map(|b| b.gateway.clone()).collect();
             self.discovery.publish(version, t.config);
-            let leader = *leading.borrow_and_update();
+            let leader = election_alive && *leading.borrow_and_update();
             if let Some(local) = &mut local {
                 if leader {
                     local.sync(gateways.iter().cloned().collect()).await;
@@ -225,7 +229,7 @@ impl Controller {
                 _ => 0,
             };
             let written = if leader {
-                status.write(t.statuses, &self.watches).await
+                status.write(t.statuses, &self.watches, &leading).await
             } else {
                 // What the leader wrote may change under us: start afresh when we lead.
                 status.forget();
@@ -252,8 +256,13 @@ impl Controller {
                     }
                     () = tokio::time::sleep(RETRY), if retry => break,
                     () = local_tick(&mut local) => break,
-                    changed = leading.changed() => {
-                        if changed.is_ok() { break; }
+                    changed = leading.changed(), if election_alive => {
+                        if changed.is_err() {
+                            // The elector ended: this replica no longer knows it leads.
+                            warn!("leader election stopped; no longer writing");
+                            election_alive = false;
+                        }
+                        break;
                     }
                     () = &mut shutdown => {
                         if let Some(local) = &mut local {

@@ -93,7 +93,14 @@ impl LocalGateways {
             .stdin(Stdio::null())
             .kill_on_drop(true);
         let dir = &self.opts.state_dir;
-        std::fs::create_dir_all(dir)?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // Only this user may read the keys: a key gets its Gateway's configuration.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
         let base = format!("{}_{}", gateway.namespace, gateway.name);
         let issued = self.ca.gateway_client(gateway)?;
         let ca = dir.join("ca.crt");
@@ -101,7 +108,7 @@ impl LocalGateways {
         let key = dir.join(format!("{base}.key"));
         std::fs::write(&ca, &self.ca.cert_pem)?;
         std::fs::write(&cert, &issued.cert_pem)?;
-        std::fs::write(&key, &issued.key_pem)?;
+        write_private(&key, &issued.key_pem)?;
         cmd.arg("--controller-ca").arg(ca);
         cmd.arg("--client-cert").arg(cert);
         cmd.arg("--client-key").arg(key);
@@ -140,6 +147,19 @@ impl LocalGateways {
             terminate(pid).await;
         }
     }
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 /// SIGTERM, so the gateway drains its connections (`kill`: this crate forbids the unsafe

@@ -83,7 +83,13 @@ impl StatusWriter {
         self.written.clear();
     }
 
-    pub async fn write(&mut self, statuses: Vec<ObjectStatus>, watches: &Watches) -> Written {
+    /// Writes what differs; stops as soon as `leading` says this replica no longer leads.
+    pub async fn write(
+        &mut self,
+        statuses: Vec<ObjectStatus>,
+        watches: &Watches,
+        leading: &tokio::sync::watch::Receiver<bool>,
+    ) -> Written {
         let mut out = Written::default();
         let current: BTreeSet<Key> = statuses.iter().map(key).collect();
         // Objects that had our status and no longer do: keep only the other controllers'
@@ -112,6 +118,10 @@ impl StatusWriter {
             });
         }
         for s in todo {
+            if !*leading.borrow() {
+                out.failed += 1;
+                break;
+            }
             match self.write_one(s, watches).await {
                 Ok(true) => out.applied += 1,
                 Ok(false) => out.unchanged += 1,
@@ -155,7 +165,13 @@ impl StatusWriter {
         } else {
             Api::namespaced_with(self.client.clone(), &k.1.namespace, &ar)
         };
+        // The resourceVersion the status was computed against: if the object changed since
+        // (another controller's entry in a shared list, say), the write fails with a
+        // conflict and is computed again from the newer object.
         let mut metadata = serde_json::json!({"name": k.1.name});
+        if let Some(rv) = live.pointer("/metadata/resourceVersion") {
+            metadata["resourceVersion"] = rv.clone();
+        }
         if s.kind != "GatewayClass" {
             metadata["namespace"] = k.1.namespace.clone().into();
         }
@@ -176,6 +192,10 @@ impl StatusWriter {
                 Ok(true)
             }
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                debug!(kind = %s.kind, object = %k.1, "changed since it was read; written again later");
+                Err(())
+            }
             Err(e) => {
                 warn!(kind = %s.kind, object = %k.1, "status not written: {e}");
                 Err(())

@@ -122,7 +122,10 @@ pub async fn build(opts: AppOptions) -> anyhow::Result<App> {
         }
         Some(First::Cached(config)) => {
             info!(version = config.version, "serving the cached snapshot");
-            app.apply_snapshot(config).await;
+            let failures = app.apply_snapshot(config).await;
+            if let Provider::Controller(c) = &mut app.provider {
+                c.failed_to_bind(failures);
+            }
             true
         }
         None => false,

@@ -47,7 +47,13 @@ pub struct ClientTls {
 }
 
 async fn channel(opts: &ControllerOptions) -> anyhow::Result<tonic::transport::Channel> {
-    let mut endpoint = tonic::transport::Endpoint::from_shared(opts.url.clone())?;
+    // Keepalives: a controller that vanished without closing the connection (its node gone)
+    // is noticed, and the gateway reconnects, instead of waiting on a dead stream.
+    let mut endpoint = tonic::transport::Endpoint::from_shared(opts.url.clone())?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
     if let Some(tls) = &opts.tls {
         let read =
             |p: &PathBuf| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
@@ -161,6 +167,11 @@ impl ControllerProvider {
             }
         }
         self.answer(answer);
+    }
+
+    /// The sockets the cached snapshot could not open, answered with an unchanged snapshot.
+    pub fn failed_to_bind(&mut self, failures: Vec<(std::net::SocketAddr, String)>) {
+        self.failures = failures;
     }
 
     /// Answers a snapshot that was not applied (a NACK): the sockets are those of what is
