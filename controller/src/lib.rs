@@ -192,7 +192,9 @@ impl Controller {
             .take()
             .map(|o| local::LocalGateways::new(o, self.discovery_addr, self.ca.clone()));
         // What each gateway reported it could not bind, for status.
-        let mut unbound: BTreeMap<NsName, BTreeMap<SocketAddr, String>> = BTreeMap::new();
+        // Keyed by gateway process: one Pod's failures are not another's, and they go with
+        // the process's stream.
+        let mut unbound: Unbound = BTreeMap::new();
         let mut warned = BTreeSet::new();
         let mut version = 0u64;
         loop {
@@ -215,6 +217,8 @@ impl Controller {
             }
             warned = now_warned;
             let gateways: Vec<NsName> = t.config.binds.iter().map(|b| b.gateway.clone()).collect();
+            // Gateways that are gone take their processes' reports with them.
+            unbound.retain(|(g, _), _| gateways.contains(g));
             self.discovery.publish(version, t.config);
             let leader = election_alive && *leading.borrow_and_update();
             if let Some(local) = &mut local {
@@ -294,26 +298,31 @@ async fn debounce(watches: &Watches) {
 }
 
 /// Records a gateway's answer; true when what it could not bind changed (status changes).
-fn answered(ev: Event, unbound: &mut BTreeMap<NsName, BTreeMap<SocketAddr, String>>) -> bool {
+fn answered(ev: Event, unbound: &mut Unbound) -> bool {
     match ev {
         Event::Answered(a) => {
             if let Some(e) = &a.error {
                 warn!(gateway = %a.gateway, instance = %a.instance, version = a.version, "gateway refused the snapshot: {e}");
             }
-            let before = unbound.get(&a.gateway).cloned().unwrap_or_default();
+            let key = (a.gateway, a.instance);
+            let before = unbound.get(&key).cloned().unwrap_or_default();
             if before == a.bind_failures {
                 return false;
             }
             if a.bind_failures.is_empty() {
-                unbound.remove(&a.gateway);
+                unbound.remove(&key);
             } else {
-                unbound.insert(a.gateway, a.bind_failures);
+                unbound.insert(key, a.bind_failures);
             }
             true
         }
-        Event::Connected { .. } | Event::Disconnected { .. } => false,
+        Event::Disconnected { gateway, instance } => unbound.remove(&(gateway, instance)).is_some(),
+        Event::Connected { .. } => false,
     }
 }
+
+/// What each gateway process (Gateway, instance) reported it could not bind.
+type Unbound = BTreeMap<(NsName, String), BTreeMap<SocketAddr, String>>;
 
 /// Completes when local gateway processes need looking after (one exited).
 async fn local_tick(local: &mut Option<local::LocalGateways>) {
