@@ -55,6 +55,43 @@ impl InfraWriter {
         }
     }
 
+    /// Takes over what an earlier leader (or this replica before a restart) applied: every
+    /// object of ours (managed-by sluice) whose GatewayClass is one of `classes` (ours), so
+    /// the next `sync` deletes those no Gateway wants any more. Objects of other Sluice
+    /// controllers' classes are never touched.
+    pub async fn adopt(&mut self, classes: &BTreeSet<String>) -> anyhow::Result<usize> {
+        use sluice_translate::infra::{GATEWAY_CLASS_LABEL, MANAGED_BY_LABEL};
+        self.applied.clear();
+        let selector = format!("{MANAGED_BY_LABEL}=sluice");
+        let params = kube::api::ListParams::default().labels(&selector);
+        for (_, _, kind, _) in KINDS {
+            let Some(ar) = resource(kind) else { continue };
+            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+            for o in api.list(&params).await? {
+                let class = o
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(GATEWAY_CLASS_LABEL));
+                if class.is_some_and(|c| classes.contains(c)) {
+                    let key = NsName::new(
+                        o.metadata.namespace.clone().unwrap_or_default(),
+                        o.metadata.name.clone().unwrap_or_default(),
+                    );
+                    // Null: never equal to what is rendered, so a wanted object is applied
+                    // again and an unwanted one deleted.
+                    self.applied.insert((kind.to_string(), key), Value::Null);
+                }
+            }
+        }
+        Ok(self.applied.len())
+    }
+
+    /// Forgets what was applied (leadership lost: the next leader owns it).
+    pub fn forget(&mut self) {
+        self.applied.clear();
+    }
+
     /// Makes the cluster hold exactly the objects of `infra`; returns how many writes failed
     /// (the caller tries again later).
     pub async fn sync(&mut self, infra: &[GatewayInfra]) -> usize {

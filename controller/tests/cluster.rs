@@ -309,7 +309,7 @@ async fn a_rotated_tls_secret_is_served() {
 #[tokio::test]
 async fn gateway_infrastructure_is_applied_and_owned() {
     let scope = Scope::new("infra", 36);
-    let _ctl = controller(&scope, 0, &["--gateway-image", "sluice/gateway:test"]);
+    let mut ctl = controller(&scope, 0, &["--gateway-image", "sluice/gateway:test"]);
     apply(&scope.gateway(
         "web",
         "  - {name: http, port: 8087, protocol: HTTP}\n  - {name: other, port: 8088, protocol: HTTP}\n",
@@ -381,6 +381,41 @@ async fn gateway_infrastructure_is_applied_and_owned() {
             .then_some(())
     })
     .await;
+
+    // Changed while no controller runs: the next one takes the objects of our classes over
+    // and deletes those of a Gateway that is no longer ours, keeping the others.
+    apply(&scope.gateway("one", "  - {name: http, port: 8091, protocol: HTTP}\n"));
+    apply(&scope.gateway("two", "  - {name: http, port: 8092, protocol: HTTP}\n"));
+    for name in ["one-sluice", "two-sluice"] {
+        wait_for(20, &format!("Deployment {name}"), || async {
+            get("Deployment", Some(&scope.namespace), name).await
+        })
+        .await;
+    }
+    ctl.kill();
+    let moved = scope
+        .gateway("two", "  - {name: http, port: 8092, protocol: HTTP}\n")
+        .replace(
+            &format!("gatewayClassName: {}", scope.class),
+            "gatewayClassName: someone-else",
+        );
+    apply(&moved);
+    let ctl = controller(&scope, 0, &["--gateway-image", "sluice/gateway:test"]);
+    ctl.wait_log("took over the gateway objects").await;
+    wait_for(
+        20,
+        "Deployment two-sluice deleted after the restart",
+        || async {
+            get("Deployment", Some(&scope.namespace), "two-sluice")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(get("Deployment", Some(&scope.namespace), "one-sluice")
+        .await
+        .is_some());
 }
 
 /// The Helm chart's RBAC is all the controller needs: a controller acting as the chart's

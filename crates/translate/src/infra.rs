@@ -26,7 +26,7 @@ use sluice_api::resources::GATEWAY_GROUP;
 /// The label every object of a Gateway carries, and the Pods' selector.
 pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 pub const GATEWAY_CLASS_LABEL: &str = "gateway.networking.k8s.io/gateway-class-name";
-const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 
 pub const ADMIN_PORT: u16 = 9901;
 /// How long a gateway Pod drains on termination (`gateway run --drain-timeout`); the Pod's
