@@ -151,22 +151,21 @@ async fn serve_stream(
             (p.version > 0).then(|| (p.version, p.config.for_gateway(&gateway)))
         };
         if let Some((version, mut slice)) = next {
-            // The version is the snapshot's, not part of what is compared.
+            // Encoded without its version, which `Snapshot.version` carries: the same
+            // content under a new version is not sent again.
             slice.version = 0;
             match serde_json::to_vec(&slice) {
-                Ok(bytes) if last_sent.as_ref() != Some(&bytes) => {
-                    slice.version = version;
-                    let config = serde_json::to_vec(&slice).unwrap_or_default();
+                Ok(config) if last_sent.as_ref() != Some(&config) => {
                     debug!(%gateway, version, bytes = config.len(), "sending snapshot");
                     let snap = Snapshot {
                         version,
-                        config,
+                        config: config.clone(),
                         format: sluice_proto::FORMAT_JSON.into(),
                     };
                     if tx.send(Ok(snap)).await.is_err() {
                         break;
                     }
-                    last_sent = Some(bytes);
+                    last_sent = Some(config);
                 }
                 Ok(_) => {}
                 Err(e) => warn!(%gateway, "cannot encode the snapshot: {e}"),

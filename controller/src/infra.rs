@@ -44,6 +44,8 @@ pub struct InfraWriter {
     ca: std::sync::Arc<crate::ca::Ca>,
     /// What was applied for each object: (kind, namespace/name) → the object.
     applied: BTreeMap<(String, NsName), Value>,
+    /// Whether `applied` holds what was in the cluster when this replica began to lead.
+    adopted: bool,
 }
 
 impl InfraWriter {
@@ -52,6 +54,7 @@ impl InfraWriter {
             client,
             ca,
             applied: BTreeMap::new(),
+            adopted: false,
         }
     }
 
@@ -59,7 +62,7 @@ impl InfraWriter {
     /// object of ours (managed-by sluice) whose GatewayClass is one of `classes` (ours), so
     /// the next `sync` deletes those no Gateway wants any more. Objects of other Sluice
     /// controllers' classes are never touched.
-    pub async fn adopt(&mut self, classes: &BTreeSet<String>) -> anyhow::Result<usize> {
+    async fn adopt(&mut self, classes: &BTreeSet<String>) -> anyhow::Result<usize> {
         use sluice_translate::infra::{GATEWAY_CLASS_LABEL, MANAGED_BY_LABEL};
         self.applied.clear();
         let selector = format!("{MANAGED_BY_LABEL}=sluice");
@@ -90,11 +93,25 @@ impl InfraWriter {
     /// Forgets what was applied (leadership lost: the next leader owns it).
     pub fn forget(&mut self) {
         self.applied.clear();
+        self.adopted = false;
     }
 
-    /// Makes the cluster hold exactly the objects of `infra`; returns how many writes failed
-    /// (the caller tries again later).
-    pub async fn sync(&mut self, infra: &[GatewayInfra]) -> usize {
+    /// Makes the cluster hold exactly the objects of `infra`, the first time after taking
+    /// over what exists of `classes` (ours); returns how many writes failed (the caller
+    /// tries again later).
+    pub async fn sync(&mut self, infra: &[GatewayInfra], classes: &BTreeSet<String>) -> usize {
+        if !self.adopted {
+            match self.adopt(classes).await {
+                Ok(n) => {
+                    info!(objects = n, "took over the gateway objects of our classes");
+                    self.adopted = true;
+                }
+                Err(e) => {
+                    warn!("cannot list the gateway objects of our classes: {e}");
+                    return 1;
+                }
+            }
+        }
         let mut failed = 0;
         let mut wanted = BTreeSet::new();
         for gi in infra {

@@ -181,8 +181,6 @@ impl Controller {
         };
         let mut infra =
             cluster_mode.then(|| infra::InfraWriter::new(self.client.clone(), self.ca.clone()));
-        // Whether this leadership has taken over the objects applied before it.
-        let mut adopted = false;
         if !cluster_mode {
             // Local gateways keep the pool addresses status shows from before a restart.
             options.pool_last = self.watches.status_addresses();
@@ -232,33 +230,16 @@ impl Controller {
             }
             let infra_failed = match (&mut infra, leader) {
                 (Some(w), true) => {
-                    let mut failed = 0;
-                    if !adopted {
-                        let ours: BTreeSet<String> = store
-                            .gateway_classes
-                            .iter()
-                            .filter(|(_, c)| c.obj.spec.controller_name == options.controller_name)
-                            .map(|(n, _)| n.clone())
-                            .collect();
-                        match w.adopt(&ours).await {
-                            Ok(n) => {
-                                info!(objects = n, "took over the gateway objects of our classes");
-                                adopted = true;
-                            }
-                            Err(e) => {
-                                warn!("cannot list the gateway objects of our classes: {e}");
-                                failed += 1;
-                            }
-                        }
-                    }
-                    if adopted {
-                        failed += w.sync(&t.infrastructure).await;
-                    }
-                    failed
+                    let ours = store
+                        .gateway_classes
+                        .iter()
+                        .filter(|(_, c)| c.obj.spec.controller_name == options.controller_name)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    w.sync(&t.infrastructure, &ours).await
                 }
                 (Some(w), false) => {
                     w.forget();
-                    adopted = false;
                     0
                 }
                 _ => 0,

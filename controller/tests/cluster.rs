@@ -81,7 +81,7 @@ async fn status_and_traffic_follow_the_cluster() {
     let t = Instant::now();
     slices
         .patch(
-            "echo-1",
+            "echo-abc",
             &PatchParams::apply("sluice-test").force(),
             &Patch::Apply(&patch),
         )
@@ -367,20 +367,13 @@ async fn gateway_infrastructure_is_applied_and_owned() {
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/ready");
 
     // Moved to a class that is not ours: its objects go.
-    let patched = scope
-        .gateway("web", "  - {name: http, port: 8087, protocol: HTTP}\n")
-        .replace(
-            &format!("gatewayClassName: {}", scope.class),
-            "gatewayClassName: someone-else",
-        );
-    apply(&patched);
-    wait_for(20, "the gateway Deployment deleted", || async {
-        get("Deployment", Some(&scope.namespace), "web-sluice")
-            .await
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    apply(&scope.gateway_of_class(
+        "web",
+        "  - {name: http, port: 8087, protocol: HTTP}
+",
+        "someone-else",
+    ));
+    wait_deleted("Deployment", &scope.namespace, "web-sluice").await;
 
     // Changed while no controller runs: the next one takes the objects of our classes over
     // and deletes those of a Gateway that is no longer ours, keeping the others.
@@ -393,26 +386,15 @@ async fn gateway_infrastructure_is_applied_and_owned() {
         .await;
     }
     ctl.kill();
-    let moved = scope
-        .gateway("two", "  - {name: http, port: 8092, protocol: HTTP}\n")
-        .replace(
-            &format!("gatewayClassName: {}", scope.class),
-            "gatewayClassName: someone-else",
-        );
-    apply(&moved);
+    apply(&scope.gateway_of_class(
+        "two",
+        "  - {name: http, port: 8092, protocol: HTTP}
+",
+        "someone-else",
+    ));
     let ctl = controller(&scope, 0, &["--gateway-image", "sluice/gateway:test"]);
     ctl.wait_log("took over the gateway objects").await;
-    wait_for(
-        20,
-        "Deployment two-sluice deleted after the restart",
-        || async {
-            get("Deployment", Some(&scope.namespace), "two-sluice")
-                .await
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    wait_deleted("Deployment", &scope.namespace, "two-sluice").await;
     assert!(get("Deployment", Some(&scope.namespace), "one-sluice")
         .await
         .is_some());

@@ -134,6 +134,21 @@ pub async fn get(kind: &str, namespace: Option<&str>, name: &str) -> Option<serd
     Some(serde_json::to_value(o).unwrap())
 }
 
+/// Waits until an object no longer exists.
+pub async fn wait_deleted(kind: &str, namespace: &str, name: &str) {
+    wait_for(
+        20,
+        &format!("{kind} {namespace}/{name} deleted"),
+        || async {
+            get(kind, Some(namespace), name)
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await
+}
+
 /// `(status, reason)` of condition `ty` in a conditions list.
 pub fn condition(conds: &serde_json::Value, ty: &str) -> Option<(String, String)> {
     conds.as_array()?.iter().find(|c| c["type"] == ty).map(|c| {
@@ -183,35 +198,22 @@ impl Scope {
     }
 
     pub fn gateway(&self, name: &str, listeners: &str) -> String {
+        self.gateway_of_class(name, listeners, &self.class)
+    }
+
+    /// A Gateway of another GatewayClass (one that is not ours, say).
+    pub fn gateway_of_class(&self, name: &str, listeners: &str, class: &str) -> String {
         format!(
             "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
              metadata: {{name: {name}, namespace: {}}}\n\
-             spec:\n  gatewayClassName: {}\n  listeners:\n{listeners}",
-            self.namespace, self.class
+             spec:\n  gatewayClassName: {class}\n  listeners:\n{listeners}",
+            self.namespace
         )
     }
 
-    /// A Service (port 80) and its EndpointSlice at `addrs`.
+    /// A Service (port 80) and its EndpointSlice `<name>-abc` at `addrs`.
     pub fn service(&self, name: &str, addrs: &[SocketAddr]) -> String {
-        let port = addrs.first().map_or(1, |a| a.port());
-        let eps: Vec<String> = addrs
-            .iter()
-            .map(|a| {
-                format!(
-                    "- addresses: [\"{}\"]\n  conditions: {{ready: true}}",
-                    a.ip()
-                )
-            })
-            .collect();
-        format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n\
-             spec:\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n---\n\
-             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
-             metadata:\n  name: {name}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\n\
-             addressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n{}\n",
-            eps.join("\n"),
-            ns = self.namespace
-        )
+        sluice_testing::service(&self.namespace, name, addrs)
     }
 
     pub fn route(&self, name: &str, gateway: &str, backend: &str) -> String {
