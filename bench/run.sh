@@ -396,7 +396,7 @@ measure_routes() { # count
   t0=$(date +%s%N); "$GATEWAY" status -m "$dir" -o json >/dev/null; t1=$(date +%s%N)
   load_ms=$(( (t1 - t0) / 1000000 ))
   taskset -c 0 "$GATEWAY" run -m "$dir" --threads 1 --access-log off --admin-addr "$admin" 2>"$WORK/routes$n.log" &
-  pid=$!; pids+=($pid)
+  pid=$!; pids+=("$pid")
   for _ in $(seq 600); do curl -sf -o /dev/null "http://$admin/ready" && break; sleep 0.05; done
   # Reload: change one route, then wait for the next configuration version to be served.
   v=$(curl -s "http://$admin/metrics" | awk '/^sluice_config_version/{print $2}')

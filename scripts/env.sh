@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the scripts: installs what a fresh machine lacks and sets the build cache outside
 # the clone, so repeated runs are fast and a machine without the cache still works.
 set -euo pipefail

@@ -38,7 +38,7 @@ build() {
   # workspace. The -X flags stamp what `helm version` reports.
   local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
   ld="$ld -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
-  GOBIN="$HELM_DIR" GOFLAGS= GOWORK=off go install -trimpath -ldflags "$ld" \
+  GOBIN="$HELM_DIR" GOFLAGS="" GOWORK=off go install -trimpath -ldflags "$ld" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   [ -x "$HELM" ] || die "go install finished, but there is no $HELM"
   say "built helm $HELM_VERSION in $((SECONDS - start)) s ($HELM)"

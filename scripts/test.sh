@@ -1,25 +1,40 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests, the Helm chart (lint and
-# install), and the controller's tests against a real Kubernetes API server
-# (scripts/cluster.sh up --api-only; kube-apiserver, kubectl and helm are built into
-# ~/.cache/sluice/cluster the first time).
+# The whole test suite: formatting and lints (Rust, Go, shell), unit and integration tests, the
+# Helm chart (lint and install), the controller's tests against a real Kubernetes API server,
+# and the end-to-end test on a real node (scripts/e2e.sh). The local cluster
+# (scripts/cluster.sh up) is started if it does not run, and stopped at the end if this script
+# started it; its binaries and images are built into ~/.cache/sluice/cluster the first time.
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+CACHE="${SLUICE_CLUSTER_CACHE:-$HOME/.cache/sluice/cluster}"
 echo "== rustfmt, clippy" >&2
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== the API server for the controller's tests" >&2
-started=""
+echo "== the local cluster: API server, node, CoreDNS" >&2
 state=$(scripts/cluster.sh status 2>&1)
 if [[ "$state" != *"kube-apiserver: running"* ]]; then
-  scripts/cluster.sh up --api-only
-  started=yes
+  # Stop what this script starts, however it ends (also when starting it fails).
+  trap 'scripts/cluster.sh down' EXIT
+  scripts/cluster.sh up
+elif [[ "$state" != *"MODE=node"* ]]; then
+  echo "a cluster runs without a node (scripts/cluster.sh up --api-only); the end-to-end test" >&2
+  echo "needs the node: run scripts/cluster.sh down, then this again" >&2
+  exit 1
 fi
-# Stop what this script started, however it ends.
-[ -n "$started" ] && trap 'scripts/cluster.sh down' EXIT
-export SLUICE_KUBECONFIG="${SLUICE_CLUSTER_CACHE:-$HOME/.cache/sluice/cluster}/run/kubeconfig"
-echo "== the Helm chart: lint, and install into the API server" >&2
+export SLUICE_KUBECONFIG="$CACHE/run/kubeconfig"
+echo "== gofmt, go vet (deploy/images), shellcheck" >&2
+unformatted=$(cd deploy/images && /usr/local/go/bin/gofmt -l .)
+[ -z "$unformatted" ] || { echo "gofmt: $unformatted" >&2; exit 1; }
+(cd deploy/images && GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gocache" GOFLAGS=-mod=mod \
+  /usr/local/go/bin/go vet ./...)
+command -v shellcheck >/dev/null || apt-get install -y -qq shellcheck >/dev/null
+shellcheck -S warning scripts/*.sh scripts/gateway scripts/echo deploy/kind.sh bench/*.sh
+echo "== the images (scripts/image.sh --debug: the test build's binaries)" >&2
+scripts/image.sh --debug
+echo "== the Helm chart: lint, and install into the cluster" >&2
 scripts/helm.sh lint
-scripts/helm.sh install
+scripts/helm.sh install --set image.pullPolicy=Never
 echo "== cargo test" >&2
 cargo test --workspace
+echo "== end to end on the node (scripts/e2e.sh)" >&2
+scripts/e2e.sh

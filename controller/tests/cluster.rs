@@ -309,7 +309,7 @@ async fn a_rotated_tls_secret_is_served() {
 #[tokio::test]
 async fn gateway_infrastructure_is_applied_and_owned() {
     let scope = Scope::new("infra", 36);
-    let mut ctl = controller(&scope, 0, &["--gateway-image", "sluice/gateway:test"]);
+    let mut ctl = controller(&scope, 0, &["--gateway-image", "sluice/sluice:test"]);
     apply(&scope.gateway(
         "web",
         "  - {name: http, port: 8087, protocol: HTTP}\n  - {name: other, port: 8088, protocol: HTTP}\n",
@@ -350,7 +350,7 @@ async fn gateway_infrastructure_is_applied_and_owned() {
         .await
         .unwrap();
     let container = &deploy["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(container["image"], "sluice/gateway:test");
+    assert_eq!(container["image"], "sluice/sluice:test");
     let args: Vec<&str> = container["args"]
         .as_array()
         .unwrap()
@@ -392,12 +392,28 @@ async fn gateway_infrastructure_is_applied_and_owned() {
 ",
         "someone-else",
     ));
-    let ctl = controller(&scope, 0, &["--gateway-image", "sluice/gateway:test"]);
+    let ctl = controller(&scope, 0, &["--gateway-image", "sluice/sluice:test"]);
     ctl.wait_log("took over the gateway objects").await;
     wait_deleted("Deployment", &scope.namespace, "two-sluice").await;
     assert!(get("Deployment", Some(&scope.namespace), "one-sluice")
         .await
         .is_some());
+
+    // A requested address (spec.addresses) is the Service's external IP and the Gateway's
+    // address (a documentation range: nothing is sent to it).
+    apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {{name: fixed, namespace: {}}}\n\
+         spec:\n  gatewayClassName: {}\n  addresses: [{{type: IPAddress, value: 198.51.100.77}}]\n\
+         \x20 listeners: [{{name: http, port: 8093, protocol: HTTP}}]\n",
+        scope.namespace, scope.class
+    ));
+    let address = scope.programmed("fixed").await;
+    assert_eq!(address.to_string(), "198.51.100.77");
+    let svc = get("Service", Some(&scope.namespace), "fixed-sluice")
+        .await
+        .expect("the Service of Gateway fixed");
+    assert_eq!(svc["spec"]["externalIPs"], serde_json::json!(["198.51.100.77"]));
 }
 
 /// The Helm chart's RBAC is all the controller needs: a controller acting as the chart's

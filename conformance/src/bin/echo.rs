@@ -58,6 +58,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let server = serve(args.listen, id, tls).await?;
     eprintln!("echo listening on {}", server.addr);
-    tokio::signal::ctrl_c().await?;
+    // SIGTERM too: as a container's first process it would otherwise ignore the kubelet's stop.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = sigterm.recv() => {}
+    }
     Ok(())
 }

@@ -63,7 +63,7 @@ pub fn discovery_secret_name(object_name: &str) -> String {
 impl Default for InfraOptions {
     fn default() -> Self {
         InfraOptions {
-            image: concat!("sluice/gateway:", env!("CARGO_PKG_VERSION")).into(),
+            image: concat!("sluice/sluice:", env!("CARGO_PKG_VERSION")).into(),
             controller_url: DEFAULT_CONTROLLER_URL.into(),
             addresses_from_service: false,
         }
@@ -148,10 +148,23 @@ pub fn render(gw: &Gateway, ports: &[u16], opts: &InfraOptions) -> GatewayInfra 
     ports.sort_unstable();
     ports.dedup();
 
+    // `spec.addresses` of type IPAddress become the Service's external IPs: the nodes accept
+    // traffic for them, and a load balancer that honours them announces them (as in Envoy
+    // Gateway). Translation reports unusable addresses in the Gateway's status.
+    let requested: Vec<String> = gw
+        .spec
+        .addresses
+        .iter()
+        .flatten()
+        .filter(|a| a.r#type.as_deref().unwrap_or("IPAddress") == "IPAddress")
+        .filter_map(|a| a.value.as_deref()?.parse::<std::net::IpAddr>().ok())
+        .map(|ip| ip.to_string())
+        .collect();
     let service = Service {
         metadata: meta.clone(),
         spec: Some(ServiceSpec {
             type_: Some("LoadBalancer".into()),
+            external_ips: (!requested.is_empty()).then_some(requested),
             selector: Some(selector.clone()),
             ports: Some(
                 ports
@@ -430,6 +443,38 @@ spec:
             .filter_map(|p| p["port"].as_i64())
             .collect();
         assert_eq!(ports, [80, 443]);
+    }
+
+    #[test]
+    fn requested_ip_addresses_become_external_ips() {
+        let gw = gateway(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: infra}
+spec:
+  gatewayClassName: sluice
+  addresses:
+  - {type: IPAddress, value: 198.51.100.10}
+  - {value: "2001:db8::10"}
+  - {type: Hostname, value: edge.example.com}
+  - {type: IPAddress, value: not-an-ip}
+  - {type: IPAddress}
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"#,
+        );
+        let out = render(&gw, &[80], &InfraOptions::default());
+        let spec = out.service.spec.expect("service spec");
+        assert_eq!(
+            spec.external_ips.as_deref(),
+            Some(&["198.51.100.10".to_string(), "2001:db8::10".to_string()][..])
+        );
+        let plain = gateway(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge}\n\
+             spec: {gatewayClassName: sluice, listeners: [{name: http, port: 80, protocol: HTTP}]}",
+        );
+        let spec = render(&plain, &[80], &InfraOptions::default()).service.spec;
+        assert_eq!(spec.expect("service spec").external_ips, None);
     }
 
     #[test]
