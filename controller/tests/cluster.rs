@@ -413,7 +413,10 @@ async fn gateway_infrastructure_is_applied_and_owned() {
     let svc = get("Service", Some(&scope.namespace), "fixed-sluice")
         .await
         .expect("the Service of Gateway fixed");
-    assert_eq!(svc["spec"]["externalIPs"], serde_json::json!(["198.51.100.77"]));
+    assert_eq!(
+        svc["spec"]["externalIPs"],
+        serde_json::json!(["198.51.100.77"])
+    );
 }
 
 /// The Helm chart's RBAC is all the controller needs: a controller acting as the chart's
@@ -431,6 +434,29 @@ async fn the_charts_rbac_is_enough() {
         installed,
         "the chart is not installed: run scripts/helm.sh install (scripts/test.sh does)"
     );
+    // On a node the chart's own controllers run and hold the Lease `sluice-controller`, the
+    // only one the chart's Role lets its ServiceAccount update: stop them for this test (they
+    // release the Lease as they go) and start them again at the end.
+    let deploy = ["-n", "sluice-system", "deployment/sluice-controller"];
+    let replicas = kubectl(
+        &[&["get"], &deploy[..], &["-o", "jsonpath={.spec.replicas}"]].concat(),
+        "",
+    );
+    kubectl(&[&["scale"], &deploy[..], &["--replicas=0"]].concat(), "");
+    wait_for(60, "the chart's controller Pods gone", || async {
+        let pods = [
+            "get",
+            "pods",
+            "-n",
+            "sluice-system",
+            "-l",
+            "app.kubernetes.io/component=controller",
+            "-o",
+            "name",
+        ];
+        kubectl(&pods, "").trim().is_empty().then_some(())
+    })
+    .await;
     let scope = Scope::new("rbac", 37);
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("kubeconfig");
@@ -470,4 +496,13 @@ async fn the_charts_rbac_is_enough() {
         Some(("True".into(), "Accepted".into()))
     );
     assert_eq!(ctl.log_count("forbidden"), 0, "{}", ctl.logs());
+    kubectl(
+        &[
+            &["scale"],
+            &deploy[..],
+            &[&format!("--replicas={replicas}")],
+        ]
+        .concat(),
+        "",
+    );
 }

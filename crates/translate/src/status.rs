@@ -250,14 +250,18 @@ pub(super) fn service_addresses(
     let spec = svc.obj.spec.as_ref();
     // The Gateway's requested addresses (`spec.addresses`), which render puts on the Service
     // as external IPs, then its cluster IPs.
-    let external = spec.and_then(|s| s.external_ips.clone()).unwrap_or_default();
-    let ips: Vec<String> = match spec.and_then(|s| s.cluster_ips.clone()) {
-        _ if !external.is_empty() => external,
-        Some(ips) if !ips.is_empty() => ips,
-        _ => spec
-            .and_then(|s| s.cluster_ip.clone())
+    let external = spec
+        .and_then(|s| s.external_ips.clone())
+        .unwrap_or_default();
+    let cluster = spec.and_then(|s| s.cluster_ips.clone()).unwrap_or_default();
+    let ips: Vec<String> = if !external.is_empty() {
+        external
+    } else if !cluster.is_empty() {
+        cluster
+    } else {
+        spec.and_then(|s| s.cluster_ip.clone())
             .into_iter()
-            .collect(),
+            .collect()
     };
     let addrs = ips
         .into_iter()
