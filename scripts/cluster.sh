@@ -395,6 +395,9 @@ resolvConf: $RUN/resolv.conf
 podLogsDir: $RUN/pod-logs
 serializeImagePulls: false
 evictionHard: {memory.available: "100Mi", nodefs.available: "2%", imagefs.available: "2%"}
+# Nothing can be pulled again here: never garbage-collect images (100 turns it off).
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 EOF
   say "starting kubelet"
   start kubelet kubelet --config="$RUN/kubelet.yaml" --kubeconfig="$k/kubelet" \

@@ -25,6 +25,8 @@ const CA_KEY_KEY: &str = "ca.key";
 /// How long issued certificates are valid, in days (the CA: ten years).
 const LEAF_DAYS: i64 = 365;
 const CA_DAYS: i64 = 3650;
+/// A leaf certificate is issued again when less than this remains of it.
+const RENEW_BEFORE_DAYS: u64 = 30;
 
 /// The identity of a Gateway's client certificate.
 pub fn gateway_identity(gateway: &NsName) -> String {
@@ -159,6 +161,20 @@ impl Ca {
     }
 }
 
+/// Whether a certificate (PEM) should be issued again: it expires within `RENEW_BEFORE_DAYS`,
+/// has expired, or does not parse.
+pub fn renewal_due(cert_pem: &str) -> bool {
+    let Some(Ok(der)) = rustls_pemfile::certs(&mut cert_pem.as_bytes()).next() else {
+        return true;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+        return true;
+    };
+    cert.validity()
+        .time_to_expiration()
+        .is_none_or(|left| left.whole_days() < RENEW_BEFORE_DAYS as i64)
+}
+
 /// The Gateway a client certificate (DER) was issued to, from its URI SAN.
 pub fn gateway_of(cert_der: &[u8]) -> Option<NsName> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
@@ -176,6 +192,20 @@ pub fn gateway_of(cert_der: &[u8]) -> Option<NsName> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificates_are_renewed_a_month_before_they_expire() {
+        let ca = Ca::generate().unwrap();
+        let fresh = ca.gateway_client(&NsName::new("ns", "web")).unwrap();
+        assert!(!renewal_due(&fresh.cert_pem));
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.not_before = days_from_now(-300);
+        params.not_after = days_from_now(20);
+        let key = KeyPair::generate().unwrap();
+        let soon = params.signed_by(&key, &ca.issuer).unwrap();
+        assert!(renewal_due(&soon.pem()));
+        assert!(renewal_due("not a certificate"));
+    }
 
     #[test]
     fn a_gateway_certificate_names_its_gateway() {

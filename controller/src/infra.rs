@@ -168,7 +168,9 @@ impl InfraWriter {
     }
 
     /// The Secret with the Gateway's discovery client certificate, which its Pods mount: the
-    /// one in the cluster while it holds our CA's certificate for this Gateway, else a new one.
+    /// one in the cluster while it holds our CA's certificate for this Gateway with more than
+    /// a month left, else a new one (the kubelet updates the mounted files; the gateway reads
+    /// them when it next connects).
     async fn discovery_secret(&self, gi: &GatewayInfra) -> anyhow::Result<Value> {
         use sluice_translate::infra::{discovery_secret_name, GATEWAY_NAME_LABEL};
         let meta = &gi.deployment.metadata;
@@ -186,7 +188,14 @@ impl InfraWriter {
             NsName::new(namespace.clone(), name.clone()),
         );
         if let Some(v) = self.applied.get(&id) {
-            return Ok(v.clone());
+            let cert = serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(v.clone())
+                .ok()
+                .and_then(|s| s.data?.remove("tls.crt"))
+                .map(|pem| String::from_utf8_lossy(&pem.0).into_owned())
+                .unwrap_or_default();
+            if !crate::ca::renewal_due(&cert) {
+                return Ok(v.clone());
+            }
         }
         let api: Api<k8s_openapi::api::core::v1::Secret> =
             Api::namespaced(self.client.clone(), &namespace);
@@ -199,6 +208,7 @@ impl InfraWriter {
                 .map(|b| String::from_utf8_lossy(&b.0).into_owned())
         };
         let reusable = data("ca.crt").as_deref() == Some(self.ca.cert_pem.as_str())
+            && data("tls.crt").is_some_and(|pem| !crate::ca::renewal_due(&pem))
             && data("tls.crt")
                 .and_then(|pem| {
                     let der = rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()?;

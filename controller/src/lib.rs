@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod infra;
 pub mod lease;
 pub mod local;
+pub mod reports;
 pub mod status;
 pub mod watch;
 
@@ -38,6 +39,9 @@ const DEBOUNCE: Duration = Duration::from_millis(30);
 const DEBOUNCE_MAX: Duration = Duration::from_millis(250);
 /// After a status write failed, translate and write again this much later.
 const RETRY: Duration = Duration::from_secs(2);
+/// Translate and sync at least this often, changes or not: discovery certificates are renewed
+/// on a sync.
+const RESYNC: Duration = Duration::from_secs(3600);
 
 pub struct ControllerOptions {
     pub controller_name: String,
@@ -195,18 +199,35 @@ impl Controller {
         // Keyed by gateway process: one Pod's failures are not another's, and they go with
         // the process's stream.
         let mut unbound: Unbound = BTreeMap::new();
+        // With election, the other replicas' gateways' answers reach the leader through
+        // their reports.
+        let mut reports = self.opts.leader_election.as_ref().map(|le| {
+            reports::Reports::start(
+                &self.client,
+                &self.opts.namespace,
+                &le.identity,
+                self.watches.changed.clone(),
+            )
+        });
         let mut warned = BTreeSet::new();
         let mut version = 0u64;
         loop {
             version += 1;
             options.version = version;
             options.now = sluice_translate::condition_time_now();
-            options.bind_failures = unbound
+            // The leader adds what the other replicas' gateways reported; a process's own
+            // report here wins over an older one relayed.
+            let mut reported = match &reports {
+                Some(r) if *leading.borrow() => r.others(),
+                _ => Unbound::new(),
+            };
+            reported.extend(unbound.clone());
+            options.bind_failures = reported
                 .values()
                 .flatten()
                 .map(|(a, e)| (*a, e.clone()))
                 .collect();
-            let store = self.watches.store();
+            let store = self.watches.store().await;
             let t = translate(&store, &options);
             options.tls_last_good = t.tls_last_good.clone();
             options.egress_last_good = t.egress_last_good.clone();
@@ -244,6 +265,13 @@ impl Controller {
                 }
                 _ => 0,
             };
+            let mut report_failed = false;
+            if let Some(r) = &mut reports {
+                if let Err(e) = r.publish(&unbound).await {
+                    warn!("cannot publish this replica's gateway reports: {e}");
+                    report_failed = true;
+                }
+            }
             let written = if leader {
                 status.write(t.statuses, &self.watches, &leading).await
             } else {
@@ -259,7 +287,7 @@ impl Controller {
                 failed = written.failed,
                 "translated"
             );
-            let retry = written.failed > 0 || infra_failed > 0;
+            let retry = written.failed > 0 || infra_failed > 0 || report_failed;
             // Wait for the next reason to translate.
             loop {
                 tokio::select! {
@@ -271,6 +299,7 @@ impl Controller {
                         if answered(ev, &mut unbound) { break; }
                     }
                     () = tokio::time::sleep(RETRY), if retry => break,
+                    () = tokio::time::sleep(RESYNC) => break,
                     () = local_tick(&mut local) => break,
                     changed = leading.changed(), if election_alive => {
                         if changed.is_err() {
@@ -334,7 +363,7 @@ fn answered(ev: Event, unbound: &mut Unbound) -> bool {
 }
 
 /// What each gateway process (Gateway, instance) reported it could not bind.
-type Unbound = BTreeMap<(NsName, String), BTreeMap<SocketAddr, String>>;
+pub(crate) type Unbound = BTreeMap<(NsName, String), BTreeMap<SocketAddr, String>>;
 
 /// Completes when local gateway processes need looking after (one exited).
 async fn local_tick(local: &mut Option<local::LocalGateways>) {

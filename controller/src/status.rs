@@ -58,6 +58,9 @@ pub struct StatusWriter {
     /// What we applied last for each object, and its kind's API version: an object that
     /// drops out of translation's statuses has its entries of ours removed.
     written: HashMap<Key, (String, Value)>,
+    /// Whether the live objects were searched for entries of ours that translation no longer
+    /// gives (left by an earlier run or another replica), since start or the last `forget`.
+    swept: bool,
 }
 
 /// What one `write` did.
@@ -75,12 +78,14 @@ impl StatusWriter {
             client,
             controller_name,
             written: HashMap::new(),
+            swept: false,
         }
     }
 
     /// Forgets what was written: the next `write` compares everything with the API server.
     pub fn forget(&mut self) {
         self.written.clear();
+        self.swept = false;
     }
 
     /// Writes what differs; stops as soon as `leading` says this replica no longer leads.
@@ -94,12 +99,23 @@ impl StatusWriter {
         let current: BTreeSet<Key> = statuses.iter().map(key).collect();
         // Objects that had our status and no longer do: keep only the other controllers'
         // entries of their shared lists.
-        let gone: Vec<(Key, String)> = self
+        let mut gone: Vec<(Key, String)> = self
             .written
             .iter()
             .filter(|(k, _)| !current.contains(*k))
             .map(|(k, (v, _))| (k.clone(), v.clone()))
             .collect();
+        // What this process did not write itself: entries of ours on objects translation
+        // gives no status for (a route moved to another Gateway while no controller ran).
+        let sweeping = !self.swept;
+        if sweeping {
+            for (kind, name) in watches.with_entries_of(&self.controller_name) {
+                let k = (kind.to_string(), name);
+                if !current.contains(&k) && !gone.iter().any(|(g, _)| *g == k) {
+                    gone.push((k, format!("{}/v1", sluice_api::resources::GATEWAY_GROUP)));
+                }
+            }
+        }
         let mut todo = statuses;
         for ((kind, name), api_version) in gone {
             self.written.remove(&(kind.clone(), name.clone()));
@@ -127,6 +143,10 @@ impl StatusWriter {
                 Ok(false) => out.unchanged += 1,
                 Err(()) => out.failed += 1,
             }
+        }
+        // A failed write leaves the sweep to the next round.
+        if sweeping && out.failed == 0 {
+            self.swept = true;
         }
         out
     }

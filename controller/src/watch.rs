@@ -1,6 +1,8 @@
 //! The controller's view of the cluster: one reflector (a watch and its cache) per kind the
 //! translation reads, and the object store built from their caches, the same `Store` the
-//! standalone gateway loads from files.
+//! standalone gateway loads from files. Namespaces and Secrets are watched as metadata only;
+//! the Secrets translation references (`sluice_translate::referenced_secrets`) are then read by
+//! name, again only when their resourceVersion changed, and no other Secret's data is read.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -22,7 +24,7 @@ use kube::runtime::reflector::{self, Store as Cache};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify};
 use tracing::{debug, warn};
 
 use sluice_api::egress::{EgressPolicy, POLICY_GROUP};
@@ -49,7 +51,10 @@ pub struct Watches {
     backend_tls_policies: Cache<BackendTlsPolicy>,
     services: Cache<Service>,
     endpoint_slices: Cache<EndpointSlice>,
-    secrets: Cache<Secret>,
+    secrets: Cache<PartialObjectMeta<Secret>>,
+    /// The referenced Secrets as last read, by name.
+    secret_data: Arc<Mutex<BTreeMap<NsName, Object<Secret>>>>,
+    client: Client,
     config_maps: Cache<ConfigMap>,
     namespaces: Cache<PartialObjectMeta<Namespace>>,
     egress_policies: Cache<DynamicObject>,
@@ -70,7 +75,15 @@ impl Watches {
             backend_tls_policies: watch(Api::all(client.clone()), n, "BackendTLSPolicy"),
             services: watch(Api::all(client.clone()), n, "Service"),
             endpoint_slices: watch(Api::all(client.clone()), n, "EndpointSlice"),
-            secrets: watch(Api::all(client.clone()), n, "Secret"),
+            // Metadata only (`Api<PartialObjectMeta<_>>` asks for nothing else): the data of the
+            // referenced ones is read by name.
+            secrets: watch(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                n,
+                "Secret",
+            ),
+            secret_data: Arc::default(),
+            client: client.clone(),
             config_maps: watch(Api::all(client.clone()), n, "ConfigMap"),
             // Metadata only: translation reads a namespace's labels.
             namespaces: watch(
@@ -110,8 +123,14 @@ impl Watches {
         Ok(())
     }
 
-    /// The objects as the caches hold them now.
-    pub fn store(&self) -> Store {
+    /// The objects as the caches hold them now, with the referenced Secrets read.
+    pub async fn store(&self) -> Store {
+        let mut store = self.store_without_secrets();
+        store.secrets = self.referenced_secrets(&store).await;
+        store
+    }
+
+    fn store_without_secrets(&self) -> Store {
         let mut store = Store {
             gateway_classes: cluster_scoped(&self.gateway_classes),
             gateways: namespaced(&self.gateways),
@@ -121,7 +140,6 @@ impl Watches {
             backend_tls_policies: namespaced(&self.backend_tls_policies),
             services: namespaced(&self.services),
             endpoint_slices: namespaced(&self.endpoint_slices),
-            secrets: namespaced(&self.secrets),
             config_maps: namespaced(&self.config_maps),
             ..Store::default()
         };
@@ -148,6 +166,67 @@ impl Watches {
             }
         }
         store
+    }
+
+    /// The HTTPRoutes and BackendTLSPolicies whose status holds an entry of `controller` in
+    /// `parents`/`ancestors`, as `(kind, key)`.
+    pub fn with_entries_of(&self, controller: &str) -> Vec<(&'static str, NsName)> {
+        fn ours(status: Option<serde_json::Value>, list: &str, controller: &str) -> bool {
+            status.is_some_and(|s| {
+                s[list].as_array().is_some_and(|entries| {
+                    entries.iter().any(|e| e["controllerName"] == controller)
+                })
+            })
+        }
+        let routes = self.http_routes.state().into_iter().filter_map(|r| {
+            let status = serde_json::to_value(r.status.as_ref()?).ok();
+            ours(status, "parents", controller).then(|| ("HTTPRoute", key_of(&r.metadata)))
+        });
+        let policies = self
+            .backend_tls_policies
+            .state()
+            .into_iter()
+            .filter_map(|p| {
+                let status = serde_json::to_value(p.status.as_ref()?).ok();
+                ours(status, "ancestors", controller)
+                    .then(|| ("BackendTLSPolicy", key_of(&p.metadata)))
+            });
+        routes.chain(policies).collect()
+    }
+
+    /// Reads the Secrets `store` references that exist (per the metadata watch), by name; one
+    /// read already holds at the same resourceVersion is not repeated. A failed read keeps the
+    /// copy read before, if any (a running gateway keeps its certificate through an API error).
+    async fn referenced_secrets(&self, store: &Store) -> BTreeMap<NsName, Object<Secret>> {
+        let wanted = sluice_translate::referenced_secrets(store);
+        let mut data = self.secret_data.lock().await;
+        data.retain(|k, _| wanted.contains(k));
+        for key in &wanted {
+            let r = reflector::ObjectRef::new(&key.name).within(&key.namespace);
+            let Some(meta) = self.secrets.get(&r) else {
+                data.remove(key);
+                continue;
+            };
+            let version = &meta.metadata.resource_version;
+            if data
+                .get(key)
+                .is_some_and(|o| &o.obj.metadata.resource_version == version)
+            {
+                continue;
+            }
+            let api = Api::<Secret>::namespaced(self.client.clone(), &key.namespace);
+            match api.get_opt(&key.name).await {
+                Ok(Some(secret)) => {
+                    let m = secret.metadata.clone();
+                    data.insert(key.clone(), object(secret, &m));
+                }
+                Ok(None) => {
+                    data.remove(key);
+                }
+                Err(e) => warn!(secret = %key, "reading a referenced Secret failed: {e}"),
+            }
+        }
+        data.clone()
     }
 
     /// The first address in each Gateway's status, as written before (by an earlier run):
@@ -291,7 +370,7 @@ fn watch_dynamic(
     reader
 }
 
-fn spawn_events<S, T>(stream: S, changed: Arc<Notify>, kind: &'static str)
+pub(crate) fn spawn_events<S, T>(stream: S, changed: Arc<Notify>, kind: &'static str)
 where
     S: futures_util::Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static,
     T: Send + 'static,

@@ -146,6 +146,10 @@ async fn gateways_keep_serving_without_the_controller() {
         (who(&url).await == "echo-a").then_some(())
     })
     .await;
+    apply(&scope.route("two", "web", "echo"));
+    scope
+        .route_condition("two", "Accepted", "True", "Accepted")
+        .await;
 
     ctl.kill();
     for _ in 0..20 {
@@ -161,8 +165,10 @@ async fn gateways_keep_serving_without_the_controller() {
     gw2.wait_log("serving the cached snapshot").await;
     assert_eq!(who(&url).await, "echo-a");
 
-    // Changed while the controller is away; served after it is back.
+    // Changed while the controller is away; served after it is back. Route two moves to a
+    // Gateway that is not ours: the controller that comes back removes its entry there.
     apply(&scope.service("echo", &[b.addr]));
+    apply(&scope.route("two", "elsewhere", "echo"));
     assert_eq!(who(&url).await, "echo-a");
     let _ctl = controller(&scope, port, &[]);
     wait_for(
@@ -172,6 +178,16 @@ async fn gateways_keep_serving_without_the_controller() {
     )
     .await;
     gw2.wait_log("connected to the controller").await;
+    wait_for(20, "route two without our parents entry", || async {
+        let r = get("HTTPRoute", Some(&scope.namespace), "two").await?;
+        let ours = r["status"]["parents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["controllerName"] == scope.controller_name.as_str());
+        (!ours).then_some(())
+    })
+    .await;
 }
 
 /// A listener that cannot open its socket (the port is held by another process) is reported
@@ -219,7 +235,8 @@ async fn two_controllers_fail_over_the_lease_without_double_writes() {
     let args = ["--leader-elect", "--lease-name", "ctl"];
     let mut a = controller(&scope, 0, &args);
     a.wait_log("lease: leading").await;
-    let b = controller(&scope, 0, &args);
+    let port_b = free_port();
+    let b = controller(&scope, port_b, &args);
     b.wait_log("leader=false").await;
     apply(&scope.gateway("web", "  - {name: one, port: 8085, protocol: HTTP}\n"));
     scope.programmed("web").await;
@@ -236,6 +253,31 @@ async fn two_controllers_fail_over_the_lease_without_double_writes() {
         .unwrap()
         .to_string();
     assert!(holder.ends_with(&format!("-{}", a.pid())), "{holder}");
+
+    // A gateway whose stream ends at the follower: what it cannot bind still reaches status,
+    // through the follower's report to the leader.
+    let _holder = std::net::TcpListener::bind((scope.first_address(), 8085)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    discovery_certificate(&scope, "web", dir.path()).await;
+    let _gw = gateway_as(
+        &scope,
+        "web",
+        port_b,
+        &dir.path().join("web.json"),
+        dir.path(),
+    );
+    wait_for(
+        20,
+        "listener one PortUnavailable, via the follower",
+        || async {
+            let st = scope.gateway_status("web").await;
+            let l = st["listeners"].as_array()?.first()?.clone();
+            (condition(&l["conditions"], "Accepted")? == ("False".into(), "PortUnavailable".into()))
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(b.log_count("status written"), 0, "{}", b.logs());
 
     let t = Instant::now();
     a.kill();

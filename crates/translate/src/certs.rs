@@ -235,3 +235,56 @@ pub fn certified_key(
     let key_pem = data.get("tls.key").ok_or("missing tls.key")?;
     certified_key_from_pem(cert_pem, key_pem)
 }
+
+/// The Secrets translation reads: every listener's `tls.certificateRefs` (Gateways and
+/// ListenerSets) and each Gateway's backend client certificate, where the reference is a Secret
+/// the referrer may use (its own namespace, or granted by a ReferenceGrant). The controller
+/// fetches these and no other Secret.
+pub fn referenced_secrets(store: &Store) -> std::collections::BTreeSet<NsName> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut add = |from_kind: &str, from_ns: &str, r: &serde_json::Value| {
+        let Some(name) = r["name"].as_str() else {
+            return;
+        };
+        let group = r["group"].as_str().unwrap_or("");
+        let kind = r["kind"].as_str().unwrap_or("Secret");
+        if !group.is_empty() || kind != "Secret" {
+            return;
+        }
+        let key = NsName::new(r["namespace"].as_str().unwrap_or(from_ns), name.to_string());
+        if cross_namespace_denial(store, from_kind, from_ns, "Secret", &key).is_none() {
+            out.insert(key);
+        }
+    };
+    let listener_refs = |spec: &serde_json::Value| -> Vec<serde_json::Value> {
+        spec["listeners"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|l| {
+                l["tls"]["certificateRefs"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    for (key, gw) in &store.gateways {
+        let spec = serde_json::to_value(&gw.obj.spec).unwrap_or_default();
+        for r in listener_refs(&spec) {
+            add("Gateway", &key.namespace, &r);
+        }
+        add(
+            "Gateway",
+            &key.namespace,
+            &spec["tls"]["backend"]["clientCertificateRef"],
+        );
+    }
+    for (key, ls) in &store.listener_sets {
+        let spec = serde_json::to_value(&ls.obj.spec).unwrap_or_default();
+        for r in listener_refs(&spec) {
+            add("ListenerSet", &key.namespace, &r);
+        }
+    }
+    out
+}

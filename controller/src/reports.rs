@@ -1,0 +1,161 @@
+//! What gateways answered a replica, for the leader. With leader election a gateway's stream
+//! ends at whichever replica its Service picked, but only the leader writes status. So every
+//! replica publishes the sockets its gateways could not bind in a ConfigMap of its own in the
+//! controller's namespace (`sluice-reports-<identity>`, labelled [`REPORT_LABEL`], owned by
+//! its Pod when it runs in one so that it goes with the Pod), and the leader adds the other
+//! replicas' reports to its own.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{self, Store as Cache};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, ResourceExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tracing::warn;
+
+use sluice_api::resources::NsName;
+
+use crate::Unbound;
+
+pub const REPORT_LABEL: &str = "sluice.dev/controller-report";
+const DATA_KEY: &str = "bind-failures.json";
+
+/// One gateway process's report, as stored.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    gateway: NsName,
+    instance: String,
+    failures: BTreeMap<SocketAddr, String>,
+}
+
+pub struct Reports {
+    api: Api<ConfigMap>,
+    name: String,
+    owner: Option<serde_json::Value>,
+    /// What was published last (None: nothing yet).
+    published: Option<String>,
+    cache: Cache<ConfigMap>,
+}
+
+impl Reports {
+    /// Starts watching the replicas' reports in `namespace`; a change notifies `changed`.
+    pub fn start(client: &Client, namespace: &str, identity: &str, changed: Arc<Notify>) -> Self {
+        let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+        let (cache, writer) = reflector::store();
+        let stream = watcher(api.clone(), watcher::Config::default().labels(REPORT_LABEL))
+            .default_backoff()
+            .reflect(writer);
+        crate::watch::spawn_events(stream, changed, "report ConfigMap");
+        // In a Pod (the chart sets both), the ConfigMap is the Pod's: deleted with it.
+        let owner = match (std::env::var("POD_NAME"), std::env::var("POD_UID")) {
+            (Ok(name), Ok(uid)) if !name.is_empty() && !uid.is_empty() => Some(serde_json::json!(
+                {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid}
+            )),
+            _ => None,
+        };
+        Reports {
+            api,
+            name: report_name(identity),
+            owner,
+            published: None,
+            cache,
+        }
+    }
+
+    /// Publishes this replica's reports when they differ from what it published last.
+    pub async fn publish(&mut self, unbound: &Unbound) -> anyhow::Result<()> {
+        let entries: Vec<Entry> = unbound
+            .iter()
+            .map(|((gateway, instance), failures)| Entry {
+                gateway: gateway.clone(),
+                instance: instance.clone(),
+                failures: failures.clone(),
+            })
+            .collect();
+        let text = serde_json::to_string(&entries)?;
+        if self.published.as_deref() == Some(text.as_str()) {
+            return Ok(());
+        }
+        let mut metadata = serde_json::json!({
+            "name": self.name,
+            "labels": {REPORT_LABEL: "true"},
+        });
+        if let Some(owner) = &self.owner {
+            metadata["ownerReferences"] = serde_json::json!([owner]);
+        }
+        let body = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata,
+            "data": {DATA_KEY: text},
+        });
+        self.api
+            .patch(
+                &self.name,
+                &PatchParams::apply(crate::status::FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("ConfigMap {}: {e}", self.name))?;
+        self.published = Some(text);
+        Ok(())
+    }
+
+    /// The other replicas' reports.
+    pub fn others(&self) -> Unbound {
+        let mut out = Unbound::new();
+        for cm in self.cache.state() {
+            if cm.name_any() == self.name {
+                continue;
+            }
+            let Some(text) = cm.data.as_ref().and_then(|d| d.get(DATA_KEY)) else {
+                continue;
+            };
+            match serde_json::from_str::<Vec<Entry>>(text) {
+                Ok(entries) => {
+                    for e in entries {
+                        out.insert((e.gateway, e.instance), e.failures);
+                    }
+                }
+                Err(e) => warn!(configmap = %cm.name_any(), "report does not parse, ignored: {e}"),
+            }
+        }
+        out
+    }
+}
+
+/// `sluice-reports-<identity>` as a valid object name (lower case, dashes, at most 253).
+fn report_name(identity: &str) -> String {
+    let clean: String = identity
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-' | '.') => c,
+            _ => '-',
+        })
+        .collect();
+    let mut name = format!(
+        "sluice-reports-{}",
+        clean.trim_matches(|c| c == '-' || c == '.')
+    );
+    name.truncate(253);
+    name.trim_end_matches(['-', '.']).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_names_are_valid_object_names() {
+        assert_eq!(
+            report_name("sluice-controller-7d9f-x2"),
+            "sluice-reports-sluice-controller-7d9f-x2"
+        );
+        assert_eq!(report_name("Host_Name:42"), "sluice-reports-host-name-42");
+    }
+}
