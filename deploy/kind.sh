@@ -5,7 +5,7 @@
 #
 #   deploy/kind.sh up        create the cluster, install the Gateway API CRDs, build and load
 #                            the image, install the chart, apply examples/cluster/echo.yaml
-#   deploy/kind.sh check     the end-to-end checks of scripts/e2e.sh, through a NodePort
+#   deploy/kind.sh check     a request through the gateway's Service (kubectl port-forward)
 #   deploy/kind.sh down      delete the cluster
 #
 # Needs docker, kind, kubectl and helm on PATH.

@@ -22,8 +22,9 @@
 # service range is routed onto the bridge, a mangle POSTROUTING chain drops every packet of
 # those ranges that would leave through any other interface, containerd's registry traffic goes
 # to a closed loopback port (every image is imported, nothing is pulled), and CoreDNS has no
-# upstream (its `forward` answers SERVFAIL itself). The API-only mode creates no node bridge and
-# listens on loopback.
+# upstream: names outside the cluster get SERVFAIL (the CoreDNS built here has a `forward` that
+# answers SERVFAIL itself, for Corefiles that name one). The API-only mode creates no node
+# bridge and listens on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,10 +78,17 @@ install_debs() {
   fi
   if [ ${#need[@]} -gt 0 ]; then
     say "installing ${need[*]} (apt-get)"
-    # policy-rc.d keeps the packages from starting their own daemons (containerd).
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-    rm -f /usr/sbin/policy-rc.d
+    # policy-rc.d keeps the packages from starting their own daemons (containerd); one that
+    # exists already is left as it is.
+    local own_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+      own_policy=yes
+    fi
+    local rc=0
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; } || rc=$?
+    [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+    [ $rc = 0 ] || die "apt-get install ${need[*]} failed"
   fi
 }
 
@@ -214,6 +222,7 @@ running() { [ -f "$RUN/pids/$1" ] && kill -0 "$(cat "$RUN/pids/$1")" 2>/dev/null
 
 start() { # name command...
   local name=$1; shift
+  running "$name" && die "$name runs already (pid $(cat "$RUN/pids/$name")); run '$0 down' first"
   mkdir -p "$RUN/logs" "$RUN/pids"
   setsid "$@" > "$RUN/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$RUN/pids/$name"
@@ -235,14 +244,20 @@ crds() {
 up() {
   local mode=node
   [ "${1:-}" = "--api-only" ] && mode=api-only
-  if running kube-apiserver; then
+  if [ -f "$RUN/up" ] && running kube-apiserver; then
     local current
     current=$(cat "$RUN/mode" 2>/dev/null || echo api-only)
     [ "$current" = "$mode" ] || [ "$mode" = api-only ] ||
       die "the cluster is up in $current mode; run '$0 down' first"
     say "already up ($current)"; backend_address; status; return
   fi
+  if compgen -G "$RUN/pids/*" >/dev/null; then
+    say "an earlier 'up' did not finish or its processes died: stopping what is left"
+    down
+  fi
   build "${1:-}"
+  # A failure from here on stops what was started, so the next 'up' starts clean.
+  trap 'rc=$?; if [ $rc != 0 ]; then say "up failed: stopping what it started"; down; fi' EXIT
   pki
   local t0=$SECONDS bind=127.0.0.1
   if [ $mode = node ]; then
@@ -278,6 +293,8 @@ up() {
   crds
   backend_address
   if [ $mode = node ]; then node_up "$server"; fi
+  touch "$RUN/up"
+  trap - EXIT
   say "up ($mode) in $((SECONDS - t0)) s"
   status
 }
@@ -289,22 +306,27 @@ node_network() {
   ip addr show dev "$NODE_IF" | grep -q "inet $NODE_ADDR/24" || ip addr add "$NODE_ADDR/24" dev "$NODE_IF"
   ip link set "$NODE_IF" up
   ip route show "$SERVICE_CIDR" | grep -q "$NODE_IF" || ip route add "$SERVICE_CIDR" dev "$NODE_IF" src "$NODE_ADDR"
-  modprobe br_netfilter 2>/dev/null || true
-  [ -f "$RUN/ip_forward.before" ] || sysctl -n net.ipv4.ip_forward > "$RUN/ip_forward.before"
-  sysctl -qw net.ipv4.ip_forward=1
-  sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null ||
-    die "net.bridge.bridge-nf-call-iptables is missing (the br_netfilter module): Services would not work"
-  # Every packet from or to the pod and service ranges that would leave through an interface
-  # other than the node's bridge or loopback is dropped, whatever routes exist.
+  # The guard comes first: every packet from or to the pod and service ranges (also as
+  # they were before address translation) that would leave through an interface other than
+  # the node's bridge or loopback is dropped, whatever routes exist.
   iptables -t mangle -N "$GUARD" 2>/dev/null || iptables -t mangle -F "$GUARD"
   iptables -t mangle -A "$GUARD" -o "$NODE_IF" -j RETURN
   iptables -t mangle -A "$GUARD" -o lo -j RETURN
   local r
-  for r in "-s 10.244.0.0/16" "-d 10.244.0.0/16" "-s $SERVICE_CIDR" "-d $SERVICE_CIDR"; do
+  for r in "-s 10.244.0.0/16" "-d 10.244.0.0/16" "-s $SERVICE_CIDR" "-d $SERVICE_CIDR" \
+    "-m conntrack --ctorigsrc 10.244.0.0/16" "-m conntrack --ctorigdst 10.244.0.0/16" \
+    "-m conntrack --ctorigdst $SERVICE_CIDR"; do
     # shellcheck disable=SC2086
     iptables -t mangle -A "$GUARD" $r -j DROP
   done
   iptables -t mangle -C POSTROUTING -j "$GUARD" 2>/dev/null || iptables -t mangle -I POSTROUTING 1 -j "$GUARD"
+  modprobe br_netfilter 2>/dev/null || true
+  [ -f "$RUN/ip_forward.before" ] || sysctl -n net.ipv4.ip_forward > "$RUN/ip_forward.before"
+  [ -f "$RUN/bridge_nf.before" ] ||
+    sysctl -n net.bridge.bridge-nf-call-iptables > "$RUN/bridge_nf.before" 2>/dev/null || true
+  sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null ||
+    die "net.bridge.bridge-nf-call-iptables is missing (the br_netfilter module): Services would not work"
+  sysctl -qw net.ipv4.ip_forward=1
   say "node network: $NODE_IF $NODE_ADDR/24, services $SERVICE_CIDR routed onto it, guard chain mangle/$GUARD"
 }
 
@@ -459,7 +481,8 @@ status() {
     else say "$(basename "$f"): not running (log $RUN/logs/$(basename "$f").log)"; fi
   done
   [ $any = 1 ] || say "nothing started"
-  [ $any = 1 ] && [ -f "$RUN/mode" ] && echo "MODE=$(cat "$RUN/mode")"
+  # MODE only once an 'up' finished.
+  [ $any = 1 ] && [ -f "$RUN/up" ] && [ -f "$RUN/mode" ] && echo "MODE=$(cat "$RUN/mode")"
   [ -f "$RUN/kubeconfig" ] && echo "KUBECONFIG=$RUN/kubeconfig"
   ip link show "$BACKEND_IF" >/dev/null 2>&1 && echo "SLUICE_BACKEND_ADDR=$BACKEND_ADDR"
   return 0
@@ -469,6 +492,13 @@ stop() { # name
   local f="$RUN/pids/$1" pid
   [ -e "$f" ] || return 0
   pid=$(cat "$f")
+  # A PID file older than a reboot may name another process now: only ours is stopped.
+  local cmd
+  cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null || true)
+  if [[ "$cmd" != *"$1"* ]]; then
+    rm -f "$f"
+    return 0
+  fi
   if kill "$pid" 2>/dev/null; then
     local until=$((SECONDS + 20))
     while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $until ]; do sleep 0.2; done
@@ -495,6 +525,17 @@ down() {
     [ -z "$tasks" ] || say "killed $(echo "$tasks" | wc -w) container tasks"
   fi
   stop containerd
+  # Whatever still runs in the Pods' cgroups (a task containerd could not kill, or did not
+  # know any more) is killed, so no Pod outlives the guard removed below.
+  local procs
+  procs=$(cat /sys/fs/cgroup/*/kubepods/cgroup.procs /sys/fs/cgroup/*/kubepods/*/cgroup.procs \
+    /sys/fs/cgroup/*/kubepods/*/*/cgroup.procs /sys/fs/cgroup/*/kubepods/*/*/*/cgroup.procs \
+    2>/dev/null | sort -u || true)
+  if [ -n "$procs" ]; then
+    # shellcheck disable=SC2086
+    kill -9 $procs 2>/dev/null || true
+    say "killed $(echo "$procs" | wc -w) processes left in the Pods' cgroups"
+  fi
   stop kube-scheduler
   stop kube-controller-manager
   stop kube-apiserver
@@ -503,7 +544,7 @@ down() {
   if [ "$(cat "$RUN/mode" 2>/dev/null)" = node ] || ip link show "$NODE_IF" >/dev/null 2>&1; then
     node_cleanup
   fi
-  rm -f "$RUN/mode"
+  rm -f "$RUN/mode" "$RUN/up"
   if ip link show "$BACKEND_IF" >/dev/null 2>&1; then
     ip link del "$BACKEND_IF" && say "removed $BACKEND_IF"
   fi
@@ -537,12 +578,17 @@ node_cleanup() {
   done
   local m
   for m in $(awk -v r="$RUN/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r); do umount "$m" 2>/dev/null || true; done
-  rm -rf "$RUN/containerd/root" "$RUN/containerd/state" "$RUN/kubelet" "$RUN/cni/ipam" "$RUN/pod-logs"
+  rm -rf --one-file-system "$RUN/containerd/root" "$RUN/containerd/state" "$RUN/kubelet" \
+    "$RUN/cni/ipam" "$RUN/pod-logs"
   rm -f /var/lib/cni/results/sluice-pods-* 2>/dev/null || true
   if [ -f "$RUN/ip_forward.before" ]; then
     sysctl -qw "net.ipv4.ip_forward=$(cat "$RUN/ip_forward.before")"
     rm -f "$RUN/ip_forward.before"
   fi
+  if [ -s "$RUN/bridge_nf.before" ]; then
+    sysctl -qw "net.bridge.bridge-nf-call-iptables=$(cat "$RUN/bridge_nf.before")" 2>/dev/null || true
+  fi
+  rm -f "$RUN/bridge_nf.before"
   say "removed the node's state, $NODE_IF and the guard chain"
 }
 

@@ -44,13 +44,13 @@ fail() {
 }
 
 state=$(scripts/cluster.sh status 2>&1)
-if [[ "$state" == *"kubelet: running"* ]]; then
+if [[ "$state" == *"MODE=node"* ]]; then
   say "the node is up"
 else
   [[ "$state" != *"kube-apiserver: running"* ]] ||
-    { say "the API server runs without a node (up --api-only): run scripts/cluster.sh down first"; exit 1; }
-  scripts/cluster.sh up
+    { say "a cluster runs that is not a finished node: run scripts/cluster.sh down first"; exit 1; }
   [ $keep = yes ] || trap 'scripts/cluster.sh down' EXIT
+  scripts/cluster.sh up
 fi
 
 # shellcheck disable=SC2086
@@ -62,7 +62,9 @@ scripts/helm.sh install --set image.pullPolicy=Never --wait --timeout 180s >/dev
 
 "${K[@]}" delete namespace "$NS" --ignore-not-found --wait --timeout=60s >/dev/null
 "${K[@]}" create namespace "$NS" >/dev/null
-"${K[@]}" apply -n "$NS" -f examples/cluster/echo.yaml >/dev/null
+# The example names the echo image of this version.
+sed "s#sluice/echo:[0-9][^ ]*#sluice/echo:$VERSION#" examples/cluster/echo.yaml |
+  "${K[@]}" apply -n "$NS" -f - >/dev/null
 say "applied examples/cluster/echo.yaml in $NS"
 
 "${K[@]}" -n "$NS" rollout status deployment/echo --timeout=120s >/dev/null || fail "echo Pods not Ready"
@@ -101,7 +103,8 @@ body=$(get /hello) || fail "no 200 from http://$addr/hello"
 [[ "$body" == *'"path":"/hello"'* ]] || fail "unexpected answer: $body"
 seen=""
 for _ in $(seq 1 40); do
-  seen="$seen $(get /spread | pod_of)"
+  body=$(get /spread) || fail "no 200 from http://$addr/spread"
+  seen="$seen $(printf '%s' "$body" | pod_of)"
   [ "$(echo "$seen" | tr ' ' '\n' | sort -u | grep -c .)" -ge 2 ] && break
 done
 pods=$(echo "$seen" | tr ' ' '\n' | sort -u | grep -c . || true)

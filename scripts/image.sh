@@ -9,7 +9,9 @@
 #
 # The binaries are built with cargo (release, or --debug to reuse the test build), stripped, and
 # laid into one layer each with the glibc libraries they link (found with ldd), an
-# /etc/nsswitch.conf, /etc/passwd with the nonroot user 65532 and /tmp; no base image, no shell.
+# /etc/nsswitch.conf, /etc/passwd with the nonroot user 65532, /tmp and this machine's CA
+# bundle (/etc/ssl/certs/ca-certificates.crt, from Debian's ca-certificates); no base image,
+# no shell.
 # The tool that writes the docker-archive tarballs is deploy/images/mkimage (go-containerregistry).
 # The tarballs go to $SLUICE_CLUSTER_CACHE/images/sluice (default ~/.cache/sluice/cluster); when
 # the node of scripts/cluster.sh is up they are imported into its containerd (unless --no-load).
@@ -70,6 +72,9 @@ image() {
   libs=$(for b in "$@"; do ldd "$STAGE/$b"; done |
     awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u)
   for lib in $libs; do args+=(-file "$lib=$lib:0755"); done
+  # The system trust store (TLS origination to public names), as distroless carries it.
+  [ -f /etc/ssl/certs/ca-certificates.crt ] &&
+    args+=(-file "/etc/ssl/certs/ca-certificates.crt=/etc/ssl/certs/ca-certificates.crt")
   "$TOOLS/mkimage" "${args[@]}"
 }
 

@@ -17,8 +17,8 @@ if [[ "$state" != *"kube-apiserver: running"* ]]; then
   trap 'scripts/cluster.sh down' EXIT
   scripts/cluster.sh up
 elif [[ "$state" != *"MODE=node"* ]]; then
-  echo "a cluster runs without a node (scripts/cluster.sh up --api-only); the end-to-end test" >&2
-  echo "needs the node: run scripts/cluster.sh down, then this again" >&2
+  echo "a cluster runs that is not a finished node (up --api-only, or an 'up' that did not" >&2
+  echo "finish); the end-to-end test needs the node: run scripts/cluster.sh down, then this again" >&2
   exit 1
 fi
 export SLUICE_KUBECONFIG="$CACHE/run/kubeconfig"

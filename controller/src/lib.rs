@@ -201,6 +201,8 @@ impl Controller {
         let mut unbound: Unbound = BTreeMap::new();
         // With election, the other replicas' gateways' answers reach the leader through
         // their reports.
+        // Each Gateway's address in the last translation: relayed reports are moved onto it.
+        let mut gateway_ips: BTreeMap<NsName, IpAddr> = BTreeMap::new();
         let mut reports = self.opts.leader_election.as_ref().map(|le| {
             reports::Reports::start(
                 &self.client,
@@ -218,7 +220,7 @@ impl Controller {
             // The leader adds what the other replicas' gateways reported; a process's own
             // report here wins over an older one relayed.
             let mut reported = match &reports {
-                Some(r) if *leading.borrow() => r.others(),
+                Some(r) if *leading.borrow() => r.others(&gateway_ips),
                 _ => Unbound::new(),
             };
             reported.extend(unbound.clone());
@@ -227,7 +229,22 @@ impl Controller {
                 .flatten()
                 .map(|(a, e)| (*a, e.clone()))
                 .collect();
-            let store = self.watches.store().await;
+            let store = match self.watches.store().await {
+                Ok(store) => store,
+                Err(e) => {
+                    // Translating without it would drop what uses it: keep serving and
+                    // showing the last translation, and try again shortly.
+                    warn!("not translating yet: {e}");
+                    tokio::select! {
+                        () = tokio::time::sleep(RETRY) => {}
+                        () = &mut shutdown => {
+                            stop(&mut local, reports.as_ref(), stop_election, election).await;
+                            return Ok(());
+                        }
+                    }
+                    continue;
+                }
+            };
             let t = translate(&store, &options);
             options.tls_last_good = t.tls_last_good.clone();
             options.egress_last_good = t.egress_last_good.clone();
@@ -238,6 +255,12 @@ impl Controller {
             }
             warned = now_warned;
             let gateways: Vec<NsName> = t.config.binds.iter().map(|b| b.gateway.clone()).collect();
+            gateway_ips = t
+                .config
+                .binds
+                .iter()
+                .map(|b| (b.gateway.clone(), b.addr.ip()))
+                .collect();
             // Gateways that are gone take their processes' reports with them.
             unbound.retain(|(g, _), _| gateways.contains(g));
             self.discovery.publish(version, t.config);
@@ -288,7 +311,14 @@ impl Controller {
                 "translated"
             );
             let retry = written.failed > 0 || infra_failed > 0 || report_failed;
-            // Wait for the next reason to translate.
+            // Wait for the next reason to translate. The deadlines are set once, so events
+            // that do not end the wait do not push them back.
+            let retry_at = tokio::time::sleep(RETRY);
+            tokio::pin!(retry_at);
+            let resync_at = tokio::time::sleep(RESYNC);
+            tokio::pin!(resync_at);
+            let renew_at = tokio::time::sleep(reports::RENEW);
+            tokio::pin!(renew_at);
             loop {
                 tokio::select! {
                     () = self.watches.changed.notified() => {
@@ -298,8 +328,18 @@ impl Controller {
                     Some(ev) = self.events.recv() => {
                         if answered(ev, &mut unbound) { break; }
                     }
-                    () = tokio::time::sleep(RETRY), if retry => break,
-                    () = tokio::time::sleep(RESYNC) => break,
+                    () = &mut retry_at, if retry => break,
+                    () = &mut resync_at => break,
+                    // A report is renewed while nothing changes, so the leader can tell a
+                    // live replica's from one left behind.
+                    () = &mut renew_at, if reports.is_some() => {
+                        if let Some(r) = &mut reports {
+                            if let Err(e) = r.publish(&unbound).await {
+                                warn!("cannot renew this replica's gateway reports: {e}");
+                            }
+                        }
+                        renew_at.as_mut().reset(tokio::time::Instant::now() + reports::RENEW);
+                    }
                     () = local_tick(&mut local) => break,
                     changed = leading.changed(), if election_alive => {
                         if changed.is_err() {
@@ -310,18 +350,31 @@ impl Controller {
                         break;
                     }
                     () = &mut shutdown => {
-                        if let Some(local) = &mut local {
-                            local.stop_all().await;
-                        }
-                        let _ = stop_election.send(());
-                        if let Some(e) = election {
-                            let _ = e.await;
-                        }
+                        stop(&mut local, reports.as_ref(), stop_election, election).await;
                         return Ok(());
                     }
                 }
             }
         }
+    }
+}
+
+/// On shutdown: local gateways stopped, this replica's report removed, the Lease released.
+async fn stop(
+    local: &mut Option<local::LocalGateways>,
+    reports: Option<&reports::Reports>,
+    stop_election: tokio::sync::oneshot::Sender<()>,
+    election: Option<tokio::task::JoinHandle<()>>,
+) {
+    if let Some(local) = local {
+        local.stop_all().await;
+    }
+    if let Some(r) = reports {
+        r.remove().await;
+    }
+    let _ = stop_election.send(());
+    if let Some(e) = election {
+        let _ = e.await;
     }
 }
 

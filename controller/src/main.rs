@@ -56,6 +56,12 @@ struct Cli {
     namespace: String,
     #[arg(long, default_value = "sluice-controller")]
     lease_name: String,
+    /// Cluster mode: a Gateway's `spec.addresses` (IPAddress) become its Service's
+    /// `externalIPs`. Off by default, since whoever may create a Gateway could then have
+    /// every node take traffic for any IP (CVE-2020-8554); while off, such a Gateway is not
+    /// accepted (UnsupportedAddress).
+    #[arg(long)]
+    service_external_ips: bool,
     /// The gateway image of the Deployments the controller creates for Gateways.
     #[arg(long)]
     gateway_image: Option<String>,
@@ -108,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
                     .unwrap_or_else(|| sluice_translate::infra::InfraOptions::default().image),
                 controller_url: cli.controller_url.clone(),
                 addresses_from_service: false,
+                external_ips: cli.service_external_ips,
             },
             namespace: cli.namespace.clone(),
             discovery_names: vec![

@@ -3,11 +3,15 @@
 //! replica publishes the sockets its gateways could not bind in a ConfigMap of its own in the
 //! controller's namespace (`sluice-reports-<identity>`, labelled [`REPORT_LABEL`], owned by
 //! its Pod when it runs in one so that it goes with the Pod), and the leader adds the other
-//! replicas' reports to its own.
+//! replicas' reports to its own. A report is renewed every [`RENEW`]; the leader ignores one
+//! older than [`STALE`] (a replica that was killed outside a Pod leaves its ConfigMap behind),
+//! and a replica removes its own when it stops. Addresses are the publisher's translation's:
+//! the leader moves each failure onto its own address for that Gateway, by port.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
@@ -24,6 +28,11 @@ use crate::Unbound;
 
 pub const REPORT_LABEL: &str = "sluice.dev/controller-report";
 const DATA_KEY: &str = "bind-failures.json";
+const RENEWED_KEY: &str = "renewed";
+/// How often a replica rewrites its report, changed or not.
+pub const RENEW: Duration = Duration::from_secs(60);
+/// A report not renewed for this long is ignored.
+const STALE: Duration = Duration::from_secs(180);
 
 /// One gateway process's report, as stored.
 #[derive(Serialize, Deserialize)]
@@ -37,8 +46,8 @@ pub struct Reports {
     api: Api<ConfigMap>,
     name: String,
     owner: Option<serde_json::Value>,
-    /// What was published last (None: nothing yet).
-    published: Option<String>,
+    /// What was published last, and when (None: nothing yet).
+    published: Option<(String, std::time::Instant)>,
     cache: Cache<ConfigMap>,
 }
 
@@ -67,7 +76,8 @@ impl Reports {
         }
     }
 
-    /// Publishes this replica's reports when they differ from what it published last.
+    /// Publishes this replica's reports when they differ from what it published last, or when
+    /// that is due for renewal.
     pub async fn publish(&mut self, unbound: &Unbound) -> anyhow::Result<()> {
         let entries: Vec<Entry> = unbound
             .iter()
@@ -78,8 +88,10 @@ impl Reports {
             })
             .collect();
         let text = serde_json::to_string(&entries)?;
-        if self.published.as_deref() == Some(text.as_str()) {
-            return Ok(());
+        if let Some((last, at)) = &self.published {
+            if *last == text && at.elapsed() < RENEW / 2 {
+                return Ok(());
+            }
         }
         let mut metadata = serde_json::json!({
             "name": self.name,
@@ -92,7 +104,7 @@ impl Reports {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": metadata,
-            "data": {DATA_KEY: text},
+            "data": {DATA_KEY: text, RENEWED_KEY: unix_now().to_string()},
         });
         self.api
             .patch(
@@ -102,31 +114,65 @@ impl Reports {
             )
             .await
             .map_err(|e| anyhow::anyhow!("ConfigMap {}: {e}", self.name))?;
-        self.published = Some(text);
+        self.published = Some((text, std::time::Instant::now()));
         Ok(())
     }
 
-    /// The other replicas' reports.
-    pub fn others(&self) -> Unbound {
-        let mut out = Unbound::new();
+    /// Deletes this replica's report (on shutdown).
+    pub async fn remove(&self) {
+        if let Err(e) = self.api.delete(&self.name, &Default::default()).await {
+            warn!(configmap = %self.name, "cannot remove this replica's report: {e}");
+        }
+    }
+
+    /// The other replicas' live reports, the newest winning, with each failure on `addresses`'
+    /// address for its Gateway (the same port); failures of Gateways not in `addresses` are left
+    /// out.
+    pub fn others(&self, addresses: &BTreeMap<NsName, std::net::IpAddr>) -> Unbound {
+        let now = unix_now();
+        let mut reports: Vec<(u64, Vec<Entry>)> = Vec::new();
         for cm in self.cache.state() {
             if cm.name_any() == self.name {
                 continue;
             }
-            let Some(text) = cm.data.as_ref().and_then(|d| d.get(DATA_KEY)) else {
+            let data = cm.data.as_ref();
+            let renewed = data
+                .and_then(|d| d.get(RENEWED_KEY))
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
+            if now.saturating_sub(renewed) > STALE.as_secs() {
+                continue;
+            }
+            let Some(text) = data.and_then(|d| d.get(DATA_KEY)) else {
                 continue;
             };
             match serde_json::from_str::<Vec<Entry>>(text) {
-                Ok(entries) => {
-                    for e in entries {
-                        out.insert((e.gateway, e.instance), e.failures);
-                    }
-                }
+                Ok(entries) => reports.push((renewed, entries)),
                 Err(e) => warn!(configmap = %cm.name_any(), "report does not parse, ignored: {e}"),
             }
         }
+        reports.sort_by_key(|(renewed, _)| *renewed);
+        let mut out = Unbound::new();
+        for e in reports.into_iter().flat_map(|(_, entries)| entries) {
+            let Some(ip) = addresses.get(&e.gateway) else {
+                continue;
+            };
+            let failures = e
+                .failures
+                .into_iter()
+                .map(|(a, why)| (SocketAddr::new(*ip, a.port()), why))
+                .collect();
+            out.insert((e.gateway, e.instance), failures);
+        }
         out
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// `sluice-reports-<identity>` as a valid object name (lower case, dashes, at most 253).

@@ -1,8 +1,9 @@
 //! The controller's view of the cluster: one reflector (a watch and its cache) per kind the
 //! translation reads, and the object store built from their caches, the same `Store` the
-//! standalone gateway loads from files. Namespaces and Secrets are watched as metadata only;
-//! the Secrets translation references (`sluice_translate::referenced_secrets`) are then read by
-//! name, again only when their resourceVersion changed, and no other Secret's data is read.
+//! standalone gateway loads from files. Namespaces, Secrets and ConfigMaps are watched as
+//! metadata only; the Secrets and ConfigMaps translation references
+//! (`sluice_translate::referenced_secrets`, `referenced_config_maps`) are then read by name,
+//! again only when their resourceVersion changed, and no other one's data is read.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -51,11 +52,8 @@ pub struct Watches {
     backend_tls_policies: Cache<BackendTlsPolicy>,
     services: Cache<Service>,
     endpoint_slices: Cache<EndpointSlice>,
-    secrets: Cache<PartialObjectMeta<Secret>>,
-    /// The referenced Secrets as last read, by name.
-    secret_data: Arc<Mutex<BTreeMap<NsName, Object<Secret>>>>,
-    client: Client,
-    config_maps: Cache<ConfigMap>,
+    secrets: ByName<Secret>,
+    config_maps: ByName<ConfigMap>,
     namespaces: Cache<PartialObjectMeta<Namespace>>,
     egress_policies: Cache<DynamicObject>,
 }
@@ -75,16 +73,8 @@ impl Watches {
             backend_tls_policies: watch(Api::all(client.clone()), n, "BackendTLSPolicy"),
             services: watch(Api::all(client.clone()), n, "Service"),
             endpoint_slices: watch(Api::all(client.clone()), n, "EndpointSlice"),
-            // Metadata only (`Api<PartialObjectMeta<_>>` asks for nothing else): the data of the
-            // referenced ones is read by name.
-            secrets: watch(
-                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-                n,
-                "Secret",
-            ),
-            secret_data: Arc::default(),
-            client: client.clone(),
-            config_maps: watch(Api::all(client.clone()), n, "ConfigMap"),
+            secrets: ByName::start(client, n, "Secret"),
+            config_maps: ByName::start(client, n, "ConfigMap"),
             // Metadata only: translation reads a namespace's labels.
             namespaces: watch(
                 Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
@@ -115,22 +105,30 @@ impl Watches {
             backend_tls_policies,
             services,
             endpoint_slices,
-            secrets,
-            config_maps,
             namespaces,
             egress_policies
         );
+        self.secrets.ready().await?;
+        self.config_maps.ready().await?;
         Ok(())
     }
 
-    /// The objects as the caches hold them now, with the referenced Secrets read.
-    pub async fn store(&self) -> Store {
-        let mut store = self.store_without_secrets();
-        store.secrets = self.referenced_secrets(&store).await;
-        store
+    /// The objects as the caches hold them now, with the referenced Secrets and ConfigMaps
+    /// read.
+    pub async fn store(&self) -> anyhow::Result<Store> {
+        let mut store = self.store_without_data();
+        store.secrets = self
+            .secrets
+            .read(&sluice_translate::referenced_secrets(&store))
+            .await?;
+        store.config_maps = self
+            .config_maps
+            .read(&sluice_translate::referenced_config_maps(&store))
+            .await?;
+        Ok(store)
     }
 
-    fn store_without_secrets(&self) -> Store {
+    fn store_without_data(&self) -> Store {
         let mut store = Store {
             gateway_classes: cluster_scoped(&self.gateway_classes),
             gateways: namespaced(&self.gateways),
@@ -140,7 +138,6 @@ impl Watches {
             backend_tls_policies: namespaced(&self.backend_tls_policies),
             services: namespaced(&self.services),
             endpoint_slices: namespaced(&self.endpoint_slices),
-            config_maps: namespaced(&self.config_maps),
             ..Store::default()
         };
         for meta in self.namespaces.state() {
@@ -194,41 +191,6 @@ impl Watches {
         routes.chain(policies).collect()
     }
 
-    /// Reads the Secrets `store` references that exist (per the metadata watch), by name; one
-    /// read already holds at the same resourceVersion is not repeated. A failed read keeps the
-    /// copy read before, if any (a running gateway keeps its certificate through an API error).
-    async fn referenced_secrets(&self, store: &Store) -> BTreeMap<NsName, Object<Secret>> {
-        let wanted = sluice_translate::referenced_secrets(store);
-        let mut data = self.secret_data.lock().await;
-        data.retain(|k, _| wanted.contains(k));
-        for key in &wanted {
-            let r = reflector::ObjectRef::new(&key.name).within(&key.namespace);
-            let Some(meta) = self.secrets.get(&r) else {
-                data.remove(key);
-                continue;
-            };
-            let version = &meta.metadata.resource_version;
-            if data
-                .get(key)
-                .is_some_and(|o| &o.obj.metadata.resource_version == version)
-            {
-                continue;
-            }
-            let api = Api::<Secret>::namespaced(self.client.clone(), &key.namespace);
-            match api.get_opt(&key.name).await {
-                Ok(Some(secret)) => {
-                    let m = secret.metadata.clone();
-                    data.insert(key.clone(), object(secret, &m));
-                }
-                Ok(None) => {
-                    data.remove(key);
-                }
-                Err(e) => warn!(secret = %key, "reading a referenced Secret failed: {e}"),
-            }
-        }
-        data.clone()
-    }
-
     /// The first address in each Gateway's status, as written before (by an earlier run):
     /// local gateways keep their pool address across controller restarts.
     pub fn status_addresses(&self) -> BTreeMap<NsName, std::net::IpAddr> {
@@ -279,6 +241,92 @@ impl Watches {
             }
             _ => None,
         }
+    }
+}
+
+/// A kind watched as metadata only (`Api<PartialObjectMeta<_>>` asks for nothing else), whose
+/// objects are read by name when translation references them.
+#[derive(Clone)]
+struct ByName<K: Resource<DynamicType = ()> + Clone + 'static> {
+    meta: Cache<PartialObjectMeta<K>>,
+    /// The referenced objects as last read.
+    read: Arc<Mutex<BTreeMap<NsName, Object<K>>>>,
+    client: Client,
+    kind: &'static str,
+}
+
+impl<K> ByName<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    fn start(client: &Client, changed: &Arc<Notify>, kind: &'static str) -> Self {
+        ByName {
+            meta: watch(
+                Api::<PartialObjectMeta<K>>::all(client.clone()),
+                changed,
+                kind,
+            ),
+            read: Arc::default(),
+            client: client.clone(),
+            kind,
+        }
+    }
+
+    async fn ready(&self) -> anyhow::Result<()> {
+        self.meta.wait_until_ready().await.map_err(|e| {
+            anyhow::anyhow!(
+                "the watch of {} stopped before its first list: {e}",
+                self.kind
+            )
+        })
+    }
+
+    /// The objects of `wanted` that exist (per the metadata watch); one read already held at
+    /// the same resourceVersion is not read again. A failed read keeps the copy read before,
+    /// if any (a running gateway keeps its certificate through an API error); an object that
+    /// exists and was never read is an error, so that nothing is translated as if it were
+    /// missing.
+    async fn read(
+        &self,
+        wanted: &std::collections::BTreeSet<NsName>,
+    ) -> anyhow::Result<BTreeMap<NsName, Object<K>>> {
+        let mut read = self.read.lock().await;
+        read.retain(|k, _| wanted.contains(k));
+        for key in wanted {
+            let r = reflector::ObjectRef::new(&key.name).within(&key.namespace);
+            let Some(meta) = self.meta.get(&r) else {
+                read.remove(key);
+                continue;
+            };
+            let version = &meta.metadata.resource_version;
+            if read
+                .get(key)
+                .is_some_and(|o| &o.obj.meta().resource_version == version)
+            {
+                continue;
+            }
+            let api = Api::<K>::namespaced(self.client.clone(), &key.namespace);
+            match api.get_opt(&key.name).await {
+                Ok(Some(obj)) => {
+                    let m = obj.meta().clone();
+                    read.insert(key.clone(), object(obj, &m));
+                }
+                Ok(None) => {
+                    read.remove(key);
+                }
+                Err(e) if read.contains_key(key) => {
+                    warn!(kind = self.kind, object = %key, "reading a referenced object failed, using the copy read before: {e}");
+                }
+                Err(e) => anyhow::bail!("reading {} {key} failed: {e}", self.kind),
+            }
+        }
+        Ok(read.clone())
     }
 }
 

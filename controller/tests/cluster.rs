@@ -434,7 +434,15 @@ async fn gateway_infrastructure_is_applied_and_owned() {
 ",
         "someone-else",
     ));
-    let ctl = controller(&scope, 0, &["--gateway-image", "sluice/sluice:test"]);
+    let ctl = controller(
+        &scope,
+        0,
+        &[
+            "--gateway-image",
+            "sluice/sluice:test",
+            "--service-external-ips",
+        ],
+    );
     ctl.wait_log("took over the gateway objects").await;
     wait_deleted("Deployment", &scope.namespace, "two-sluice").await;
     assert!(get("Deployment", Some(&scope.namespace), "one-sluice")

@@ -288,3 +288,61 @@ pub fn referenced_secrets(store: &Store) -> std::collections::BTreeSet<NsName> {
     }
     out
 }
+
+/// The ConfigMaps translation reads: the CA bundles of `caCertificateRefs` in Gateways
+/// (frontend validation), BackendTLSPolicies and EgressPolicies (TLS origination, where the
+/// kind is implied). CA certificates are public, so references count as written, permitted or
+/// not (translation reports the ones that are not). The controller fetches these and no other
+/// ConfigMap.
+pub fn referenced_config_maps(store: &Store) -> std::collections::BTreeSet<NsName> {
+    fn scan(
+        v: &serde_json::Value,
+        ns: &str,
+        implied_kind: &str,
+        out: &mut std::collections::BTreeSet<NsName>,
+    ) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    if k != "caCertificateRefs" {
+                        scan(v, ns, implied_kind, out);
+                        continue;
+                    }
+                    for r in v.as_array().into_iter().flatten() {
+                        let kind = r["kind"].as_str().unwrap_or(implied_kind);
+                        let group = r["group"].as_str().unwrap_or("");
+                        if let (Some(name), "ConfigMap", "") = (r["name"].as_str(), kind, group) {
+                            let namespace = r["namespace"].as_str().unwrap_or(ns);
+                            out.insert(NsName::new(namespace, name.to_string()));
+                        }
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| scan(v, ns, implied_kind, out)),
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    let spec = |v: Result<serde_json::Value, _>| v.unwrap_or_default();
+    for (key, gw) in &store.gateways {
+        scan(
+            &spec(serde_json::to_value(&gw.obj.spec)),
+            &key.namespace,
+            "",
+            &mut out,
+        );
+    }
+    for (key, p) in &store.backend_tls_policies {
+        scan(
+            &spec(serde_json::to_value(&p.obj.spec)),
+            &key.namespace,
+            "",
+            &mut out,
+        );
+    }
+    for (key, p) in &store.egress_policies {
+        let v = spec(serde_json::to_value(&p.obj.spec));
+        scan(&v, &key.namespace, "ConfigMap", &mut out);
+    }
+    out
+}

@@ -43,6 +43,10 @@ pub struct InfraOptions {
     /// A Gateway's `status.addresses` are its Service's (load balancer ingress, else cluster
     /// IP) rather than the address it is translated with: the controller's cluster mode.
     pub addresses_from_service: bool,
+    /// Whether a Gateway's `spec.addresses` become its Service's `externalIPs`. Off by
+    /// default: whoever may create a Gateway could then have every node take traffic for any
+    /// IP (CVE-2020-8554); in cluster mode such a Gateway is not accepted while it is off.
+    pub external_ips: bool,
 }
 
 /// The discovery service of the controller the Helm chart installs.
@@ -66,6 +70,7 @@ impl Default for InfraOptions {
             image: concat!("sluice/sluice:", env!("CARGO_PKG_VERSION")).into(),
             controller_url: DEFAULT_CONTROLLER_URL.into(),
             addresses_from_service: false,
+            external_ips: false,
         }
     }
 }
@@ -148,14 +153,16 @@ pub fn render(gw: &Gateway, ports: &[u16], opts: &InfraOptions) -> GatewayInfra 
     ports.sort_unstable();
     ports.dedup();
 
-    // `spec.addresses` of type IPAddress become the Service's external IPs: the nodes accept
-    // traffic for them, and a load balancer that honours them announces them (as in Envoy
-    // Gateway). Translation reports unusable addresses in the Gateway's status.
+    // With `external_ips`, `spec.addresses` of type IPAddress become the Service's external
+    // IPs: the nodes accept traffic for them, and a load balancer that honours them announces
+    // them (as in Envoy Gateway). Translation validates the first one and reports it; the
+    // others are taken when they parse.
     let requested: Vec<String> = gw
         .spec
         .addresses
         .iter()
         .flatten()
+        .filter(|_| opts.external_ips)
         .filter(|a| a.r#type.as_deref().unwrap_or("IPAddress") == "IPAddress")
         .filter_map(|a| a.value.as_deref()?.parse::<std::net::IpAddr>().ok())
         .map(|ip| ip.to_string())
@@ -463,7 +470,20 @@ spec:
   listeners: [{name: http, port: 80, protocol: HTTP}]
 "#,
         );
-        let out = render(&gw, &[80], &InfraOptions::default());
+        assert_eq!(
+            render(&gw, &[80], &InfraOptions::default())
+                .service
+                .spec
+                .expect("service spec")
+                .external_ips,
+            None,
+            "off by default"
+        );
+        let opts = InfraOptions {
+            external_ips: true,
+            ..InfraOptions::default()
+        };
+        let out = render(&gw, &[80], &opts);
         let spec = out.service.spec.expect("service spec");
         assert_eq!(
             spec.external_ips.as_deref(),
@@ -473,7 +493,7 @@ spec:
             "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge}\n\
              spec: {gatewayClassName: sluice, listeners: [{name: http, port: 80, protocol: HTTP}]}",
         );
-        let spec = render(&plain, &[80], &InfraOptions::default()).service.spec;
+        let spec = render(&plain, &[80], &opts).service.spec;
         assert_eq!(spec.expect("service spec").external_ips, None);
     }
 

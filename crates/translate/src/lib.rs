@@ -55,7 +55,7 @@ use rules::*;
 use status::*;
 
 pub use attach::intersect_hostnames;
-pub use certs::{ca_certificates, certified_key, referenced_secrets};
+pub use certs::{ca_certificates, certified_key, referenced_config_maps, referenced_secrets};
 pub use egress::LastValidPolicy;
 pub use sluice_api::pem::certified_key_from_pem;
 

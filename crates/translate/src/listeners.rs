@@ -27,6 +27,15 @@ pub(super) fn gateway_address(
         .flatten()
         .find(|a| a.value.is_some())
     {
+        if opts.infra.addresses_from_service && !opts.infra.external_ips {
+            return Err((
+                "UnsupportedAddress",
+                "spec.addresses is not enabled in this controller: a requested address becomes \
+                 the gateway Service's externalIPs, which lets whoever writes a Gateway take \
+                 traffic for any IP; the controller's --service-external-ips enables it"
+                    .to_string(),
+            ));
+        }
         let ty = first.r#type.as_deref().unwrap_or("IPAddress");
         if ty != "IPAddress" {
             return Err((

@@ -20,18 +20,19 @@ import (
 	_ "github.com/coredns/coredns/plugin/whoami"
 )
 
-// directives is the order the plugins handle a query in (CoreDNS's own order, shortened).
+// directives is the order the plugins handle a query in: upstream CoreDNS's plugin.cfg order,
+// keeping only these.
 var directives = []string{
 	"reload",
-	"health",
 	"ready",
+	"health",
 	"errors",
 	"log",
 	"loadbalance",
 	"cache",
-	"whoami",
 	"kubernetes",
 	"forward",
+	"whoami",
 }
 
 func main() {
