@@ -441,6 +441,13 @@ fn pem_encode(der: &[u8]) -> String {
 }
 
 fn tls_acceptor(files: &TlsFiles) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    let mut cfg = tls_config(files)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// The TLS server configuration of `files` (certificate, key, optional client CAs), no ALPN.
+pub(crate) fn tls_config(files: &TlsFiles) -> std::io::Result<rustls::ServerConfig> {
     let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let certs: Vec<_> = rustls_pemfile::certs(&mut files.cert_pem.as_slice())
         .collect::<Result<_, _>>()
@@ -471,11 +478,9 @@ fn tls_acceptor(files: &TlsFiles) -> std::io::Result<tokio_rustls::TlsAcceptor> 
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut cfg = builder
+    builder
         .with_single_cert(certs, key)
-        .map_err(|e| bad(e.to_string()))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+        .map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]

@@ -2,3 +2,5 @@
 #![forbid(unsafe_code)]
 
 pub mod echo;
+pub mod grpc_echo;
+pub mod l4_echo;

@@ -33,6 +33,22 @@ struct Args {
     /// Request client certificates and verify them against these CAs (PEM).
     #[arg(long, env = "TLS_CLIENT_CACERTS")]
     tls_client_cacerts: Option<PathBuf>,
+    /// Serve the conformance suite's gRPC echo service (h2c) instead of HTTP; set by the
+    /// environment variable GRPC_ECHO_SERVER (any value), as for upstream's echo server.
+    #[arg(long)]
+    grpc: bool,
+    /// Serve the suite's TCP echo (lines TEST, IS_TLS, PING) instead of HTTP; also set by the
+    /// environment variable TCP_ECHO_SERVER. With --tls-cert/--tls-key it terminates TLS on
+    /// --tls-listen as well.
+    #[arg(long)]
+    tcp: bool,
+    /// Serve the suite's UDP echo (each datagram answered with JSON) instead of HTTP; also
+    /// set by the environment variable UDP_ECHO_SERVER.
+    #[arg(long)]
+    udp: bool,
+    /// The TLS listener of the TCP echo.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    tls_listen: SocketAddr,
 }
 
 #[tokio::main]
@@ -56,8 +72,31 @@ async fn main() -> anyhow::Result<()> {
         service: args.service,
         pod: args.pod,
     };
-    let server = serve(args.listen, id, tls).await?;
-    eprintln!("echo listening on {}", server.addr);
+    // A mode is chosen by its flag or, as for upstream's echo server, its environment variable.
+    let set = |flag: bool, var: &str| flag || std::env::var_os(var).is_some_and(|v| !v.is_empty());
+    // Kept until the process ends.
+    let _server: Box<dyn std::any::Any> = if set(args.grpc, "GRPC_ECHO_SERVER") {
+        let server = conformance::grpc_echo::serve(args.listen, id).await?;
+        eprintln!("gRPC echo listening on {}", server.addr);
+        Box::new(server)
+    } else if set(args.tcp, "TCP_ECHO_SERVER") {
+        let server =
+            conformance::l4_echo::serve_tcp(args.listen, id, tls.map(|t| (args.tls_listen, t)))
+                .await?;
+        match server.tls_addr {
+            Some(t) => eprintln!("TCP echo listening on {} (TLS on {t})", server.addr),
+            None => eprintln!("TCP echo listening on {}", server.addr),
+        }
+        Box::new(server)
+    } else if set(args.udp, "UDP_ECHO_SERVER") {
+        let server = conformance::l4_echo::serve_udp(args.listen, id).await?;
+        eprintln!("UDP echo listening on {}", server.addr);
+        Box::new(server)
+    } else {
+        let server = serve(args.listen, id, tls).await?;
+        eprintln!("echo listening on {}", server.addr);
+        Box::new(server)
+    };
     // SIGTERM too: as a container's first process it would otherwise ignore the kubelet's stop.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
