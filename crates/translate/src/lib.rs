@@ -30,6 +30,7 @@ use sluice_config::{
     UrlRewrite, WeightedBackend,
 };
 
+pub mod grpc;
 pub mod infra;
 pub mod presentation;
 pub mod unserved;
