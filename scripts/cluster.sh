@@ -170,7 +170,10 @@ build_images() {
   fi
   "$TOOLS/mkimage" -o "$IMAGES/pause.tar" -tag registry.k8s.io/pause:3.10 \
     -file "$TOOLS/pause=/pause:0755" -entrypoint /pause -user 65535:65535 >/dev/null
+  # Also under the name the Gateway API v1.6.3 conformance manifests run (their Corefile
+  # forwards to public resolvers; this build's `forward` answers SERVFAIL instead).
   "$TOOLS/mkimage" -o "$IMAGES/coredns.tar" -tag sluice.dev/local/coredns:1.15.0 \
+    -tag registry.k8s.io/coredns/coredns:v1.12.2 \
     -file "$TOOLS/coredns=/coredns:0755" -entrypoint /coredns -user 65532:65532 >/dev/null
 }
 
