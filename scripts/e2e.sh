@@ -31,7 +31,7 @@ done
 CACHE="${SLUICE_CLUSTER_CACHE:-$HOME/.cache/sluice/cluster}"
 KUBECONFIG_PATH="$CACHE/run/kubeconfig"
 NS=sluice-e2e
-VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' deploy/helm/sluice/Chart.yaml)
+VERSION=$(chart_version)
 K=("$CACHE/bin/v${KUBE_VERSION:-1.34.4}/kubectl" --kubeconfig="$KUBECONFIG_PATH")
 say() { printf '[e2e] %s\n' "$*" >&2; }
 fail() {

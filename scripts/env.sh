@@ -19,3 +19,8 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# The chart's appVersion: the tag of the images scripts/image.sh builds and the chart runs.
+chart_version() {
+  sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' deploy/helm/sluice/Chart.yaml
+}

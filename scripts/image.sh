@@ -33,7 +33,7 @@ CACHE="${SLUICE_CLUSTER_CACHE:-$HOME/.cache/sluice/cluster}"
 TOOLS="$CACHE/bin/tools"
 OUT="$CACHE/images/sluice"
 STAGE="$OUT/stage"
-VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' deploy/helm/sluice/Chart.yaml)
+VERSION=$(chart_version)
 [ -n "$VERSION" ] || { echo "no appVersion in deploy/helm/sluice/Chart.yaml" >&2; exit 1; }
 say() { printf '[image] %s\n' "$*" >&2; }
 

@@ -30,14 +30,12 @@ spec:
     }
     assert_eq!(get_json(&c, &gw.url(8080, "/nothing")).await.0, 404);
 
-    let metrics = metrics_with(
-        &gw,
-        &[
+    let metrics = gw
+        .metrics_with(&[
             r#"sluice_http_requests_total{backend="default/app:80",code="200",gateway="default/gw",listener="http",route="default/app"} 3"#.into(),
             r#"code="404""#.into(),
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(
         metrics.contains("sluice_http_request_duration_seconds_bucket"),
         "{metrics}"
@@ -112,24 +110,7 @@ spec:
             )
         })
         .collect();
-    metrics_with(&gw, &lines).await;
-}
-
-/// `/metrics` once it holds every one of `lines`. A request is counted when its logging phase
-/// ends, which can be just after the client has the response: polled, for at most 5 s.
-async fn metrics_with(gw: &Gateway, lines: &[String]) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let metrics = gw.admin_text("/metrics").await;
-        if lines.iter().all(|l| metrics.contains(l.as_str())) {
-            return metrics;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not all of {lines:?} within 5 s in:\n{metrics}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    gw.metrics_with(&lines).await;
 }
 
 /// What the gateway answers itself (no route, a Service without ready endpoints, a backend

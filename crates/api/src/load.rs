@@ -65,6 +65,14 @@ pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, LoadErrors> {
 }
 
 /// Reads every manifest under `path` into a store, or reports every invalid object.
+/// Loads manifests given as text, `path` naming them in errors (tests, and whoever holds
+/// manifests in memory).
+pub fn load_text(path: &Path, text: &str) -> Result<Store, LoadErrors> {
+    let mut loader = Loader::default();
+    loader.add_text(path, text);
+    loader.finish()
+}
+
 pub fn load_path(path: &Path) -> Result<Store, LoadErrors> {
     load_path_cached(path, &mut ParseCache::default())
 }
@@ -512,9 +520,7 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<Store, LoadErrors> {
-        let mut l = Loader::default();
-        l.add_text(Path::new("test.yaml"), text);
-        l.finish()
+        load_text(Path::new("test.yaml"), text)
     }
 
     #[test]

@@ -303,6 +303,24 @@ impl Gateway {
             .unwrap()
     }
 
+    /// `/metrics` once it holds every one of `lines`. A request is counted when its logging
+    /// phase ends, which can be just after the client has the response: polled, for at most
+    /// 5 s.
+    pub async fn metrics_with(&self, lines: &[String]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let metrics = self.admin_text("/metrics").await;
+            if lines.iter().all(|l| metrics.contains(l.as_str())) {
+                return metrics;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not all of {lines:?} within 5 s in:\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn config_version(&self) -> u64 {
         self.admin_json("/config").await["version"]
             .as_u64()

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use sluice_api::load::Loader;
+use sluice_api::load::load_text;
 use sluice_api::resources::NsName;
 use sluice_translate::{translate, Options};
 
@@ -19,9 +19,7 @@ fn store(names: &[&str]) -> sluice_api::resources::Store {
              spec:\n  gatewayClassName: sluice\n  listeners: [{{name: http, port: 80, protocol: HTTP}}]\n"
         ));
     }
-    let mut loader = Loader::default();
-    loader.add_text(Path::new("test.yaml"), &text);
-    loader.finish().unwrap()
+    load_text(Path::new("test.yaml"), &text).unwrap()
 }
 
 #[test]
@@ -62,9 +60,7 @@ fn requested_addresses_need_external_ips_in_a_cluster() {
                 metadata: {name: fixed, namespace: default}\n\
                 spec:\n  gatewayClassName: sluice\n  addresses: [{type: IPAddress, value: 198.51.100.7}]\n\
                 \x20 listeners: [{name: http, port: 80, protocol: HTTP}]\n";
-    let mut loader = Loader::default();
-    loader.add_text(Path::new("test.yaml"), text);
-    let store = loader.finish().unwrap();
+    let store = load_text(Path::new("test.yaml"), text).unwrap();
     let accepted = |external_ips: bool| {
         let mut opts = Options::default();
         opts.infra.addresses_from_service = true;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use sluice_api::load::Loader;
+use sluice_api::load::load_text;
 use sluice_api::resources::NsName;
 use sluice_translate::{referenced_config_maps, referenced_secrets};
 
@@ -54,9 +54,7 @@ type: Opaque
 
 #[test]
 fn only_referenced_and_permitted_secrets() {
-    let mut loader = Loader::default();
-    loader.add_text(Path::new("objects.yaml"), OBJECTS);
-    let store = loader.finish().unwrap();
+    let store = load_text(Path::new("objects.yaml"), OBJECTS).unwrap();
     let got: Vec<NsName> = referenced_secrets(&store).into_iter().collect();
     assert_eq!(
         got,
@@ -118,9 +116,7 @@ data: {ca.crt: ""}
 
 #[test]
 fn only_referenced_config_maps() {
-    let mut loader = Loader::default();
-    loader.add_text(Path::new("objects.yaml"), CA_REFERENCES);
-    let store = loader.finish().unwrap();
+    let store = load_text(Path::new("objects.yaml"), CA_REFERENCES).unwrap();
     let got: Vec<NsName> = referenced_config_maps(&store).into_iter().collect();
     assert_eq!(
         got,
