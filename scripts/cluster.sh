@@ -241,6 +241,7 @@ crds() {
   "${KUBECTL[@]}" apply --server-side -f deploy/crds >/dev/null
   "${KUBECTL[@]}" wait --for=condition=Established --timeout=60s \
     crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io \
+    crd/grpcroutes.gateway.networking.k8s.io \
     crd/egresspolicies.policy.sluice.dev >/dev/null
 }
 

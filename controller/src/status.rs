@@ -26,6 +26,7 @@ fn resource(api_version: &str, kind: &str) -> Option<ApiResource> {
         "Gateway" => "gateways",
         "ListenerSet" => "listenersets",
         "HTTPRoute" => "httproutes",
+        "GRPCRoute" => "grpcroutes",
         "BackendTLSPolicy" => "backendtlspolicies",
         "EgressPolicy" => "egresspolicies",
         _ => return None,

@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::experimental::gatewayclasses::GatewayClass;
 use gateway_api::experimental::gateways::Gateway;
+use gateway_api::experimental::grpcroutes::GrpcRoute;
 use gateway_api::experimental::httproutes::HttpRoute;
 use gateway_api::experimental::referencegrants::ReferenceGrant;
 use gateway_api::listenersets::ListenerSet;
@@ -48,6 +49,7 @@ pub struct Watches {
     gateways: Cache<Gateway>,
     listener_sets: Cache<ListenerSet>,
     http_routes: Cache<HttpRoute>,
+    grpc_routes: Cache<GrpcRoute>,
     reference_grants: Cache<ReferenceGrant>,
     backend_tls_policies: Cache<BackendTlsPolicy>,
     services: Cache<Service>,
@@ -69,6 +71,7 @@ impl Watches {
             gateways: watch(Api::all(client.clone()), n, "Gateway"),
             listener_sets: watch(Api::all(client.clone()), n, "ListenerSet"),
             http_routes: watch(Api::all(client.clone()), n, "HTTPRoute"),
+            grpc_routes: watch(Api::all(client.clone()), n, "GRPCRoute"),
             reference_grants: watch(Api::all(client.clone()), n, "ReferenceGrant"),
             backend_tls_policies: watch(Api::all(client.clone()), n, "BackendTLSPolicy"),
             services: watch(Api::all(client.clone()), n, "Service"),
@@ -101,6 +104,7 @@ impl Watches {
             gateways,
             listener_sets,
             http_routes,
+            grpc_routes,
             reference_grants,
             backend_tls_policies,
             services,
@@ -134,6 +138,7 @@ impl Watches {
             gateways: namespaced(&self.gateways),
             listener_sets: namespaced(&self.listener_sets),
             http_routes: namespaced(&self.http_routes),
+            grpc_routes: namespaced(&self.grpc_routes),
             reference_grants: namespaced(&self.reference_grants),
             backend_tls_policies: namespaced(&self.backend_tls_policies),
             services: namespaced(&self.services),
@@ -165,7 +170,7 @@ impl Watches {
         store
     }
 
-    /// The HTTPRoutes and BackendTLSPolicies whose status holds an entry of `controller` in
+    /// The HTTPRoutes, GRPCRoutes and BackendTLSPolicies whose status holds an entry of `controller` in
     /// `parents`/`ancestors`, as `(kind, key)`.
     pub fn with_entries_of(&self, controller: &str) -> Vec<(&'static str, NsName)> {
         fn ours(status: Option<serde_json::Value>, list: &str, controller: &str) -> bool {
@@ -179,6 +184,10 @@ impl Watches {
             let status = serde_json::to_value(r.status.as_ref()?).ok();
             ours(status, "parents", controller).then(|| ("HTTPRoute", key_of(&r.metadata)))
         });
+        let grpc_routes = self.grpc_routes.state().into_iter().filter_map(|r| {
+            let status = serde_json::to_value(r.status.as_ref()?).ok();
+            ours(status, "parents", controller).then(|| ("GRPCRoute", key_of(&r.metadata)))
+        });
         let policies = self
             .backend_tls_policies
             .state()
@@ -188,7 +197,7 @@ impl Watches {
                 ours(status, "ancestors", controller)
                     .then(|| ("BackendTLSPolicy", key_of(&p.metadata)))
             });
-        routes.chain(policies).collect()
+        routes.chain(grpc_routes).chain(policies).collect()
     }
 
     /// The first address in each Gateway's status, as written before (by an earlier run):
@@ -231,6 +240,7 @@ impl Watches {
             "Gateway" => get(&self.gateways, key, true),
             "ListenerSet" => get(&self.listener_sets, key, true),
             "HTTPRoute" => get(&self.http_routes, key, true),
+            "GRPCRoute" => get(&self.grpc_routes, key, true),
             "BackendTLSPolicy" => get(&self.backend_tls_policies, key, true),
             "EgressPolicy" => {
                 let r = reflector::ObjectRef::new_with(&key.name, egress_policy_resource())

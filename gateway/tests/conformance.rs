@@ -97,6 +97,9 @@ struct Req {
     /// Present a client certificate: `valid` (signed by the CA in the `client-ca` ConfigMaps)
     /// or `untrusted` (signed by another CA).
     client_cert: Option<String>,
+    /// Make this gRPC call of the echo service instead (`Echo`, `EchoTwo`, `EchoThree`), over
+    /// h2c with `host` as `:authority` and `headers` as metadata, as upstream's gRPC client.
+    grpc: Option<String>,
 }
 
 fn root() -> String {
@@ -151,6 +154,10 @@ struct Expect {
     /// A request header whose value, as the backend saw it, must name the backend that answered
     /// (set per backendRef by a filter).
     backend_header: Option<String>,
+    /// A gRPC call's status code, as tonic names it (`Ok` unless given); with `Ok`, `backend`
+    /// is the prefix of the answering Pod's name and `namespace` its namespace, as upstream
+    /// checks, and the echo must report the method called.
+    grpc_code: Option<String>,
 }
 
 fn infra() -> String {
@@ -175,7 +182,7 @@ struct StatusCheck {
     attached_routes: Option<i64>,
     /// A Gateway's `status.attachedListenerSets`; an absent field counts as 0, as upstream reads it.
     attached_listener_sets: Option<i64>,
-    /// A listener's `supportedKinds` kinds, in order.
+    /// Kinds a listener's `supportedKinds` must include (`[]`: it must be empty).
     supported_kinds: Option<Vec<String>>,
     /// Condition type → `True`, `False`, `True/Reason` or `False/Reason`.
     #[serde(default)]
@@ -194,14 +201,28 @@ struct Env {
     client_certs: (String, String),
     base: String,
     backends: Vec<(String, EchoServer)>,
+    grpc_backends: Vec<(String, conformance::grpc_echo::GrpcEchoServerHandle)>,
 }
 
 async fn environment() -> Env {
-    use sluice_testing::conformance_env::{base_manifests, BACKENDS, TLS_BACKEND};
+    use sluice_testing::conformance_env::{base_manifests, BACKENDS, GRPC_BACKENDS, TLS_BACKEND};
     let ca = TestCa::new();
     let mut backends = Vec::new();
     for (ns, name) in BACKENDS {
         backends.push((name.to_string(), echo_in(ns, name).await));
+    }
+    let mut grpc_backends = Vec::new();
+    for (ns, name) in GRPC_BACKENDS {
+        let identity = Identity {
+            namespace: ns.to_string(),
+            service: name.to_string(),
+            pod: format!("{name}-0"),
+            ..Identity::default()
+        };
+        let server = conformance::grpc_echo::serve("127.0.0.1:0".parse().unwrap(), identity)
+            .await
+            .unwrap();
+        grpc_backends.push((name.to_string(), server));
     }
     // A TLS backend for BackendTLSPolicy cases, with a certificate for abc.example.com; it
     // trusts the same CA for client certificates.
@@ -229,6 +250,12 @@ async fn environment() -> Env {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, e)| e.addr)
+            .or_else(|| {
+                grpc_backends
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, g)| g.addr)
+            })
             .unwrap_or_else(|| panic!("no backend {name}"))
     };
     let base = base_manifests(&ca, &addr);
@@ -241,6 +268,7 @@ async fn environment() -> Env {
         client_certs,
         base,
         backends,
+        grpc_backends,
     }
 }
 
@@ -255,7 +283,14 @@ fn render(env: &Env, text: &str, pool: std::net::Ipv4Addr) -> String {
         env.backends
             .iter()
             .find(|(n, _)| n == name)
-            .map_or(0, |(_, e)| e.addr.port())
+            .map(|(_, e)| e.addr.port())
+            .or_else(|| {
+                env.grpc_backends
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, g)| g.addr.port())
+            })
+            .unwrap_or(0)
     })
 }
 
@@ -452,7 +487,7 @@ fn check_status(all: &serde_json::Value, s: &StatusCheck) -> Result<(), String> 
             check_observed_generation(&a["conditions"], s.observed_generation)?;
             Ok(())
         }
-        ("HTTPRoute", Some(o)) => {
+        ("HTTPRoute" | "GRPCRoute", Some(o)) => {
             let parents = o["status"]["parents"]
                 .as_array()
                 .cloned()
@@ -503,7 +538,14 @@ fn check_status(all: &serde_json::Value, s: &StatusCheck) -> Result<(), String> 
                         .flatten()
                         .filter_map(|k| k["kind"].as_str().map(str::to_string))
                         .collect();
-                    if &got != kinds {
+                    // As upstream compares them: an empty list means none, else each listed
+                    // kind is supported (an implementation may support more).
+                    let ok = if kinds.is_empty() {
+                        got.is_empty()
+                    } else {
+                        kinds.iter().all(|k| got.contains(k))
+                    };
+                    if !ok {
                         return Err(format!(
                             "listener {l} supportedKinds {got:?} want {kinds:?}"
                         ));
@@ -574,6 +616,9 @@ async fn check_request(env: &Env, all: &serde_json::Value, r: &Req) -> Result<()
 
 /// Sends one request, checks it, and returns the service that answered.
 async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Result<String, String> {
+    if let Some(method) = &r.grpc {
+        return check_grpc_call(all, r, method).await;
+    }
     if r.websocket {
         let ip = gateway_addr(all, &r.gateway)?;
         let addr = SocketAddr::new(ip, r.port.unwrap_or(80));
@@ -775,6 +820,78 @@ async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Resu
     Ok(body["service"].as_str().unwrap_or("").to_string())
 }
 
+/// Makes one gRPC call of the echo service, checks it as upstream's `compareResponse` does, and
+/// returns the Service that answered (empty for a failed call).
+async fn check_grpc_call(all: &serde_json::Value, r: &Req, method: &str) -> Result<String, String> {
+    use conformance::grpc_echo::pb::{grpc_echo_client::GrpcEchoClient, EchoRequest};
+    use conformance::grpc_echo::SERVICE;
+    let e = &r.expect;
+    if e.not_forwarded || e.status.is_some() || !e.headers.is_empty() || e.path.is_some() {
+        return Err("a gRPC call checks grpcCode, backend, namespace and distribution only".into());
+    }
+    let ip = gateway_addr(all, &r.gateway)?;
+    let port = r.port.unwrap_or(80);
+    let authority = r.host.clone().unwrap_or_else(|| format!("{ip}:{port}"));
+    let origin: http::Uri = format!("http://{authority}")
+        .parse()
+        .map_err(|e| format!("authority {authority:?}: {e}"))?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{ip}:{port}"))
+        .map_err(|e| e.to_string())?
+        .origin(origin)
+        .timeout(std::time::Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| format!("gRPC connection to {ip}:{port}: {e}"))?;
+    let mut client = GrpcEchoClient::new(channel);
+    let mut req = tonic::Request::new(EchoRequest {});
+    for (k, v) in &r.headers {
+        // grpc-go sends metadata keys lowercased.
+        let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+            .map_err(|e| format!("metadata key {k:?}: {e}"))?;
+        req.metadata_mut()
+            .insert(key, v.parse().map_err(|_| format!("metadata value {v:?}"))?);
+    }
+    let result = match method {
+        "Echo" => client.echo(req).await,
+        "EchoTwo" => client.echo_two(req).await,
+        "EchoThree" => client.echo_three(req).await,
+        other => return Err(format!("unknown gRPC method {other:?}")),
+    };
+    let want = e.grpc_code.as_deref().unwrap_or("Ok");
+    let resp = match result {
+        Err(status) => {
+            let got = format!("{:?}", status.code());
+            return if got == want {
+                Ok(String::new())
+            } else {
+                Err(format!("gRPC status {got} ({status}), want {want}"))
+            };
+        }
+        Ok(_) if want != "Ok" => return Err(format!("gRPC status Ok, want {want}")),
+        Ok(resp) => resp.into_inner(),
+    };
+    let a = resp.assertions.unwrap_or_default();
+    let fq = format!("/{SERVICE}/{method}");
+    if a.fully_qualified_method != fq {
+        return Err(format!(
+            "backend saw method {}, want {fq}",
+            a.fully_qualified_method
+        ));
+    }
+    let ctx = a.context.unwrap_or_default();
+    if let Some(ns) = &e.namespace {
+        if &ctx.namespace != ns {
+            return Err(format!("namespace {}, want {ns}", ctx.namespace));
+        }
+    }
+    if let Some(b) = &e.backend {
+        if !ctx.pod.starts_with(b.as_str()) {
+            return Err(format!("answered by pod {}, want {b}-*", ctx.pod));
+        }
+    }
+    Ok(ctx.service_name)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_cases() {
     let env = environment().await;
@@ -820,15 +937,22 @@ async fn conformance_cases() {
     assert_eq!(failed, 0, "{failed} conformance case(s) failed");
 }
 
-/// conformance/README.md lists all 94 GATEWAY-HTTP test names; a name is marked `passes`
-/// exactly when it has a case file.
+/// conformance/README.md lists all 94 GATEWAY-HTTP test names and the 5 test names of
+/// GATEWAY-GRPC that are not common to every Gateway profile (with GRPCRouteNamedRule, in no
+/// profile); a name is marked `passes` exactly when it has a case file.
 #[test]
 fn readme_table_matches_the_cases() {
     let readme = std::fs::read_to_string(cases_dir().join("../README.md")).unwrap();
     let mut listed = BTreeMap::new();
+    let mut per_profile: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut profile = "";
     for line in readme.lines() {
+        if let Some(rest) = line.strip_prefix("## ") {
+            profile = rest.split_whitespace().next().unwrap_or("");
+        }
         let cols: Vec<&str> = line.split('|').map(str::trim).collect();
         if cols.len() == 6 && matches!(cols[2], "core" | "extended") {
+            *per_profile.entry(profile).or_default() += 1;
             assert!(
                 !cols[4].is_empty(),
                 "{}: the README says how it was checked",
@@ -838,10 +962,11 @@ fn readme_table_matches_the_cases() {
         }
     }
     assert_eq!(
-        listed.len(),
-        94,
-        "the README lists every GATEWAY-HTTP test once"
+        per_profile,
+        BTreeMap::from([("GATEWAY-GRPC", 5), ("GATEWAY-HTTP", 94)]),
+        "the README lists every test once, under its profile"
     );
+    assert_eq!(listed.len(), 99, "no test name is listed twice");
     let cases: std::collections::BTreeSet<String> = std::fs::read_dir(cases_dir())
         .unwrap()
         .filter_map(|e| {

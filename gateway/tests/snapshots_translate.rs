@@ -62,15 +62,9 @@ fn same_over_the_wire(c: &gateway::ir::Config, compiled: &serde_json::Value, wha
 /// snapshots do not depend on the run.
 #[test]
 fn conformance_case_translations() {
-    use sluice_testing::conformance_env::{
-        base_manifests, cases_dir, render, BACKENDS, TLS_BACKEND,
-    };
+    use sluice_testing::conformance_env::{backend_names, base_manifests, cases_dir, render};
     let ca = sluice_testing::TestCa::new();
-    let names: Vec<&str> = BACKENDS
-        .iter()
-        .map(|(_, n)| *n)
-        .chain([TLS_BACKEND.1])
-        .collect();
+    let names = backend_names();
     let port = |name: &str| 30001 + names.iter().position(|n| *n == name).unwrap() as u16;
     let addr = |name: &str| std::net::SocketAddr::from(([127, 0, 0, 1], port(name)));
     let base = base_manifests(&ca, &addr);
@@ -81,7 +75,7 @@ fn conformance_case_translations() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("base.yaml"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 94);
+    assert_eq!(files.len(), 99);
     for file in files {
         let case: serde_yaml::Value =
             serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();

@@ -112,6 +112,7 @@ pub fn resource(kind: &str) -> ApiResource {
         "GatewayClass" => ("gateway.networking.k8s.io", "v1", "gatewayclasses"),
         "Gateway" => ("gateway.networking.k8s.io", "v1", "gateways"),
         "HTTPRoute" => ("gateway.networking.k8s.io", "v1", "httproutes"),
+        "GRPCRoute" => ("gateway.networking.k8s.io", "v1", "grpcroutes"),
         "Lease" => ("coordination.k8s.io", "v1", "leases"),
         "ServiceAccount" => ("", "v1", "serviceaccounts"),
         "Service" => ("", "v1", "services"),

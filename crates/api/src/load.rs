@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::experimental::gatewayclasses::GatewayClass;
 use gateway_api::experimental::gateways::Gateway;
+use gateway_api::experimental::grpcroutes::GrpcRoute;
 use gateway_api::experimental::httproutes::HttpRoute;
 use gateway_api::experimental::referencegrants::ReferenceGrant;
 use gateway_api::listenersets::ListenerSet;
@@ -310,6 +311,9 @@ impl Loader {
             }
             (GATEWAY_GROUP, "HTTPRoute") => {
                 insert!(http_routes, HttpRoute, key, ["v1", "v1beta1"], schema)
+            }
+            (GATEWAY_GROUP, "GRPCRoute") => {
+                insert!(grpc_routes, GrpcRoute, key, ["v1"], schema)
             }
             (crate::egress::POLICY_GROUP, "EgressPolicy") => {
                 insert!(

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::experimental::gatewayclasses::GatewayClass;
 use gateway_api::experimental::gateways::Gateway;
+use gateway_api::experimental::grpcroutes::GrpcRoute;
 use gateway_api::experimental::httproutes::HttpRoute;
 use gateway_api::experimental::referencegrants::ReferenceGrant;
 use gateway_api::listenersets::ListenerSet;
@@ -86,6 +87,7 @@ pub struct Store {
     pub gateway_classes: BTreeMap<String, Object<GatewayClass>>,
     pub gateways: BTreeMap<NsName, Object<Gateway>>,
     pub http_routes: BTreeMap<NsName, Object<HttpRoute>>,
+    pub grpc_routes: BTreeMap<NsName, Object<GrpcRoute>>,
     pub reference_grants: BTreeMap<NsName, Object<ReferenceGrant>>,
     pub services: BTreeMap<NsName, Object<Service>>,
     pub endpoint_slices: BTreeMap<NsName, Object<EndpointSlice>>,
@@ -182,7 +184,7 @@ impl Generations {
         id
     }
 
-    /// Gives every GatewayClass, Gateway and HTTPRoute of `store` its generation, and forgets
+    /// Gives every object of `store` that a controller writes status for its generation, and forgets
     /// objects that are gone.
     pub fn assign(&mut self, store: &mut Store) {
         let mut seen = std::collections::HashSet::new();
@@ -199,6 +201,9 @@ impl Generations {
         }
         for (key, o) in store.http_routes.iter_mut() {
             seen.insert(self.next("HTTPRoute", key.clone(), &o.obj.spec, &mut o.obj.metadata));
+        }
+        for (key, o) in store.grpc_routes.iter_mut() {
+            seen.insert(self.next("GRPCRoute", key.clone(), &o.obj.spec, &mut o.obj.metadata));
         }
         for (key, o) in store.listener_sets.iter_mut() {
             seen.insert(self.next("ListenerSet", key.clone(), &o.obj.spec, &mut o.obj.metadata));

@@ -166,7 +166,114 @@ pub fn validate(store: &Store) -> Vec<ManifestError> {
             }
         }
     }
+    for (key, route) in &store.grpc_routes {
+        grpc_route(route, format!("GRPCRoute {key}"), &mut errors);
+    }
     errors
+}
+
+/// The GRPCRoute CRD's rules: hostnames, method matches (one of service and method, their
+/// characters for `Exact`), header names, unique rule names, filters not repeated, Service
+/// references with a port, weights.
+fn grpc_route(
+    route: &Object<gateway_api::experimental::grpcroutes::GrpcRoute>,
+    object: String,
+    errors: &mut Vec<ManifestError>,
+) {
+    use gateway_api::experimental::grpcroutes::{
+        GrpcRouteRulesFiltersType as F, GrpcRouteRulesMatchesMethodType as M,
+    };
+    let mut e = Errs::new(route, object, errors);
+    let spec = &route.obj.spec;
+    for (i, h) in spec.hostnames.iter().flatten().enumerate() {
+        if !is_hostname(h, true) {
+            e.push(
+                &format!(".spec.hostnames[{i}]"),
+                format!("{h:?} is not a valid hostname"),
+            );
+        }
+    }
+    let rules = spec.rules.as_deref().unwrap_or_default();
+    for (r, rule) in rules.iter().enumerate() {
+        if let Some(name) = &rule.name {
+            if rules[..r].iter().any(|o| o.name.as_ref() == Some(name)) {
+                e.push(
+                    &format!(".spec.rules[{r}].name"),
+                    format!("rule name {name:?} must be unique within the route"),
+                );
+            }
+        }
+        for (m, mat) in rule.matches.iter().flatten().enumerate() {
+            let at = |s: &str| format!(".spec.rules[{r}].matches[{m}].{s}");
+            if let Some(method) = &mat.method {
+                let service = method.service.as_deref().filter(|s| !s.is_empty());
+                let name = method.method.as_deref().filter(|s| !s.is_empty());
+                if service.is_none() && name.is_none() {
+                    e.push(
+                        &at("method"),
+                        "one or both of 'service' or 'method' must be specified",
+                    );
+                }
+                if method.r#type.as_ref().is_none_or(|t| *t == M::Exact) {
+                    if let Some(s) = service.filter(|s| !is_grpc_service(s)) {
+                        e.push(
+                            &at("method.service"),
+                            format!("{s:?} is not a gRPC service name (dot-separated identifiers, optionally with a leading dot)"),
+                        );
+                    }
+                    if let Some(n) = name.filter(|n| !is_identifier(n)) {
+                        e.push(
+                            &at("method.method"),
+                            format!("{n:?} is not a gRPC method name (letters, digits and '_', not starting with a digit)"),
+                        );
+                    }
+                }
+            }
+            for (h, hm) in mat.headers.iter().flatten().enumerate() {
+                if http::HeaderName::from_bytes(hm.name.as_bytes()).is_err() {
+                    e.push(
+                        &at(&format!("headers[{h}].name")),
+                        format!("{:?} is not a valid header name", hm.name),
+                    );
+                }
+            }
+        }
+        let filters = rule.filters.as_deref().unwrap_or_default();
+        for t in [F::RequestHeaderModifier, F::ResponseHeaderModifier] {
+            if filters.iter().filter(|f| f.r#type == t).count() > 1 {
+                e.push(
+                    &format!(".spec.rules[{r}].filters"),
+                    format!("the {t:?} filter cannot be repeated"),
+                );
+            }
+        }
+        for (b, br) in rule.backend_refs.iter().flatten().enumerate() {
+            let f = |s: &str| format!(".spec.rules[{r}].backendRefs[{b}].{s}");
+            let kind = br.kind.as_deref().unwrap_or("Service");
+            let group = br.group.as_deref().unwrap_or("");
+            if group.is_empty() && kind == "Service" && br.port.is_none() {
+                e.push(&f("port"), "port is required when the backend is a Service");
+            }
+            if let Some(w) = br.weight.filter(|w| !(0..=1_000_000).contains(w)) {
+                e.push(&f("weight"), format!("weight {w} is not in 0-1000000"));
+            }
+        }
+    }
+}
+
+/// `^(?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$`: a fully qualified protobuf service name.
+fn is_grpc_service(s: &str) -> bool {
+    let s = s.strip_prefix('.').unwrap_or(s);
+    s.split('.').all(is_identifier)
+}
+
+/// `^[A-Za-z_][A-Za-z_0-9]*$`.
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 struct Errs<'a> {

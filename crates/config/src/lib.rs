@@ -394,8 +394,9 @@ pub struct Cluster {
     /// `namespace/service:port`.
     pub name: String,
     pub endpoints: Vec<SocketAddr>,
-    /// The Service port's appProtocol is `kubernetes.io/h2c`: HTTP/2 without TLS.
-    pub h2c: bool,
+    /// HTTP/2 to the endpoints (a GRPCRoute's backends, or a Service port whose appProtocol is
+    /// `kubernetes.io/h2c`): with prior knowledge (h2c) without TLS, by ALPN with it.
+    pub http2: bool,
     /// TLS to the endpoints, from the BackendTLSPolicy that targets the Service.
     pub tls: Option<BackendTlsId>,
 }
@@ -405,7 +406,7 @@ impl Cluster {
         Cluster {
             name,
             endpoints,
-            h2c: false,
+            http2: false,
             tls: None,
         }
     }

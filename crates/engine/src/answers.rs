@@ -1,6 +1,7 @@
 //! What the gateway answers and edits itself: the request's host, header modifiers on requests
 //! and responses, redirects, its own plain-text answers (404, 421, 500, 502, 503, 504, with a
-//! reason and no `server` header), and CORS preflights.
+//! reason and no `server` header) or, to gRPC calls, their gRPC form (HTTP 200 with
+//! `grpc-status`), and CORS preflights.
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
@@ -130,12 +131,95 @@ pub(crate) async fn respond(
     body: &'static str,
     extra: Option<(&str, String)>,
 ) -> Result<bool> {
+    if code >= 400 && is_grpc(session.req_header()) {
+        let resp = grpc_response(grpc_status(code), body.trim_end())?;
+        session.write_response_header(Box::new(resp), true).await?;
+        return Ok(true);
+    }
     let resp = plain_response(code, body.len(), extra.as_slice())?;
     session.write_response_header(Box::new(resp), false).await?;
     session
         .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
         .await?;
     Ok(true)
+}
+
+/// A gRPC call: its content-type is `application/grpc`, or one of its `+format` forms.
+pub(crate) fn is_grpc(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// gRPC status codes the gateway answers with.
+pub(crate) mod grpc_code {
+    pub const UNKNOWN: u8 = 2;
+    pub const DEADLINE_EXCEEDED: u8 = 4;
+    pub const PERMISSION_DENIED: u8 = 7;
+    pub const UNIMPLEMENTED: u8 = 12;
+    pub const INTERNAL: u8 = 13;
+    pub const UNAVAILABLE: u8 = 14;
+    pub const UNAUTHENTICATED: u8 = 16;
+}
+
+/// The gRPC status for an answer the gateway would give with HTTP status `code`, by gRPC's
+/// mapping of HTTP statuses (no route is UNIMPLEMENTED, no backend UNAVAILABLE).
+pub(crate) fn grpc_status(code: u16) -> u8 {
+    use grpc_code::*;
+    match code {
+        400 => INTERNAL,
+        401 => UNAUTHENTICATED,
+        403 => PERMISSION_DENIED,
+        404 => UNIMPLEMENTED,
+        429 | 502 | 503 | 504 => UNAVAILABLE,
+        _ => UNKNOWN,
+    }
+}
+
+/// A gRPC call's answer from the gateway: HTTP 200 and, in the same (final) header block,
+/// `grpc-status` and `grpc-message` (a "Trailers-Only" response).
+pub(crate) fn grpc_response(status: u8, message: &str) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(200, Some(3))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
+    resp.insert_header("grpc-status", status.to_string())?;
+    resp.insert_header("grpc-message", grpc_message(message))?;
+    Ok(resp)
+}
+
+/// `grpc-message` is percent-encoded: every byte outside printable ASCII, and `%`.
+fn grpc_message(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A `grpc-timeout` header: up to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+pub(crate) fn grpc_timeout(req: &RequestHeader) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let v = req.headers.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// The status a failed request is answered with, as Envoy-based gateways answer: 503 when no

@@ -219,7 +219,7 @@ impl Compiler<'_> {
         }
         let c = self.src.cluster(id)?;
         let mut out = rt::Cluster::new(c.name.clone(), c.endpoints.clone());
-        out.h2c = c.h2c;
+        out.http2 = c.http2;
         out.tls = c.tls.and_then(|t| self.backend_tls(t));
         if c.tls.is_some() && out.tls.is_none() {
             error!(cluster = %c.name, "backend TLS settings are missing; the cluster is left out");

@@ -409,8 +409,8 @@ pub struct Cluster {
     /// `LoadBalancer` did the same selection with a set and a boxed iterator allocated per
     /// pick, and Service endpoints have neither weights nor health checks of ours to use.
     next: std::sync::atomic::AtomicUsize,
-    /// The Service port's appProtocol is `kubernetes.io/h2c`: HTTP/2 without TLS.
-    pub h2c: bool,
+    /// HTTP/2 to the endpoints: h2c without TLS, ALPN `h2` with it.
+    pub http2: bool,
     /// TLS to the endpoints, from the BackendTLSPolicy that targets the Service.
     pub tls: Option<Arc<BackendTls>>,
 }
@@ -439,7 +439,7 @@ impl Cluster {
             name,
             endpoints,
             next: std::sync::atomic::AtomicUsize::new(0),
-            h2c: false,
+            http2: false,
             tls: None,
         }
     }
@@ -583,6 +583,9 @@ impl Route {
                 match &b.target {
                     BackendTarget::Cluster(c) => {
                         v["endpoints"] = c.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>().into();
+                        if c.http2 {
+                            v["protocol"] = "HTTP/2".into();
+                        }
                     }
                     BackendTarget::Invalid { reason, .. } => {
                         v["endpoints"] = serde_json::json!([]);

@@ -69,6 +69,8 @@ pub struct Ctx {
     attempts: u32,
     /// The `Access-Control-Allow-Origin` value to add to the response, for allowed origins.
     cors_origin: Option<String>,
+    /// A gRPC call's deadline (its `grpc-timeout`), from `start`.
+    grpc_deadline: Option<std::time::Duration>,
     /// The request's span (debug level, so disabled and free unless asked for): gateway,
     /// listener, route, rule and, once picked, backend. The engine's own events about the
     /// request are emitted in it.
@@ -129,6 +131,7 @@ impl ProxyHttp for SluiceProxy {
             mirror: None,
             attempts: 0,
             cors_origin: None,
+            grpc_deadline: None,
             span: tracing::Span::none(),
         }
     }
@@ -194,6 +197,9 @@ impl ProxyHttp for SluiceProxy {
         );
         ctx.route = Some(route.clone());
         let action = &route.action;
+        if is_grpc(session.req_header()) {
+            ctx.grpc_deadline = grpc_timeout(session.req_header());
+        }
 
         if let Some(cors) = &action.cors {
             let req = session.req_header();
@@ -416,14 +422,19 @@ impl ProxyHttp for SluiceProxy {
                 p
             }
         };
-        if cluster.h2c && cluster.tls.is_none() {
+        // HTTP/2: prior knowledge without TLS, ALPN h2 with pingora's TLS. (The SAN-checking
+        // connector offers no ALPN yet: its connections stay HTTP/1.1.)
+        let san_connector = matches!(&cluster.tls, Some(t) if t.san.is_some());
+        if cluster.http2 && !san_connector {
             peer.options.set_http_version(2, 2);
         }
         if let Some(a) = &action {
             // The tighter of the per-attempt timeout and what is left of the request timeout.
-            let left = a
-                .request_timeout
-                .map(|t| t.saturating_sub(ctx.start.elapsed()));
+            let left = match (a.request_timeout, ctx.grpc_deadline) {
+                (Some(r), Some(g)) => Some(r.min(g)),
+                (r, g) => r.or(g),
+            }
+            .map(|t| t.saturating_sub(ctx.start.elapsed()));
             let timeout = match (a.backend_timeout, left) {
                 (Some(b), Some(l)) => Some(b.min(l)),
                 (b, l) => b.or(l),
@@ -593,7 +604,16 @@ impl ProxyHttp for SluiceProxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = error_status(e);
         let why = error_reason(e);
-        if code > 0 {
+        if code > 0 && session.response_written().is_none() && is_grpc(session.req_header()) {
+            // A gRPC call gets its answer in gRPC's form; past its deadline, DEADLINE_EXCEEDED.
+            let status = match ctx.grpc_deadline {
+                Some(d) if ctx.start.elapsed() >= d => grpc_code::DEADLINE_EXCEEDED,
+                _ => grpc_status(code),
+            };
+            if let Ok(resp) = grpc_response(status, &why) {
+                let _ = session.write_response_header(Box::new(resp), true).await;
+            }
+        } else if code > 0 {
             // Our own answer: a short plain-text reason, and no `server: Pingora` header.
             let body = Bytes::from(format!("{why}\n"));
             if let Ok(resp) = plain_response(code, body.len(), &[]) {

@@ -18,6 +18,25 @@ pub const BACKENDS: &[(&str, &str)] = &[
     ("gateway-conformance-web-backend", "web-backend"),
 ];
 
+/// The gRPC echo backends of the base objects (the upstream base's, with appProtocol
+/// `kubernetes.io/h2c` on port 8080): (namespace, Service name).
+pub const GRPC_BACKENDS: &[(&str, &str)] = &[
+    ("gateway-conformance-infra", "grpc-infra-backend-v1"),
+    ("gateway-conformance-infra", "grpc-infra-backend-v2"),
+    ("gateway-conformance-infra", "grpc-infra-backend-v3"),
+];
+
+/// The Service names of every backend of the base objects: `BACKENDS`, `GRPC_BACKENDS` and
+/// `TLS_BACKEND`'s.
+pub fn backend_names() -> Vec<&'static str> {
+    BACKENDS
+        .iter()
+        .chain(GRPC_BACKENDS)
+        .map(|(_, n)| *n)
+        .chain([TLS_BACKEND.1])
+        .collect()
+}
+
 /// The TLS echo backend of BackendTLSPolicy cases: its namespace, name and certificate name.
 pub const TLS_BACKEND: (&str, &str, &str) = (
     "gateway-conformance-infra",
@@ -41,7 +60,7 @@ pub fn cases_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../conformance/cases")
 }
 
-/// The base objects, with each backend (`BACKENDS`, and `TLS_BACKEND`'s name) at `addr(name)`;
+/// The base objects, with each backend (`backend_names`) at `addr(name)`;
 /// certificates and CA ConfigMaps come from `ca`.
 pub fn base_manifests(ca: &TestCa, addr: &dyn Fn(&str) -> SocketAddr) -> String {
     let base_yaml = std::fs::read_to_string(cases_dir().join("base.yaml"))
@@ -71,6 +90,16 @@ metadata: {{name: gateway-conformance-web-backend, labels: {{gateway-conformance
             "{name: http, port: 80, targetPort:",
             "{name: http, port: 8080, targetPort:",
         ));
+    }
+    for (ns, name) in GRPC_BACKENDS {
+        base.push(
+            service(ns, name, &[addr(name)])
+                .replace(
+                    "{name: http, port: 80, targetPort:",
+                    "{name: grpc, appProtocol: kubernetes.io/h2c, port: 8080, targetPort:",
+                )
+                .replace("- {name: http, port:", "- {name: grpc, port:"),
+        );
     }
     base.push(ca.secret(
         "gateway-conformance-infra",
@@ -129,8 +158,7 @@ pub fn render(text: &str, pool: Ipv4Addr, port: &dyn Fn(&str) -> u16) -> String 
             out = out.replace(&key, &Ipv4Addr::from(u32::from(pool) + n).to_string());
         }
     }
-    let (_, tls_name, _) = TLS_BACKEND;
-    for name in BACKENDS.iter().map(|(_, n)| *n).chain([tls_name]) {
+    for name in backend_names() {
         let key = format!("${{PORT:{name}}}");
         if out.contains(&key) {
             out = out.replace(&key, &port(name).to_string());

@@ -1,6 +1,7 @@
-//! Route attachment: which listeners of a parent an HTTPRoute attaches to (parentRefs,
-//! sectionName and port, allowed namespaces and kinds, hostname intersection), ReferenceGrants,
-//! and the route's parent status.
+//! Route attachment: which listeners of a parent an HTTPRoute or GRPCRoute attaches to
+//! (parentRefs, sectionName and port, allowed namespaces and kinds, hostname intersection, an
+//! HTTPRoute and a GRPCRoute claiming one hostname), ReferenceGrants, and the route's parent
+//! status.
 
 use super::*;
 
@@ -102,7 +103,8 @@ pub(super) fn namespace_allowed(
     }
 }
 
-/// Attaches one HTTPRoute to the listeners its parentRefs select, and returns its status.
+/// Attaches one route (an HTTPRoute, or a GRPCRoute as the HTTPRoute it means; the kind is
+/// `tables.route_kind`) to the listeners its parentRefs select, and returns its status.
 pub(super) fn attach_http_route(
     store: &Store,
     key: &NsName,
@@ -116,10 +118,11 @@ pub(super) fn attach_http_route(
     let generation = route.obj.metadata.generation;
     let now = opts.now;
     let parent_refs = spec.parent_refs.clone().unwrap_or_default();
+    let route_kind = tables.route_kind;
     let mut warn = |field: String, message: String| {
         warnings.push(Warning {
             source: route.source.to_string(),
-            object: format!("HTTPRoute {key}"),
+            object: format!("{} {key}", route_kind.name()),
             field,
             message,
         })
@@ -132,7 +135,10 @@ pub(super) fn attach_http_route(
     let mut rules = Vec::new();
     for (ri, rule) in spec.rules.iter().flatten().enumerate() {
         match compile_rule(store, key, route, ri, rule, tables) {
-            Ok((compiled, problems)) => {
+            Ok((mut compiled, problems)) => {
+                if route_kind == RouteKind::Grpc {
+                    grpc_precedence(store, key, &mut compiled);
+                }
                 for (field, reason, msg) in problems {
                     warn(field, msg.clone());
                     if resolved.0 {
@@ -204,7 +210,7 @@ pub(super) fn attach_http_route(
             tables,
             unsupported.is_some(),
         );
-        let accepted = parent_accepted(unsupported.as_deref(), &found, generation, now);
+        let accepted = parent_accepted(unsupported.as_deref(), &found, route_kind, generation, now);
         if accepted.status == "False" {
             warn(
                 format!(".spec.parentRefs[{pi}]"),
@@ -237,7 +243,7 @@ pub(super) fn attach_http_route(
     }
     Some(ObjectStatus {
         api_version: format!("{GATEWAY_GROUP}/v1"),
-        kind: "HTTPRoute".into(),
+        kind: route_kind.name().into(),
         metadata: StatusMeta {
             namespace: Some(key.namespace.clone()),
             name: key.name.clone(),
@@ -256,6 +262,11 @@ struct Found {
     allowed: bool,
     /// One of those has a hostname the route's hostnames intersect.
     hostname: bool,
+    /// On each of those, an older route of the other kind (HTTPRoute, GRPCRoute) serves a
+    /// hostname this one would: the first such route and its listener.
+    conflict: Option<(NsName, String)>,
+    /// The route attached to one of those listeners at least.
+    attached: bool,
 }
 
 /// Attaches the compiled rules to every listener of `owner` (the Gateway's own, or a
@@ -285,7 +296,8 @@ fn attach_to_listeners(
             continue;
         }
         found.matched_section = true;
-        if !l.kinds.iter().any(|k| k == "HTTPRoute")
+        let kind = tables.route_kind;
+        if !l.kinds.iter().any(|k| k == kind.name())
             || !namespace_allowed(
                 store,
                 &l.allowed,
@@ -304,6 +316,23 @@ fn attach_to_listeners(
         if unsupported {
             continue;
         }
+        // An HTTPRoute and a GRPCRoute may not share a hostname on a listener: the older
+        // attaches (routes attach oldest first), the other is not accepted there.
+        let other = l.hostnames_by_route.iter().find(|(k, _, theirs)| {
+            *k != kind
+                && theirs
+                    .iter()
+                    .any(|t| hostnames.iter().any(|h| hostnames_overlap(t, h)))
+        });
+        if let Some((_, other, _)) = other {
+            found
+                .conflict
+                .get_or_insert((other.clone(), l.name.clone()));
+            continue;
+        }
+        found.attached = true;
+        l.hostnames_by_route
+            .push((kind, key.clone(), hostnames.clone()));
         // Only a route accepted on this listener counts as attached to it: one whose
         // hostnames intersect the listener's (GatewayWithAttachedRoutes,
         // HTTPRouteHostnameIntersection).
@@ -328,6 +357,34 @@ fn attach_to_listeners(
     found
 }
 
+/// Whether two hostnames a route serves on a listener (`None`: any) have a name in common.
+fn hostnames_overlap(a: &Option<String>, b: &Option<String>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => intersect_hostnames(Some(a), b).is_some(),
+        _ => true,
+    }
+}
+
+/// A GRPCRoute's matches in GRPCRoute's precedence: by the characters of the service, then of
+/// the method, then the header matches (in place of the path order of the HTTPRoute it became).
+fn grpc_precedence(store: &Store, key: &NsName, rule: &mut CompiledRule) {
+    let Some(route) = store.grpc_routes.get(key) else {
+        return;
+    };
+    let rules = route.obj.spec.rules.as_deref().unwrap_or_default();
+    for (_, order) in &mut rule.matches {
+        let method = rules
+            .get(order.rule)
+            .and_then(|r| r.matches.as_deref())
+            .and_then(|m| m.get(order.matcher))
+            .and_then(|m| m.method.as_ref());
+        let len = |s: Option<&String>| s.map_or(0, String::len);
+        order.path_kind = std::cmp::Reverse(0);
+        order.path_len = std::cmp::Reverse(len(method.and_then(|m| m.service.as_ref())));
+        order.grpc_method_len = std::cmp::Reverse(len(method.and_then(|m| m.method.as_ref())));
+    }
+}
+
 /// The hostnames a route serves on a listener: the listener's when the route names none, else
 /// the intersections of the route's with the listener's (none: the route does not attach).
 fn hostnames_on(listener: Option<&str>, route: Option<&[String]>) -> Vec<Option<String>> {
@@ -350,6 +407,7 @@ fn hostnames_on(listener: Option<&str>, route: Option<&[String]>) -> Vec<Option<
 fn parent_accepted(
     unsupported: Option<&str>,
     found: &Found,
+    kind: RouteKind,
     generation: Option<i64>,
     now: k8s_openapi::jiff::Timestamp,
 ) -> Condition {
@@ -372,6 +430,20 @@ fn parent_accepted(
             false,
             "NoMatchingListenerHostname",
             "no hostname of this route intersects a listener hostname".into(),
+        )
+    } else if let (false, Some((other, listener))) = (found.attached, &found.conflict) {
+        let other_kind = match kind {
+            RouteKind::Http => RouteKind::Grpc,
+            RouteKind::Grpc => RouteKind::Http,
+        };
+        (
+            false,
+            "HostnameConflict",
+            format!(
+                "{} {other}, which is older, serves a hostname of this route on listener \
+                 {listener}; an HTTPRoute and a GRPCRoute cannot share a hostname",
+                other_kind.name()
+            ),
         )
     } else {
         (true, "Accepted", "Route is accepted".into())

@@ -36,7 +36,7 @@ pub(super) fn resolve_backend(
     }
     if let Some(why) = cross_namespace_denial(
         store,
-        "HTTPRoute",
+        tables.route_kind.name(),
         &route_key.namespace,
         "Service",
         &svc_key,
@@ -62,7 +62,16 @@ pub(super) fn resolve_backend(
             "BackendNotFound: Service {svc_key} has no port {port}"
         ));
     };
-    if let Some(c) = tables.clusters.get(&label) {
+    // A GRPCRoute's backends speak HTTP/2 whatever the Service port's appProtocol says; an
+    // HTTPRoute's only with appProtocol kubernetes.io/h2c. One cluster per protocol.
+    let http2 = tables.route_kind == RouteKind::Grpc
+        || svc_port.app_protocol.as_deref() == Some("kubernetes.io/h2c");
+    let cluster_key = if http2 {
+        format!("{label} h2")
+    } else {
+        label.clone()
+    };
+    if let Some(c) = tables.clusters.get(&cluster_key) {
         return BackendTarget::Cluster(*c);
     }
     let eps = endpoints(store, &svc_key, svc_port);
@@ -70,7 +79,7 @@ pub(super) fn resolve_backend(
         tables.without_endpoints.push((svc_key.clone(), port));
     }
     let mut cluster = Cluster::new(label.clone(), eps);
-    cluster.h2c = svc_port.app_protocol.as_deref() == Some("kubernetes.io/h2c");
+    cluster.http2 = http2;
     let port_name = svc_port.name.clone().unwrap_or_default();
     cluster.tls = tables
         .tls
@@ -78,7 +87,7 @@ pub(super) fn resolve_backend(
         .or_else(|| tables.tls.get(&(svc_key.clone(), String::new())))
         .copied();
     let id = tables.config.add_cluster(cluster);
-    tables.clusters.insert(label, id);
+    tables.clusters.insert(cluster_key, id);
     BackendTarget::Cluster(id)
 }
 

@@ -65,11 +65,13 @@ pub const DEFAULT_CONTROLLER_NAME: &str = "sluice.dev/gateway-controller";
 /// The Gateway API features (v1.6) an accepted GatewayClass of ours lists in
 /// `status.supportedFeatures`: every one whose upstream conformance tests our cases cover,
 /// sorted as the CRD requires. Left out: HTTPRouteRetryBackendTimeout and
-/// HTTPRouteRetryConnectionError (no upstream test checks them), and the GRPCRoute, TLSRoute,
-/// TCPRoute, UDPRoute and mesh features (not served yet).
+/// HTTPRouteRetryConnectionError (no upstream test checks them), and the TLSRoute, TCPRoute,
+/// UDPRoute and mesh features (not served yet).
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "BackendTLSPolicy",
     "BackendTLSPolicySANValidation",
+    "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
     "Gateway",
     "GatewayAddressEmpty",
     "GatewayBackendClientCertificate",
@@ -259,6 +261,9 @@ struct ListenerState {
     /// Client certificate validation of this HTTPS listener (from `spec.tls.frontend`).
     client_validation: Option<ClientValidation>,
     attached: i32,
+    /// The hostnames each route attached here serves on it, by kind: an HTTPRoute and a
+    /// GRPCRoute whose hostnames intersect cannot both attach (the older one does).
+    hostnames_by_route: Vec<(RouteKind, NsName, Vec<Option<String>>)>,
     routes: Vec<PendingRoute>,
     /// The engine could not open this listener's socket (`Options::bind_failures`): why.
     unbound: Option<String>,
@@ -296,6 +301,23 @@ struct GatewayState<'a> {
     backend_cert: Option<Result<TlsPem, (&'static str, String)>>,
 }
 
+/// The route kinds served with the HTTP machinery: a GRPCRoute is translated as the HTTPRoute
+/// it means (`grpc::as_http_route`), and reported under its own kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum RouteKind {
+    Http,
+    Grpc,
+}
+
+impl RouteKind {
+    fn name(self) -> &'static str {
+        match self {
+            RouteKind::Http => "HTTPRoute",
+            RouteKind::Grpc => "GRPCRoute",
+        }
+    }
+}
+
 /// A route match waiting to be placed in a listener's route table.
 struct PendingRoute {
     hostnames: Vec<Option<String>>,
@@ -312,10 +334,15 @@ struct PendingRoute {
 /// 3. the most header matches;
 /// 4. the most query parameter matches;
 /// 5. then the oldest Route, then `namespace/name` alphabetically, then rule and match order.
+///
+/// A GRPCRoute's matches (never in one hostname's table with an HTTPRoute's) order by the
+/// characters of the service matched (`path_len`), then of the method (`grpc_method_len`),
+/// then the header matches, as GRPCRoute's precedence says; `path_kind` is the same for all.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct RouteOrder {
     path_kind: std::cmp::Reverse<u8>,
     path_len: std::cmp::Reverse<usize>,
+    grpc_method_len: std::cmp::Reverse<usize>,
     method: std::cmp::Reverse<bool>,
     headers: std::cmp::Reverse<usize>,
     query: std::cmp::Reverse<usize>,
@@ -365,14 +392,14 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         clusters: HashMap::new(),
         tls,
         without_endpoints: Vec::new(),
+        route_kind: RouteKind::Http,
     };
-    let mut routes: Vec<(&NsName, &Object<HttpRoute>)> = store.http_routes.iter().collect();
-    routes.sort_by(|a, b| (a.1.created, a.0).cmp(&(b.1.created, b.0)));
-    for (key, route) in routes {
+    for (key, route, kind) in routes_oldest_first(store, &mut warnings) {
+        tables.route_kind = kind;
         if let Some(st) = attach_http_route(
             store,
-            key,
-            route,
+            &key,
+            &route,
             &mut states,
             &mut tables,
             &mut warnings,
@@ -432,6 +459,42 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         egress_last_good,
         pool_assigned,
     }
+}
+
+/// HTTPRoutes and GRPCRoutes (as the HTTPRoutes they mean), oldest first: of an HTTPRoute and
+/// a GRPCRoute that claim one hostname, the older attaches.
+fn routes_oldest_first<'a>(
+    store: &'a Store,
+    warnings: &mut Vec<Warning>,
+) -> Vec<(NsName, std::borrow::Cow<'a, Object<HttpRoute>>, RouteKind)> {
+    use std::borrow::Cow;
+    let mut routes: Vec<_> = store
+        .http_routes
+        .iter()
+        .map(|(k, r)| (k.clone(), Cow::Borrowed(r), RouteKind::Http))
+        .collect();
+    for (key, r) in &store.grpc_routes {
+        match crate::grpc::as_http_route(&r.obj) {
+            Ok(obj) => routes.push((
+                key.clone(),
+                Cow::Owned(Object {
+                    obj,
+                    source: r.source.clone(),
+                    created: r.created,
+                }),
+                RouteKind::Grpc,
+            )),
+            // Only what the CRD's validation refuses gets here.
+            Err(message) => warnings.push(Warning {
+                source: r.source.to_string(),
+                object: format!("GRPCRoute {key}"),
+                field: ".spec".into(),
+                message: format!("not served: {message}"),
+            }),
+        }
+    }
+    routes.sort_by(|a, b| (a.1.created, &a.0, a.2).cmp(&(b.1.created, &b.0, b.2)));
+    routes
 }
 
 /// The GatewayClasses naming our controller get a status; returns the accepted ones.
@@ -646,11 +709,14 @@ struct TlsMemory<'a> {
 /// backend TLS settings), with the indexes that find an entry again.
 struct Tables {
     config: Config,
-    /// Cluster by `namespace/service:port`.
+    /// Cluster by `namespace/service:port`, with ` h2` for HTTP/2 ones.
     clusters: HashMap<String, ClusterId>,
     tls: BackendTlsByTarget,
     /// Service ports routes use that have no ready endpoint, in the order first used.
     without_endpoints: Vec<(NsName, i32)>,
+    /// The kind of the route being translated: the kind its references are made from
+    /// (ReferenceGrants), and a GRPCRoute's backends speak HTTP/2.
+    route_kind: RouteKind,
 }
 
 /// (Service, port name or "" for the whole Service) → TLS settings.

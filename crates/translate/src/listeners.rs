@@ -63,6 +63,9 @@ pub(super) fn gateway_address(
     }
 }
 
+/// The route kinds HTTP and HTTPS listeners serve.
+const HTTP_ROUTE_KINDS: &[&str] = &["HTTPRoute", "GRPCRoute"];
+
 pub(super) fn listener_state(
     store: &Store,
     gw_key: &NsName,
@@ -109,6 +112,7 @@ pub(super) fn listener_state(
         serving_last_good: false,
         client_validation: None,
         attached: 0,
+        hostnames_by_route: Vec::new(),
         routes: Vec::new(),
         unbound: None,
     };
@@ -125,12 +129,12 @@ pub(super) fn listener_state(
     }
     // Route kinds.
     match l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
-        None => st.kinds.push("HTTPRoute".into()),
+        None => st.kinds = HTTP_ROUTE_KINDS.iter().map(|k| k.to_string()).collect(),
         Some(kinds) => {
             let mut invalid = Vec::new();
             for k in kinds {
                 let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
-                if group == GATEWAY_GROUP && k.kind == "HTTPRoute" {
+                if group == GATEWAY_GROUP && HTTP_ROUTE_KINDS.contains(&k.kind.as_str()) {
                     if !st.kinds.contains(&k.kind) {
                         st.kinds.push(k.kind.clone());
                     }

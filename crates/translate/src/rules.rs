@@ -210,6 +210,7 @@ fn compile_match(
     let order = RouteOrder {
         path_kind: std::cmp::Reverse(kind),
         path_len: std::cmp::Reverse(path_len),
+        grpc_method_len: std::cmp::Reverse(0),
         method: std::cmp::Reverse(method.is_some()),
         headers: std::cmp::Reverse(headers.len()),
         query: std::cmp::Reverse(query.len()),

@@ -12,6 +12,7 @@ const SERVED_GATEWAY_KINDS: &[&str] = &[
     "GatewayClass",
     "Gateway",
     "HTTPRoute",
+    "GRPCRoute",
     "ReferenceGrant",
     "ListenerSet",
     "BackendTLSPolicy",
@@ -19,7 +20,6 @@ const SERVED_GATEWAY_KINDS: &[&str] = &[
 
 /// Kinds of the Gateway API (standard and experimental channels) not served yet.
 const UNSERVED_GATEWAY_KINDS: &[&str] = &[
-    "GRPCRoute",
     "TLSRoute",
     "TCPRoute",
     "UDPRoute",
@@ -208,7 +208,8 @@ mod tests {
     fn reasons_name_the_kind_and_what_to_do() {
         assert!(skipped(GATEWAY_GROUP, "HTTPRoutes").contains("did you mean HTTPRoute?"));
         assert!(skipped(GATEWAY_GROUP, "HttpRoute").contains("did you mean HTTPRoute?"));
-        assert!(skipped(GATEWAY_GROUP, "GRPCRoute").contains("does not serve yet"));
+        assert!(skipped(GATEWAY_GROUP, "GrpcRoute").contains("did you mean GRPCRoute?"));
+        assert!(skipped(GATEWAY_GROUP, "TLSRoute").contains("does not serve yet"));
         assert!(skipped(GATEWAY_GROUP, "Frobnicator").contains("has no kind \"Frobnicator\""));
         assert!(skipped("networking.istio.io", "VirtualService").contains("Istio's API"));
         assert!(skipped("gateway.envoyproxy.io", "SecurityPolicy").contains("is enforced"));
