@@ -10,6 +10,9 @@ use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::grpcroutes::GrpcRoute;
 use gateway_api::experimental::httproutes::HttpRoute;
 use gateway_api::experimental::referencegrants::ReferenceGrant;
+use gateway_api::experimental::tcproutes::TcpRoute;
+use gateway_api::experimental::tlsroutes::TlsRoute;
+use gateway_api::experimental::udproutes::UdpRoute;
 use gateway_api::listenersets::ListenerSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -314,6 +317,21 @@ impl Loader {
             }
             (GATEWAY_GROUP, "GRPCRoute") => {
                 insert!(grpc_routes, GrpcRoute, key, ["v1"], schema)
+            }
+            (GATEWAY_GROUP, "TLSRoute") => {
+                insert!(
+                    tls_routes,
+                    TlsRoute,
+                    key,
+                    ["v1", "v1alpha3", "v1alpha2"],
+                    schema
+                )
+            }
+            (GATEWAY_GROUP, "TCPRoute") => {
+                insert!(tcp_routes, TcpRoute, key, ["v1", "v1alpha2"], schema)
+            }
+            (GATEWAY_GROUP, "UDPRoute") => {
+                insert!(udp_routes, UdpRoute, key, ["v1", "v1alpha2"], schema)
             }
             (crate::egress::POLICY_GROUP, "EgressPolicy") => {
                 insert!(

@@ -15,6 +15,9 @@ use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::grpcroutes::GrpcRoute;
 use gateway_api::experimental::httproutes::HttpRoute;
 use gateway_api::experimental::referencegrants::ReferenceGrant;
+use gateway_api::experimental::tcproutes::TcpRoute;
+use gateway_api::experimental::tlsroutes::TlsRoute;
+use gateway_api::experimental::udproutes::UdpRoute;
 use gateway_api::listenersets::ListenerSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -88,6 +91,9 @@ pub struct Store {
     pub gateways: BTreeMap<NsName, Object<Gateway>>,
     pub http_routes: BTreeMap<NsName, Object<HttpRoute>>,
     pub grpc_routes: BTreeMap<NsName, Object<GrpcRoute>>,
+    pub tls_routes: BTreeMap<NsName, Object<TlsRoute>>,
+    pub tcp_routes: BTreeMap<NsName, Object<TcpRoute>>,
+    pub udp_routes: BTreeMap<NsName, Object<UdpRoute>>,
     pub reference_grants: BTreeMap<NsName, Object<ReferenceGrant>>,
     pub services: BTreeMap<NsName, Object<Service>>,
     pub endpoint_slices: BTreeMap<NsName, Object<EndpointSlice>>,
@@ -204,6 +210,15 @@ impl Generations {
         }
         for (key, o) in store.grpc_routes.iter_mut() {
             seen.insert(self.next("GRPCRoute", key.clone(), &o.obj.spec, &mut o.obj.metadata));
+        }
+        for (key, o) in store.tls_routes.iter_mut() {
+            seen.insert(self.next("TLSRoute", key.clone(), &o.obj.spec, &mut o.obj.metadata));
+        }
+        for (key, o) in store.tcp_routes.iter_mut() {
+            seen.insert(self.next("TCPRoute", key.clone(), &o.obj.spec, &mut o.obj.metadata));
+        }
+        for (key, o) in store.udp_routes.iter_mut() {
+            seen.insert(self.next("UDPRoute", key.clone(), &o.obj.spec, &mut o.obj.metadata));
         }
         for (key, o) in store.listener_sets.iter_mut() {
             seen.insert(self.next("ListenerSet", key.clone(), &o.obj.spec, &mut o.obj.metadata));

@@ -471,6 +471,13 @@ pub struct Header {
 pub enum Protocol {
     Http,
     Https,
+    /// TLS listeners of TLSRoutes: passthrough (routed by the ClientHello's SNI) when the bind
+    /// has no certificates, terminated by the gateway when it has.
+    Tls,
+    /// TCP listeners of TCPRoutes.
+    Tcp,
+    /// UDP listeners of UDPRoutes (not served by the engine yet).
+    Udp,
 }
 
 impl Protocol {
@@ -478,7 +485,15 @@ impl Protocol {
         match self {
             Protocol::Http => "http",
             Protocol::Https => "https",
+            Protocol::Tls => "tls",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
         }
+    }
+
+    /// Served by the HTTP proxy (the others are forwarded at layer 4).
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Https)
     }
 }
 

@@ -85,7 +85,7 @@ impl Compiler<'_> {
                     }
                 })
                 .collect();
-            super::tls::server_config(certs, t.client_validation.as_ref())
+            super::tls::server_config(certs, t.client_validation.as_ref(), b.protocol.is_http())
         });
         rt::Bind {
             addr: b.addr,

@@ -13,6 +13,7 @@ pub mod compile;
 pub mod config;
 pub mod drain;
 pub mod egress;
+pub mod l4;
 pub mod listeners;
 pub mod log_limit;
 pub mod metrics;
@@ -90,7 +91,13 @@ impl Engine {
     /// listeners drain their connections. Returns the sockets that could not be opened.
     pub async fn apply(&self, config: sluice_config::Config) -> Vec<BindError> {
         let config = compile::compile(config);
-        let addrs: Vec<SocketAddr> = config.binds.keys().copied().collect();
+        // UDP ports are not served yet: translation reports their listeners as not programmed.
+        let addrs: Vec<SocketAddr> = config
+            .binds
+            .iter()
+            .filter(|(_, b)| b.protocol != crate::config::Protocol::Udp)
+            .map(|(a, _)| *a)
+            .collect();
         self.state.config.store(Arc::new(config));
         self.listeners.reconcile(&addrs).await
     }

@@ -171,6 +171,24 @@ async fn serve_connection(
 ) {
     let _guard = super::drain::ConnectionGuard::new(&state);
     let _ = tcp.set_nodelay(true);
+    let tls = {
+        let snapshot = state.config.load();
+        let Some(bind) = snapshot.bind_for(local) else {
+            return;
+        };
+        match bind.protocol {
+            Protocol::Https => bind.tls.clone(),
+            Protocol::Http => None,
+            Protocol::Udp => return,
+            // Layer 4: the route is chosen once, for the whole connection.
+            Protocol::Tls | Protocol::Tcp => {
+                let bind = bind.clone();
+                drop(snapshot);
+                serve_l4(tcp, peer, bind, state.clone(), shutdown).await;
+                return;
+            }
+        }
+    };
     let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
     // The addresses are known from accept(): record them so no request pays a syscall for them.
     let digest = SocketDigest::from_raw_fd(fd);
@@ -178,14 +196,6 @@ async fn serve_connection(
     let _ = digest.local_addr.set(Some(PSocketAddr::Inet(local)));
     let tcp = Tcp::new(tcp, digest);
 
-    let tls = {
-        let snapshot = state.config.load();
-        match snapshot.bind_for(local) {
-            Some(b) if b.protocol == Protocol::Https => b.tls.clone(),
-            Some(_) => None,
-            None => return,
-        }
-    };
     let Some(cfg) = tls else {
         let mut plain = Box::new(Buffered::new(tcp));
         match tokio::time::timeout(KEEPALIVE_IDLE, plain.starts_with_h2_preface()).await {
@@ -227,6 +237,21 @@ async fn serve_connection(
         return;
     }
     let _ = proxy.process_new(tls, &shutdown).await;
+}
+
+/// A connection of a TLS or TCP listener (`l4`).
+async fn serve_l4(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    bind: Arc<crate::config::Bind>,
+    state: Arc<EngineState>,
+    shutdown: watch::Receiver<bool>,
+) {
+    use super::l4;
+    match bind.protocol {
+        Protocol::Tls => l4::serve_tls(tcp, peer, bind, state, shutdown).await,
+        _ => l4::serve_tcp(tcp, peer, bind, state, shutdown).await,
+    }
 }
 
 /// How long a keep-alive connection may wait for its next request (pingora's default).

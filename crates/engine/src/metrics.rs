@@ -30,6 +30,12 @@ pub struct Metrics {
     /// not a label: their number is unbounded (one per name a client tries); the access log
     /// has each one.
     pub egress_decisions: IntCounterVec,
+    /// TLS and TCP listener connections by gateway, listener, route, backend and decision
+    /// (`l4::Decision`).
+    pub l4_connections: IntCounterVec,
+    /// Bytes of TLS and TCP listener connections by gateway, route and direction (`received`
+    /// from clients, `sent` to them).
+    pub l4_bytes: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -97,8 +103,26 @@ impl Metrics {
             &["decision", "policy", "rule"],
         )
         .expect("valid metric");
+        let l4_connections = IntCounterVec::new(
+            Opts::new(
+                "sluice_l4_connections_total",
+                "Connections of TLS and TCP listeners, by what became of them",
+            ),
+            &["gateway", "listener", "route", "backend", "decision"],
+        )
+        .expect("valid metric");
+        let l4_bytes = IntCounterVec::new(
+            Opts::new(
+                "sluice_l4_bytes_total",
+                "Bytes forwarded on connections of TLS and TCP listeners",
+            ),
+            &["gateway", "route", "direction"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(egress_decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(l4_connections.clone()),
+            Box::new(l4_bytes.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(upstream_connect_errors.clone()),
@@ -121,6 +145,8 @@ impl Metrics {
             reloads,
             config_version,
             egress_decisions,
+            l4_connections,
+            l4_bytes,
         }
     }
 

@@ -118,10 +118,12 @@ fn client_verifier(
     })
 }
 
-/// Builds the rustls config of one HTTPS port, offering HTTP/2 and HTTP/1.1 by ALPN.
+/// Builds the rustls config of one HTTPS port, offering HTTP/2 and HTTP/1.1 by ALPN (`http`),
+/// or of a TLS port whose connections the gateway terminates and forwards (no ALPN).
 pub fn server_config(
     certs: Vec<(Option<String>, Arc<CertifiedKey>)>,
     client_validation: Option<&ClientValidation>,
+    http: bool,
 ) -> Arc<rustls::ServerConfig> {
     let mut r = SniResolver::default();
     for (host, cert) in &certs {
@@ -157,7 +159,9 @@ pub fn server_config(
         None => builder.with_no_client_auth(),
     };
     let mut cfg = builder.with_cert_resolver(Arc::new(r));
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if http {
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
     Arc::new(cfg)
 }
 

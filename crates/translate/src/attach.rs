@@ -319,7 +319,7 @@ fn attach_to_listeners(
         // An HTTPRoute and a GRPCRoute may not share a hostname on a listener: the older
         // attaches (routes attach oldest first), the other is not accepted there.
         let other = l.hostnames_by_route.iter().find(|(k, _, theirs)| {
-            *k != kind
+            k.conflicts_with(kind)
                 && theirs
                     .iter()
                     .any(|t| hostnames.iter().any(|h| hostnames_overlap(t, h)))
@@ -433,8 +433,8 @@ fn parent_accepted(
         )
     } else if let (false, Some((other, listener))) = (found.attached, &found.conflict) {
         let other_kind = match kind {
-            RouteKind::Http => RouteKind::Grpc,
             RouteKind::Grpc => RouteKind::Http,
+            _ => RouteKind::Grpc,
         };
         (
             false,

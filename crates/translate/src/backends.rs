@@ -64,12 +64,16 @@ pub(super) fn resolve_backend(
     };
     // A GRPCRoute's backends speak HTTP/2 whatever the Service port's appProtocol says; an
     // HTTPRoute's only with appProtocol kubernetes.io/h2c. One cluster per protocol.
-    let http2 = tables.route_kind == RouteKind::Grpc
-        || svc_port.app_protocol.as_deref() == Some("kubernetes.io/h2c");
-    let cluster_key = if http2 {
-        format!("{label} h2")
-    } else {
-        label.clone()
+    // A TLSRoute's, TCPRoute's or UDPRoute's are plain endpoints: bytes are forwarded as they
+    // come (BackendTLSPolicy does not apply).
+    let l4 = tables.route_kind.is_l4();
+    let http2 = !l4
+        && (tables.route_kind == RouteKind::Grpc
+            || svc_port.app_protocol.as_deref() == Some("kubernetes.io/h2c"));
+    let cluster_key = match (http2, l4) {
+        (true, _) => format!("{label} h2"),
+        (_, true) => format!("{label} l4"),
+        _ => label.clone(),
     };
     if let Some(c) = tables.clusters.get(&cluster_key) {
         return BackendTarget::Cluster(*c);
@@ -81,11 +85,13 @@ pub(super) fn resolve_backend(
     let mut cluster = Cluster::new(label.clone(), eps);
     cluster.http2 = http2;
     let port_name = svc_port.name.clone().unwrap_or_default();
-    cluster.tls = tables
-        .tls
-        .get(&(svc_key.clone(), port_name))
-        .or_else(|| tables.tls.get(&(svc_key.clone(), String::new())))
-        .copied();
+    if !l4 {
+        cluster.tls = tables
+            .tls
+            .get(&(svc_key.clone(), port_name))
+            .or_else(|| tables.tls.get(&(svc_key.clone(), String::new())))
+            .copied();
+    }
     let id = tables.config.add_cluster(cluster);
     tables.clusters.insert(cluster_key, id);
     BackendTarget::Cluster(id)

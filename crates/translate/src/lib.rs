@@ -32,6 +32,7 @@ use sluice_config::{
 
 pub mod grpc;
 pub mod infra;
+pub mod l4;
 pub mod presentation;
 pub mod unserved;
 
@@ -301,12 +302,16 @@ struct GatewayState<'a> {
     backend_cert: Option<Result<TlsPem, (&'static str, String)>>,
 }
 
-/// The route kinds served with the HTTP machinery: a GRPCRoute is translated as the HTTPRoute
-/// it means (`grpc::as_http_route`), and reported under its own kind.
+/// The route kinds, all attached with the HTTPRoute machinery: a GRPCRoute as the HTTPRoute it
+/// means (`grpc::as_http_route`), a TLSRoute, TCPRoute or UDPRoute as one catch-all match per
+/// rule (`l4::as_http_route`); each is reported under its own kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum RouteKind {
     Http,
     Grpc,
+    Tls,
+    Tcp,
+    Udp,
 }
 
 impl RouteKind {
@@ -314,7 +319,23 @@ impl RouteKind {
         match self {
             RouteKind::Http => "HTTPRoute",
             RouteKind::Grpc => "GRPCRoute",
+            RouteKind::Tls => "TLSRoute",
+            RouteKind::Tcp => "TCPRoute",
+            RouteKind::Udp => "UDPRoute",
         }
+    }
+
+    /// An HTTPRoute and a GRPCRoute may not share a hostname on a listener.
+    fn conflicts_with(self, other: RouteKind) -> bool {
+        matches!(
+            (self, other),
+            (RouteKind::Http, RouteKind::Grpc) | (RouteKind::Grpc, RouteKind::Http)
+        )
+    }
+
+    /// Served at layer 4: the backends are plain TCP (or UDP) endpoints.
+    fn is_l4(self) -> bool {
+        matches!(self, RouteKind::Tls | RouteKind::Tcp | RouteKind::Udp)
     }
 }
 
@@ -461,8 +482,8 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
     }
 }
 
-/// HTTPRoutes and GRPCRoutes (as the HTTPRoutes they mean), oldest first: of an HTTPRoute and
-/// a GRPCRoute that claim one hostname, the older attaches.
+/// Every route (GRPCRoutes, TLSRoutes, TCPRoutes and UDPRoutes as the HTTPRoutes they mean),
+/// oldest first: of an HTTPRoute and a GRPCRoute that claim one hostname, the older attaches.
 fn routes_oldest_first<'a>(
     store: &'a Store,
     warnings: &mut Vec<Warning>,
@@ -473,25 +494,45 @@ fn routes_oldest_first<'a>(
         .iter()
         .map(|(k, r)| (k.clone(), Cow::Borrowed(r), RouteKind::Http))
         .collect();
-    for (key, r) in &store.grpc_routes {
-        match crate::grpc::as_http_route(&r.obj) {
+    let mut converted = |key: &NsName,
+                         source: &sluice_api::resources::Source,
+                         created: (Option<i64>, usize),
+                         kind: RouteKind,
+                         obj: Result<HttpRoute, String>| {
+        match obj {
             Ok(obj) => routes.push((
                 key.clone(),
                 Cow::Owned(Object {
                     obj,
-                    source: r.source.clone(),
-                    created: r.created,
+                    source: source.clone(),
+                    created,
                 }),
-                RouteKind::Grpc,
+                kind,
             )),
-            // Only what the CRD's validation refuses gets here.
+            // Only what the CRDs' validation refuses gets here.
             Err(message) => warnings.push(Warning {
-                source: r.source.to_string(),
-                object: format!("GRPCRoute {key}"),
+                source: source.to_string(),
+                object: format!("{} {key}", kind.name()),
                 field: ".spec".into(),
                 message: format!("not served: {message}"),
             }),
         }
+    };
+    for (key, r) in &store.grpc_routes {
+        let obj = crate::grpc::as_http_route(&r.obj);
+        converted(key, &r.source, r.created, RouteKind::Grpc, obj);
+    }
+    for (key, r) in &store.tls_routes {
+        let obj = crate::l4::as_http_route(&r.obj);
+        converted(key, &r.source, r.created, RouteKind::Tls, obj);
+    }
+    for (key, r) in &store.tcp_routes {
+        let obj = crate::l4::as_http_route(&r.obj);
+        converted(key, &r.source, r.created, RouteKind::Tcp, obj);
+    }
+    for (key, r) in &store.udp_routes {
+        let obj = crate::l4::as_http_route(&r.obj);
+        converted(key, &r.source, r.created, RouteKind::Udp, obj);
     }
     routes.sort_by(|a, b| (a.1.created, &a.0, a.2).cmp(&(b.1.created, &b.0, b.2)));
     routes

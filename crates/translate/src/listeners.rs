@@ -63,8 +63,11 @@ pub(super) fn gateway_address(
     }
 }
 
-/// The route kinds HTTP and HTTPS listeners serve.
+/// The route kinds HTTP and HTTPS listeners serve; TLS, TCP and UDP listeners'.
 const HTTP_ROUTE_KINDS: &[&str] = &["HTTPRoute", "GRPCRoute"];
+const TLS_ROUTE_KINDS: &[&str] = &["TLSRoute"];
+const TCP_ROUTE_KINDS: &[&str] = &["TCPRoute"];
+const UDP_ROUTE_KINDS: &[&str] = &["UDPRoute"];
 
 pub(super) fn listener_state(
     store: &Store,
@@ -77,7 +80,16 @@ pub(super) fn listener_state(
     let protocol = match l.protocol.as_str() {
         "HTTP" => Some(Protocol::Http),
         "HTTPS" => Some(Protocol::Https),
+        "TLS" => Some(Protocol::Tls),
+        "TCP" => Some(Protocol::Tcp),
+        // UDP: not served by the engine yet.
         _ => None,
+    };
+    let route_kinds = match protocol {
+        Some(Protocol::Tls) => TLS_ROUTE_KINDS,
+        Some(Protocol::Tcp) => TCP_ROUTE_KINDS,
+        Some(Protocol::Udp) => UDP_ROUTE_KINDS,
+        _ => HTTP_ROUTE_KINDS,
     };
     let allowed = match l
         .allowed_routes
@@ -121,7 +133,7 @@ pub(super) fn listener_state(
             false,
             "UnsupportedProtocol",
             format!(
-                "protocol {} is not supported; supported: HTTP, HTTPS",
+                "protocol {} is not supported; supported: HTTP, HTTPS, TLS, TCP",
                 l.protocol
             ),
         );
@@ -129,12 +141,12 @@ pub(super) fn listener_state(
     }
     // Route kinds.
     match l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
-        None => st.kinds = HTTP_ROUTE_KINDS.iter().map(|k| k.to_string()).collect(),
+        None => st.kinds = route_kinds.iter().map(|k| k.to_string()).collect(),
         Some(kinds) => {
             let mut invalid = Vec::new();
             for k in kinds {
                 let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
-                if group == GATEWAY_GROUP && HTTP_ROUTE_KINDS.contains(&k.kind.as_str()) {
+                if group == GATEWAY_GROUP && route_kinds.contains(&k.kind.as_str()) {
                     if !st.kinds.contains(&k.kind) {
                         st.kinds.push(k.kind.clone());
                     }
@@ -154,11 +166,18 @@ pub(super) fn listener_state(
             }
         }
     }
-    // TLS.
-    if protocol == Some(Protocol::Https) {
+    // TLS: an HTTPS listener terminates; a TLS listener passes through (mode Passthrough) or
+    // terminates (mode Terminate, the default) with its certificate.
+    use gateway_api::experimental::gateways::GatewayListenersTlsMode as Mode;
+    let passthrough = matches!(
+        l.tls.as_ref().and_then(|t| t.mode.as_ref()),
+        Some(Mode::Passthrough)
+    );
+    let terminates =
+        protocol == Some(Protocol::Https) || (protocol == Some(Protocol::Tls) && !passthrough);
+    if terminates {
         let tls = l.tls.as_ref();
-        use gateway_api::experimental::gateways::GatewayListenersTlsMode as Mode;
-        if matches!(tls.and_then(|t| t.mode.as_ref()), Some(Mode::Passthrough)) {
+        if protocol == Some(Protocol::Https) && passthrough {
             st.accepted = (
                 false,
                 "UnsupportedValue",
@@ -184,7 +203,7 @@ pub(super) fn listener_state(
                 message: st.resolved_refs.2.clone(),
             });
         }
-        if st.resolved_refs.0 || st.serving_last_good {
+        if protocol == Some(Protocol::Https) && (st.resolved_refs.0 || st.serving_last_good) {
             frontend_validation(store, gw_key, gw, &mut st);
         }
     }

@@ -200,7 +200,11 @@ fn add_binds(st: &GatewayState<'_>, config: &mut Config) -> bool {
                 tls: l.cert.is_some(),
             });
         }
-        let tls = (protocol == Protocol::Https).then_some(ServerTls {
+        // HTTPS ports terminate TLS; TLS ports do for their Terminate listeners (those with a
+        // certificate), and pass the others through.
+        let terminates =
+            protocol == Protocol::Https || (protocol == Protocol::Tls && !certs.is_empty());
+        let tls = terminates.then_some(ServerTls {
             certs,
             client_validation,
         });

@@ -1,0 +1,345 @@
+//! TLSRoute and TCPRoute through the real gateway binary with real sockets: TLS passed through
+//! by SNI (the backend's certificate and handshake reach the client), TLS terminated by the
+//! gateway, both on one port (mixed), TCP with weights and half-close, what a connection
+//! without a route gets, the per-connection metrics and log line, and a TCPRoute rewritten
+//! while connections keep coming.
+#![allow(clippy::unwrap_used)] // tests fail loudly on what they did not expect
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conformance::echo::Identity;
+use sluice_testing::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+fn identity(name: &str) -> Identity {
+    Identity {
+        namespace: "default".into(),
+        service: name.into(),
+        pod: format!("{name}-0"),
+        ..Identity::default()
+    }
+}
+
+async fn tcp_echo(name: &str) -> conformance::l4_echo::L4Server {
+    conformance::l4_echo::serve_tcp("127.0.0.1:0".parse().unwrap(), identity(name), None)
+        .await
+        .unwrap()
+}
+
+/// Answers each connection, once the client has finished sending, with how many bytes it sent:
+/// only a half-closed connection gets an answer.
+async fn counting_backend() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut all = Vec::new();
+                if c.read_to_end(&mut all).await.is_ok() {
+                    let _ = c.write_all(format!("got {}\n", all.len()).as_bytes()).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The TCP echo's answer to `TEST` through `addr` (after its welcome line), parsed.
+async fn tcp_test(
+    stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+) -> serde_json::Value {
+    let mut s = BufReader::new(stream);
+    let mut welcome = String::new();
+    s.read_line(&mut welcome).await.unwrap();
+    assert_eq!(welcome, "Gateway API Test TCP Server\n");
+    s.get_mut().write_all(b"TEST\n").await.unwrap();
+    let mut line = String::new();
+    s.read_line(&mut line).await.unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
+fn gateway(ca: &TestCa) -> String {
+    format!(
+        "{GATEWAY_CLASS}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: sluice
+  listeners:
+  - name: passthrough
+    protocol: TLS
+    port: 8443
+    hostname: '*.pass.example.com'
+    tls: {{mode: Passthrough}}
+  - name: terminate
+    protocol: TLS
+    port: 8443
+    hostname: '*.term.example.com'
+    tls: {{mode: Terminate, certificateRefs: [{{name: term-cert}}]}}
+  - name: tcp
+    protocol: TCP
+    port: 9000
+  - name: halfclose
+    protocol: TCP
+    port: 9001
+---
+{}",
+        ca.secret("default", "term-cert", &["*.term.example.com"])
+    )
+}
+
+fn tcp_route(backends: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {{name: tcp, namespace: default}}
+spec:
+  parentRefs: [{{name: gw, sectionName: tcp}}]
+  rules:
+  - backendRefs: [{backends}]
+"
+    )
+}
+
+const ROUTES: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: pass, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: passthrough}]
+  hostnames: [abc.pass.example.com]
+  rules:
+  - backendRefs: [{name: tls-backend, port: 443}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: term, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: terminate}]
+  hostnames: ['*.term.example.com']
+  rules:
+  - backendRefs: [{name: tcp-one, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {name: halfclose, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: halfclose}]
+  rules:
+  - backendRefs: [{name: counting, port: 80}]
+";
+
+async fn tls_connect(
+    ca: &TestCa,
+    addr: SocketAddr,
+    name: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let connector = tokio_rustls::TlsConnector::from(ca.rustls_client_config());
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    connector.connect(name, tcp).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_and_tcp_routes() {
+    let ca = TestCa::new();
+    let tls_backend = tls_echo("tls-backend", &ca, &["abc.pass.example.com"]).await;
+    let one = tcp_echo("tcp-one").await;
+    let two = tcp_echo("tcp-two").await;
+    let counting = counting_backend().await;
+    let files = vec![
+        ("gw.yaml".to_string(), gateway(&ca)),
+        ("routes.yaml".to_string(), ROUTES.to_string()),
+        (
+            "tcp.yaml".to_string(),
+            tcp_route("{name: tcp-one, port: 80}"),
+        ),
+        (
+            "svc.yaml".to_string(),
+            [
+                service("default", "tls-backend", &[tls_backend.addr])
+                    .replace("port: 80,", "port: 443,"),
+                service("default", "tcp-one", &[one.addr]),
+                service("default", "tcp-two", &[two.addr]),
+                service("default", "counting", &[counting]),
+            ]
+            .join("---\n"),
+        ),
+    ];
+    let gw = Gateway::start(&files).await;
+    let all = gw.admin_json("/status").await;
+    for (kind, name) in [
+        ("TLSRoute", "pass"),
+        ("TLSRoute", "term"),
+        ("TCPRoute", "tcp"),
+        ("TCPRoute", "halfclose"),
+    ] {
+        let st = find_status(&all, kind, Some("default"), name);
+        let conds = &st["status"]["parents"][0]["conditions"];
+        assert_eq!(
+            condition(conds, "Accepted"),
+            ("True".into(), "Accepted".into()),
+            "{kind} {name}"
+        );
+        assert_eq!(condition(conds, "ResolvedRefs").0, "True", "{kind} {name}");
+    }
+    let gws = find_status(&all, "Gateway", Some("default"), "gw");
+    for l in ["passthrough", "terminate", "tcp", "halfclose"] {
+        assert_eq!(listener(&gws, l)["attachedRoutes"], 1, "{l}");
+        assert_eq!(
+            condition(&listener(&gws, l)["conditions"], "Programmed").0,
+            "True"
+        );
+    }
+    assert_eq!(
+        listener(&gws, "passthrough")["supportedKinds"][0]["kind"],
+        "TLSRoute"
+    );
+    assert_eq!(
+        listener(&gws, "tcp")["supportedKinds"][0]["kind"],
+        "TCPRoute"
+    );
+
+    // Passthrough: the backend's certificate (for abc.pass.example.com, which the gateway has
+    // none of) completes the handshake, and the backend saw the client's SNI.
+    let c = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca.reqwest_cert())
+        .resolve("abc.pass.example.com", gw.addr(8443))
+        .build()
+        .unwrap();
+    let body: serde_json::Value = c
+        .get("https://abc.pass.example.com:8443/hello")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["service"], "tls-backend");
+    assert_eq!(body["path"], "/hello");
+    assert_eq!(body["tls"]["serverName"], "abc.pass.example.com");
+    // Its connection ends (and is counted) when the client lets it go.
+    drop(c);
+
+    // No route for this name on the passthrough listener, no listener at all for that one:
+    // the connection is closed without an answer.
+    for name in ["other.pass.example.com", "nothing.example.org"] {
+        let r = tls_connect(&ca, gw.addr(8443), name).await;
+        assert!(r.is_err(), "{name}: the handshake must fail");
+    }
+
+    // Terminate, on the same port: the gateway's certificate, then the plaintext to the TCP
+    // echo, which did not see TLS.
+    let tls = tls_connect(&ca, gw.addr(8443), "x.term.example.com")
+        .await
+        .unwrap();
+    let answer = tcp_test(tls).await;
+    assert_eq!(answer["service"], "tcp-one");
+
+    // TCP: the echo answers through the gateway.
+    let answer = tcp_test(TcpStream::connect(gw.addr(9000)).await.unwrap()).await;
+    assert_eq!(answer["service"], "tcp-one");
+
+    // Half-close: the client finishes sending and still reads the answer.
+    let mut s = TcpStream::connect(gw.addr(9001)).await.unwrap();
+    s.write_all(&[7u8; 100_000]).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).await.unwrap();
+    assert_eq!(reply, "got 100000\n");
+
+    // Weights 3:1 over 200 connections.
+    let v = gw.config_version().await;
+    gw.write(
+        "tcp.yaml",
+        &tcp_route("{name: tcp-one, port: 80, weight: 3}, {name: tcp-two, port: 80, weight: 1}"),
+    );
+    gw.wait_version_above(v).await;
+    let mut ones = 0;
+    for _ in 0..200 {
+        let a = tcp_test(TcpStream::connect(gw.addr(9000)).await.unwrap()).await;
+        if a["service"] == "tcp-one" {
+            ones += 1;
+        }
+    }
+    assert!(
+        (140..=160).contains(&ones),
+        "tcp-one got {ones} of 200, want 150 ± 10"
+    );
+
+    // Metrics and the access log: one line per connection, with its decision and bytes.
+    gw.metrics_with(&[
+        "sluice_l4_connections_total{backend=\"default/tls-backend:443\",decision=\"forwarded\",gateway=\"default/gw\",listener=\"passthrough\",route=\"default/pass\"} 1".into(),
+        "decision=\"no_route\",gateway=\"default/gw\",listener=\"passthrough\"".into(),
+        "decision=\"no_listener\"".into(),
+        "sluice_l4_bytes_total{direction=\"received\",gateway=\"default/gw\",route=\"default/halfclose\"} 100000".into(),
+    ])
+    .await;
+    let line = gw
+        .wait_access_log("the passthrough connection", |l| {
+            l["protocol"] == "tls-passthrough" && l["decision"] == "forwarded"
+        })
+        .await;
+    assert_eq!(line["sni"], "abc.pass.example.com");
+    assert_eq!(line["route"], "default/pass");
+    assert!(line["bytes_sent"].as_u64().unwrap() > 0, "{line}");
+
+    // Reload under load: connections keep coming while the route's backends change five
+    // times; none fails.
+    let failures = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addr = gw.addr(9000);
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (failures, stop) = (failures.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let ok = match tokio::time::timeout(Duration::from_secs(5), async {
+                        let s = TcpStream::connect(addr).await?;
+                        let mut s = BufReader::new(s);
+                        let mut welcome = String::new();
+                        s.read_line(&mut welcome).await?;
+                        Ok::<_, std::io::Error>(welcome == "Gateway API Test TCP Server\n")
+                    })
+                    .await
+                    {
+                        Ok(Ok(ok)) => ok,
+                        _ => false,
+                    };
+                    if !ok {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for i in 0..5 {
+        let backend = if i % 2 == 0 { "tcp-two" } else { "tcp-one" };
+        let v = gw.config_version().await;
+        gw.write(
+            "tcp.yaml",
+            &tcp_route(&format!("{{name: {backend}, port: 80}}")),
+        );
+        gw.wait_version_above(v).await;
+        let a = tcp_test(TcpStream::connect(gw.addr(9000)).await.unwrap()).await;
+        assert_eq!(a["service"], backend, "after switch {i}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for t in load {
+        total += t.await.unwrap();
+    }
+    assert!(total > 0);
+    assert_eq!(
+        failures.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "connections failed during reloads"
+    );
+}
