@@ -27,6 +27,9 @@ fn resource(api_version: &str, kind: &str) -> Option<ApiResource> {
         "ListenerSet" => "listenersets",
         "HTTPRoute" => "httproutes",
         "GRPCRoute" => "grpcroutes",
+        "TLSRoute" => "tlsroutes",
+        "TCPRoute" => "tcproutes",
+        "UDPRoute" => "udproutes",
         "BackendTLSPolicy" => "backendtlspolicies",
         "EgressPolicy" => "egresspolicies",
         _ => return None,
@@ -120,7 +123,15 @@ impl StatusWriter {
         let mut todo = statuses;
         for ((kind, name), api_version) in gone {
             self.written.remove(&(kind.clone(), name.clone()));
-            if !matches!(kind.as_str(), "HTTPRoute" | "BackendTLSPolicy") {
+            if !matches!(
+                kind.as_str(),
+                "HTTPRoute"
+                    | "GRPCRoute"
+                    | "TLSRoute"
+                    | "TCPRoute"
+                    | "UDPRoute"
+                    | "BackendTLSPolicy"
+            ) {
                 continue;
             }
             todo.push(ObjectStatus {

@@ -17,6 +17,9 @@ use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::grpcroutes::GrpcRoute;
 use gateway_api::experimental::httproutes::HttpRoute;
 use gateway_api::experimental::referencegrants::ReferenceGrant;
+use gateway_api::experimental::tcproutes::TcpRoute;
+use gateway_api::experimental::tlsroutes::TlsRoute;
+use gateway_api::experimental::udproutes::UdpRoute;
 use gateway_api::listenersets::ListenerSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -50,6 +53,9 @@ pub struct Watches {
     listener_sets: Cache<ListenerSet>,
     http_routes: Cache<HttpRoute>,
     grpc_routes: Cache<GrpcRoute>,
+    tls_routes: Cache<TlsRoute>,
+    tcp_routes: Cache<TcpRoute>,
+    udp_routes: Cache<UdpRoute>,
     reference_grants: Cache<ReferenceGrant>,
     backend_tls_policies: Cache<BackendTlsPolicy>,
     services: Cache<Service>,
@@ -72,6 +78,9 @@ impl Watches {
             listener_sets: watch(Api::all(client.clone()), n, "ListenerSet"),
             http_routes: watch(Api::all(client.clone()), n, "HTTPRoute"),
             grpc_routes: watch(Api::all(client.clone()), n, "GRPCRoute"),
+            tls_routes: watch(Api::all(client.clone()), n, "TLSRoute"),
+            tcp_routes: watch(Api::all(client.clone()), n, "TCPRoute"),
+            udp_routes: watch(Api::all(client.clone()), n, "UDPRoute"),
             reference_grants: watch(Api::all(client.clone()), n, "ReferenceGrant"),
             backend_tls_policies: watch(Api::all(client.clone()), n, "BackendTLSPolicy"),
             services: watch(Api::all(client.clone()), n, "Service"),
@@ -105,6 +114,9 @@ impl Watches {
             listener_sets,
             http_routes,
             grpc_routes,
+            tls_routes,
+            tcp_routes,
+            udp_routes,
             reference_grants,
             backend_tls_policies,
             services,
@@ -139,6 +151,9 @@ impl Watches {
             listener_sets: namespaced(&self.listener_sets),
             http_routes: namespaced(&self.http_routes),
             grpc_routes: namespaced(&self.grpc_routes),
+            tls_routes: namespaced(&self.tls_routes),
+            tcp_routes: namespaced(&self.tcp_routes),
+            udp_routes: namespaced(&self.udp_routes),
             reference_grants: namespaced(&self.reference_grants),
             backend_tls_policies: namespaced(&self.backend_tls_policies),
             services: namespaced(&self.services),
@@ -188,6 +203,18 @@ impl Watches {
             let status = serde_json::to_value(r.status.as_ref()?).ok();
             ours(status, "parents", controller).then(|| ("GRPCRoute", key_of(&r.metadata)))
         });
+        let tls_routes = self.tls_routes.state().into_iter().filter_map(|r| {
+            let status = serde_json::to_value(r.status.as_ref()?).ok();
+            ours(status, "parents", controller).then(|| ("TLSRoute", key_of(&r.metadata)))
+        });
+        let tcp_routes = self.tcp_routes.state().into_iter().filter_map(|r| {
+            let status = serde_json::to_value(r.status.as_ref()?).ok();
+            ours(status, "parents", controller).then(|| ("TCPRoute", key_of(&r.metadata)))
+        });
+        let udp_routes = self.udp_routes.state().into_iter().filter_map(|r| {
+            let status = serde_json::to_value(r.status.as_ref()?).ok();
+            ours(status, "parents", controller).then(|| ("UDPRoute", key_of(&r.metadata)))
+        });
         let policies = self
             .backend_tls_policies
             .state()
@@ -197,7 +224,13 @@ impl Watches {
                 ours(status, "ancestors", controller)
                     .then(|| ("BackendTLSPolicy", key_of(&p.metadata)))
             });
-        routes.chain(grpc_routes).chain(policies).collect()
+        routes
+            .chain(grpc_routes)
+            .chain(tls_routes)
+            .chain(tcp_routes)
+            .chain(udp_routes)
+            .chain(policies)
+            .collect()
     }
 
     /// The first address in each Gateway's status, as written before (by an earlier run):
@@ -241,6 +274,9 @@ impl Watches {
             "ListenerSet" => get(&self.listener_sets, key, true),
             "HTTPRoute" => get(&self.http_routes, key, true),
             "GRPCRoute" => get(&self.grpc_routes, key, true),
+            "TLSRoute" => get(&self.tls_routes, key, true),
+            "TCPRoute" => get(&self.tcp_routes, key, true),
+            "UDPRoute" => get(&self.udp_routes, key, true),
             "BackendTLSPolicy" => get(&self.backend_tls_policies, key, true),
             "EgressPolicy" => {
                 let r = reflector::ObjectRef::new_with(&key.name, egress_policy_resource())

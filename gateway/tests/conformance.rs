@@ -100,6 +100,18 @@ struct Req {
     /// Make this gRPC call of the echo service instead (`Echo`, `EchoTwo`, `EchoThree`), over
     /// h2c with `host` as `:authority` and `headers` as metadata, as upstream's gRPC client.
     grpc: Option<String>,
+    /// Open a TLS connection with `sni` (or `host`) that the gateway must close or reset
+    /// before any TLS answer (upstream's `MakeTLSConnectionAndExpectEventuallyConnectionRejection`:
+    /// EOF or a reset, not an alert, not a handshake).
+    #[serde(default)]
+    tls_reject: bool,
+    /// Talk to the TCP echo through the gateway instead (upstream's
+    /// `MakeTCPRequestAndExpectEventuallyValidResponse`): the welcome line, `PING`, `IS_TLS`,
+    /// `TEST`; over TLS with `sni` when `tls` is set.
+    #[serde(default)]
+    tcp: bool,
+    #[serde(default)]
+    tls: bool,
 }
 
 fn root() -> String {
@@ -158,6 +170,8 @@ struct Expect {
     /// is the prefix of the answering Pod's name and `namespace` its namespace, as upstream
     /// checks, and the echo must report the method called.
     grpc_code: Option<String>,
+    /// TCP echo: whether the backend's own connection was TLS (its `IS_TLS` answer).
+    is_tls: Option<bool>,
 }
 
 fn infra() -> String {
@@ -202,6 +216,7 @@ struct Env {
     base: String,
     backends: Vec<(String, EchoServer)>,
     grpc_backends: Vec<(String, conformance::grpc_echo::GrpcEchoServerHandle)>,
+    _tcp_backend: conformance::l4_echo::L4Server,
 }
 
 async fn environment() -> Env {
@@ -245,7 +260,54 @@ async fn environment() -> Env {
     .await
     .unwrap();
     backends.push((tls_name.to_string(), tls_echo));
+    let (ns2, name2, names2) = sluice_testing::conformance_env::TLS_BACKEND_2;
+    let (cert2, key2) = ca.issue(names2);
+    let tls_echo_2 = conformance::echo::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Identity {
+            namespace: ns2.into(),
+            service: name2.into(),
+            pod: format!("{name2}-0"),
+            ..Identity::default()
+        },
+        Some(conformance::echo::TlsFiles {
+            cert_pem: cert2.into_bytes(),
+            key_pem: key2.into_bytes(),
+            client_ca_pem: None,
+        }),
+    )
+    .await
+    .unwrap();
+    backends.push((name2.to_string(), tls_echo_2));
+    let (tcp_ns, tcp_name, tcp_host) = sluice_testing::conformance_env::TCP_BACKEND;
+    let (tcp_cert, tcp_key) = ca.issue(&[tcp_host]);
+    let tcp_backend = conformance::l4_echo::serve_tcp(
+        "127.0.0.1:0".parse().unwrap(),
+        Identity {
+            namespace: tcp_ns.into(),
+            service: tcp_name.into(),
+            pod: format!("{tcp_name}-0"),
+            ..Identity::default()
+        },
+        Some((
+            "127.0.0.1:0".parse().unwrap(),
+            conformance::echo::TlsFiles {
+                cert_pem: tcp_cert.into_bytes(),
+                key_pem: tcp_key.into_bytes(),
+                client_ca_pem: None,
+            },
+        )),
+    )
+    .await
+    .unwrap();
+    let tcp_addrs = (tcp_backend.addr, tcp_backend.tls_addr.unwrap());
     let addr = |name: &str| {
+        if name == tcp_name {
+            return tcp_addrs.0;
+        }
+        if name == format!("{tcp_name}:tls") {
+            return tcp_addrs.1;
+        }
         backends
             .iter()
             .find(|(n, _)| n == name)
@@ -269,6 +331,7 @@ async fn environment() -> Env {
         base,
         backends,
         grpc_backends,
+        _tcp_backend: tcp_backend,
     }
 }
 
@@ -487,7 +550,7 @@ fn check_status(all: &serde_json::Value, s: &StatusCheck) -> Result<(), String> 
             check_observed_generation(&a["conditions"], s.observed_generation)?;
             Ok(())
         }
-        ("HTTPRoute" | "GRPCRoute", Some(o)) => {
+        ("HTTPRoute" | "GRPCRoute" | "TLSRoute" | "TCPRoute" | "UDPRoute", Some(o)) => {
             let parents = o["status"]["parents"]
                 .as_array()
                 .cloned()
@@ -618,6 +681,12 @@ async fn check_request(env: &Env, all: &serde_json::Value, r: &Req) -> Result<()
 async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Result<String, String> {
     if let Some(method) = &r.grpc {
         return check_grpc_call(all, r, method).await;
+    }
+    if r.tls_reject {
+        return check_tls_rejected(env, all, r).await;
+    }
+    if r.tcp {
+        return check_tcp_echo(env, all, r).await;
     }
     if r.websocket {
         let ip = gateway_addr(all, &r.gateway)?;
@@ -820,6 +889,131 @@ async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Resu
     Ok(body["service"].as_str().unwrap_or("").to_string())
 }
 
+/// A TLS handshake with the case's SNI that the gateway must end by closing or resetting the
+/// connection, with no TLS answer: upstream counts only EOF and resets as a rejection.
+async fn check_tls_rejected(env: &Env, all: &serde_json::Value, r: &Req) -> Result<String, String> {
+    let ip = gateway_addr(all, &r.gateway)?;
+    let addr = SocketAddr::new(ip, r.port.unwrap_or(443));
+    let sni = r
+        .sni
+        .clone()
+        .or(r.host.clone())
+        .ok_or("tlsReject needs sni or host")?;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e} (a refused connection is not a rejection)"))?;
+    let name = rustls::pki_types::ServerName::try_from(sni.clone()).map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(env.ca.rustls_client_config());
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        connector.connect(name, tcp),
+    )
+    .await
+    {
+        Err(_) => Err(format!(
+            "{sni}: the gateway held the connection without closing it"
+        )),
+        Ok(Ok(_)) => Err(format!("{sni}: the TLS handshake completed")),
+        Ok(Err(e)) => {
+            use std::io::ErrorKind as K;
+            match e.kind() {
+                K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+                    Ok(String::new())
+                }
+                _ => Err(format!(
+                    "{sni}: {e} (an alert or a certificate error is not a rejection)"
+                )),
+            }
+        }
+    }
+}
+
+/// The TCP echo's exchange through the gateway, checked as upstream's `assertTestMessage`:
+/// the welcome line, PONG, IS_TLS, then TEST's namespace, Pod prefix `<backend>-` and the
+/// server name the backend's TLS saw. Returns the Service that answered.
+async fn check_tcp_echo(env: &Env, all: &serde_json::Value, r: &Req) -> Result<String, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        s: S,
+    ) -> Result<(String, serde_json::Value), String> {
+        let mut s = BufReader::new(s);
+        let mut line = String::new();
+        let mut ask = async |s: &mut BufReader<S>, what: &[u8]| -> Result<String, String> {
+            if !what.is_empty() {
+                s.get_mut()
+                    .write_all(what)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            line.clear();
+            s.read_line(&mut line).await.map_err(|e| e.to_string())?;
+            Ok(line.clone())
+        };
+        let welcome = ask(&mut s, b"").await?;
+        if welcome != "Gateway API Test TCP Server\n" {
+            return Err(format!("welcome line {welcome:?}"));
+        }
+        let pong = ask(&mut s, b"PING\n").await?;
+        if pong != "PONG\n" {
+            return Err(format!("PING answered {pong:?}"));
+        }
+        let is_tls = ask(&mut s, b"IS_TLS\n").await?;
+        let test = ask(&mut s, b"TEST\n").await?;
+        let v = serde_json::from_str(&test).map_err(|e| format!("TEST answered {test:?}: {e}"))?;
+        Ok((is_tls.trim_end().to_string(), v))
+    }
+    let ip = gateway_addr(all, &r.gateway)?;
+    let addr = SocketAddr::new(ip, r.port.unwrap_or(443));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let deadline = std::time::Duration::from_secs(10);
+    let (is_tls, v) = if r.tls {
+        let sni = r
+            .sni
+            .clone()
+            .or(r.host.clone())
+            .ok_or("tls needs sni or host")?;
+        let name =
+            rustls::pki_types::ServerName::try_from(sni.clone()).map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(env.ca.rustls_client_config());
+        let tls = tokio::time::timeout(deadline, connector.connect(name, tcp))
+            .await
+            .map_err(|_| format!("{sni}: TLS handshake timed out"))?
+            .map_err(|e| format!("{sni}: TLS handshake: {e}"))?;
+        tokio::time::timeout(deadline, exchange(tls)).await
+    } else {
+        tokio::time::timeout(deadline, exchange(tcp)).await
+    }
+    .map_err(|_| "the TCP echo exchange timed out".to_string())??;
+    let e = &r.expect;
+    if let Some(want) = e.is_tls {
+        if is_tls != want.to_string() {
+            return Err(format!("backend IS_TLS {is_tls}, want {want}"));
+        }
+    }
+    if let Some(ns) = &e.namespace {
+        if v["namespace"] != ns.as_str() {
+            return Err(format!("namespace {}, want {ns}", v["namespace"]));
+        }
+    }
+    if let Some(b) = &e.backend {
+        let pod = v["pod"].as_str().unwrap_or("");
+        if !pod.starts_with(&format!("{b}-")) {
+            return Err(format!("answered by pod {pod}, want {b}-*"));
+        }
+    }
+    if let Some(sni) = &e.tls_server_name {
+        if v["tls"]["serverName"] != sni.as_str() {
+            return Err(format!(
+                "backend saw TLS server name {}, want {sni}",
+                v["tls"]["serverName"]
+            ));
+        }
+    }
+    Ok(v["service"].as_str().unwrap_or("").to_string())
+}
+
 /// Makes one gRPC call of the echo service, checks it as upstream's `compareResponse` does, and
 /// returns the Service that answered (empty for a failed call).
 async fn check_grpc_call(all: &serde_json::Value, r: &Req, method: &str) -> Result<String, String> {
@@ -937,9 +1131,9 @@ async fn conformance_cases() {
     assert_eq!(failed, 0, "{failed} conformance case(s) failed");
 }
 
-/// conformance/README.md lists all 94 GATEWAY-HTTP test names and the 5 test names of
-/// GATEWAY-GRPC that are not common to every Gateway profile (with GRPCRouteNamedRule, in no
-/// profile); a name is marked `passes` exactly when it has a case file.
+/// conformance/README.md lists all 94 GATEWAY-HTTP test names, and the test names of
+/// GATEWAY-GRPC (5, with GRPCRouteNamedRule, in no profile) and GATEWAY-TLS (14) that are not
+/// common to every Gateway profile; a name is marked `passes` exactly when it has a case file.
 #[test]
 fn readme_table_matches_the_cases() {
     let readme = std::fs::read_to_string(cases_dir().join("../README.md")).unwrap();
@@ -963,10 +1157,10 @@ fn readme_table_matches_the_cases() {
     }
     assert_eq!(
         per_profile,
-        BTreeMap::from([("GATEWAY-GRPC", 5), ("GATEWAY-HTTP", 94)]),
+        BTreeMap::from([("GATEWAY-GRPC", 5), ("GATEWAY-HTTP", 94), ("GATEWAY-TLS", 14)]),
         "the README lists every test once, under its profile"
     );
-    assert_eq!(listed.len(), 99, "no test name is listed twice");
+    assert_eq!(listed.len(), 113, "no test name is listed twice");
     let cases: std::collections::BTreeSet<String> = std::fs::read_dir(cases_dir())
         .unwrap()
         .filter_map(|e| {

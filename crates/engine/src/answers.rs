@@ -144,11 +144,13 @@ pub(crate) async fn respond(
     Ok(true)
 }
 
-/// A gRPC call: its content-type is `application/grpc`, or one of its `+format` forms.
+/// A gRPC call: its content-type is `application/grpc`, or one of its `+format` forms
+/// (gRPC-Web's `application/grpc-web` is not one).
 pub(crate) fn is_grpc(req: &RequestHeader) -> bool {
     req.headers
         .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .and_then(|v| v.as_bytes().strip_prefix(b"application/grpc"))
+        .is_some_and(|rest| matches!(rest.first(), None | Some(b'+' | b';')))
 }
 
 /// gRPC status codes the gateway answers with.
@@ -163,7 +165,9 @@ pub(crate) mod grpc_code {
 }
 
 /// The gRPC status for an answer the gateway would give with HTTP status `code`, by gRPC's
-/// mapping of HTTP statuses (no route is UNIMPLEMENTED, no backend UNAVAILABLE).
+/// mapping of HTTP statuses (no route is UNIMPLEMENTED, no backend UNAVAILABLE). The gateway's
+/// own 500s all mean that no backend can be used (none, only invalid references, no usable
+/// CA): UNAVAILABLE, as GRPCRoute requires for invalid backendRefs.
 pub(crate) fn grpc_status(code: u16) -> u8 {
     use grpc_code::*;
     match code {
@@ -171,7 +175,7 @@ pub(crate) fn grpc_status(code: u16) -> u8 {
         401 => UNAUTHENTICATED,
         403 => PERMISSION_DENIED,
         404 => UNIMPLEMENTED,
-        429 | 502 | 503 | 504 => UNAVAILABLE,
+        429 | 500 | 502 | 503 | 504 => UNAVAILABLE,
         _ => UNKNOWN,
     }
 }

@@ -26,14 +26,31 @@ pub const GRPC_BACKENDS: &[(&str, &str)] = &[
     ("gateway-conformance-infra", "grpc-infra-backend-v3"),
 ];
 
-/// The Service names of every backend of the base objects: `BACKENDS`, `GRPC_BACKENDS` and
-/// `TLS_BACKEND`'s.
+/// The HTTPS echo backend TLSRoute passthrough cases use besides `TLS_BACKEND`: its namespace,
+/// name and the names its certificate covers (upstream's `tls-backend-2`).
+pub const TLS_BACKEND_2: (&str, &str, &[&str]) = (
+    "gateway-conformance-infra",
+    "tls-backend-2",
+    &["abc.example.com", "other.example.com"],
+);
+
+/// The TCP echo backend of TLSRoute cases (upstream's `tcp-backend`): plain on Service port
+/// 3000 (`echo-tcp-plain`), with TLS (a certificate for `abc.example.com`) on 8443
+/// (`echo-tcp-tls`). `base_manifests` asks `addr` for `tcp-backend` and `tcp-backend:tls`.
+pub const TCP_BACKEND: (&str, &str, &str) = (
+    "gateway-conformance-infra",
+    "tcp-backend",
+    "abc.example.com",
+);
+
+/// The Service names of every backend of the base objects: `BACKENDS`, `GRPC_BACKENDS`,
+/// `TLS_BACKEND`'s, `TLS_BACKEND_2`'s and `TCP_BACKEND`'s.
 pub fn backend_names() -> Vec<&'static str> {
     BACKENDS
         .iter()
         .chain(GRPC_BACKENDS)
         .map(|(_, n)| *n)
-        .chain([TLS_BACKEND.1])
+        .chain([TLS_BACKEND.1, TLS_BACKEND_2.1, TCP_BACKEND.1])
         .collect()
 }
 
@@ -94,11 +111,12 @@ metadata: {{name: gateway-conformance-web-backend, labels: {{gateway-conformance
     for (ns, name) in GRPC_BACKENDS {
         base.push(
             service(ns, name, &[addr(name)])
+                // Unnamed ports, as upstream's.
                 .replace(
                     "{name: http, port: 80, targetPort:",
-                    "{name: grpc, appProtocol: kubernetes.io/h2c, port: 8080, targetPort:",
+                    "{appProtocol: kubernetes.io/h2c, port: 8080, targetPort:",
                 )
-                .replace("- {name: http, port:", "- {name: grpc, port:"),
+                .replace("- {name: http, port:", "- {port:"),
         );
     }
     base.push(ca.secret(
@@ -144,6 +162,64 @@ metadata: {{name: gateway-conformance-web-backend, labels: {{gateway-conformance
         "gateway-conformance-infra",
         "tls-checks-client-certificate",
         &["gateway.example.com"],
+    ));
+    // TLSRoute cases: the second passthrough backend, the TCP echo on two ports, the
+    // app-backend namespace's tls-backend (a Service only: no case reaches it), and the
+    // certificate of Terminate listeners.
+    let (ns2, name2, _) = TLS_BACKEND_2;
+    base.push(
+        service(ns2, name2, &[addr(name2)])
+            .replace(
+                "{name: http, port: 80, targetPort:",
+                "{name: https, port: 443, targetPort:",
+            )
+            .replace("- {name: http, port:", "- {name: https, port:"),
+    );
+    base.push(
+        service(
+            "gateway-conformance-app-backend",
+            tls_name,
+            &[addr(tls_name)],
+        )
+        .replace(
+            "{name: http, port: 80, targetPort:",
+            "{name: https, port: 443, targetPort:",
+        )
+        .replace("- {name: http, port:", "- {name: https, port:"),
+    );
+    let (tcp_ns, tcp_name, _) = TCP_BACKEND;
+    let (plain, tls) = (addr(tcp_name), addr(&format!("{tcp_name}:tls")));
+    base.push(format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {tcp_name}, namespace: {tcp_ns}}}
+spec:
+  ports:
+  - {{name: echo-tcp-plain, port: 3000, targetPort: 3000}}
+  - {{name: echo-tcp-tls, port: 8443, targetPort: 8443}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {tcp_name}-abc
+  namespace: {tcp_ns}
+  labels: {{kubernetes.io/service-name: {tcp_name}}}
+addressType: IPv4
+ports:
+- {{name: echo-tcp-plain, port: {}}}
+- {{name: echo-tcp-tls, port: {}}}
+endpoints:
+- addresses: [\"{}\"]
+  conditions: {{ready: true}}
+",
+        plain.port(),
+        tls.port(),
+        plain.ip()
+    ));
+    base.push(ca.secret(
+        "gateway-conformance-infra",
+        "tls-terminate-checks-certificate",
+        &["tls.example.com"],
     ));
     base.join("---\n")
 }

@@ -13,7 +13,8 @@
 //!   being `[^/]+`;
 //! - no method: every path (`PathPrefix` `/`).
 //!
-//! The engine does not serve GRPCRoutes yet: this is the translation's first step (issue 13).
+//! A service may be written with a leading dot (`.pkg.Svc`, the CRD allows it); the path a call
+//! carries never has one.
 
 use gateway_api::experimental::grpcroutes::GrpcRoute;
 use gateway_api::experimental::httproutes::HttpRoute;
@@ -50,9 +51,18 @@ pub fn as_http_route(route: &GrpcRoute) -> Result<HttpRoute, String> {
 }
 
 fn path_match(method: &Value) -> Result<Value, &'static str> {
-    let service = method["service"].as_str().filter(|s| !s.is_empty());
-    let name = method["method"].as_str().filter(|s| !s.is_empty());
     let regex = method["type"].as_str() == Some("RegularExpression");
+    let service = method["service"]
+        .as_str()
+        .map(|s| {
+            if regex {
+                s
+            } else {
+                s.strip_prefix('.').unwrap_or(s)
+            }
+        })
+        .filter(|s| !s.is_empty());
+    let name = method["method"].as_str().filter(|s| !s.is_empty());
     Ok(match (regex, service, name) {
         (_, None, None) => return Err("names neither a service nor a method"),
         (false, Some(s), Some(m)) => json!({"type": "Exact", "value": format!("/{s}/{m}")}),
