@@ -31,6 +31,12 @@ struct Case {
     /// Later states: each replaces the case's manifests (when given), then is checked.
     #[serde(default)]
     steps: Vec<Step>,
+    /// Services of the case's manifests (`name`, or `namespace/name`, in
+    /// gateway-conformance-infra by default) that upstream backs with a TCP echo Deployment:
+    /// the runner starts a TCP echo for each (Pod `<name>-0`) and adds the EndpointSlice of the
+    /// Service's port `tcp`. (Deployments are not read: they only get a warning.)
+    #[serde(default, rename = "tcpBackends")]
+    tcp_backends: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -363,9 +369,34 @@ async fn run_case(env: &Env, case: &Case) -> Result<(), String> {
     let IpAddr::V4(v4) = pool else { unreachable!() };
     let pool_base = std::net::Ipv4Addr::from(u32::from(v4) & 0xffff_ff00);
     let pool_net = format!("{pool_base}/24");
+    // The case's own TCP echo backends, alive for as long as the case runs.
+    let mut tcp_echoes = Vec::new();
+    let mut slices = Vec::new();
+    for b in &case.tcp_backends {
+        let (ns, name) = split_name(b, "gateway-conformance-infra");
+        let echo = conformance::l4_echo::serve_tcp(
+            "127.0.0.1:0".parse().unwrap(),
+            Identity {
+                namespace: ns.clone(),
+                service: name.clone(),
+                pod: format!("{name}-0"),
+                ..Identity::default()
+            },
+            None,
+        )
+        .await
+        .map_err(|e| format!("TCP echo for {b}: {e}"))?;
+        slices.push(format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-echo\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n- {{name: tcp, port: {}}}\nendpoints:\n- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n",
+            echo.addr.port(),
+            echo.addr.ip()
+        ));
+        tcp_echoes.push(echo);
+    }
     let gw = Gateway::start_with(
         &[
             ("base.yaml", env.base.clone()),
+            ("case-backends.yaml", slices.join("---\n")),
             ("case.yaml", render(env, &case.manifests, pool_base)),
         ],
         &["--address-pool", &pool_net, "--access-log", "off"],
@@ -1132,8 +1163,8 @@ async fn conformance_cases() {
 }
 
 /// conformance/README.md lists all 94 GATEWAY-HTTP test names, and the test names of
-/// GATEWAY-GRPC (5, with GRPCRouteNamedRule, in no profile) and GATEWAY-TLS (14) that are not
-/// common to every Gateway profile; a name is marked `passes` exactly when it has a case file.
+/// GATEWAY-GRPC (5, with GRPCRouteNamedRule, in no profile), GATEWAY-TLS (14) and GATEWAY-TCP
+/// (8) that are not common to every Gateway profile; a name is marked `passes` exactly when it has a case file.
 #[test]
 fn readme_table_matches_the_cases() {
     let readme = std::fs::read_to_string(cases_dir().join("../README.md")).unwrap();
@@ -1157,10 +1188,15 @@ fn readme_table_matches_the_cases() {
     }
     assert_eq!(
         per_profile,
-        BTreeMap::from([("GATEWAY-GRPC", 5), ("GATEWAY-HTTP", 94), ("GATEWAY-TLS", 14)]),
+        BTreeMap::from([
+            ("GATEWAY-GRPC", 5),
+            ("GATEWAY-HTTP", 94),
+            ("GATEWAY-TCP", 8),
+            ("GATEWAY-TLS", 14)
+        ]),
         "the README lists every test once, under its profile"
     );
-    assert_eq!(listed.len(), 113, "no test name is listed twice");
+    assert_eq!(listed.len(), 121, "no test name is listed twice");
     let cases: std::collections::BTreeSet<String> = std::fs::read_dir(cases_dir())
         .unwrap()
         .filter_map(|e| {

@@ -66,7 +66,14 @@ fn conformance_case_translations() {
     let ca = sluice_testing::TestCa::new();
     let names = backend_names();
     let port = |name: &str| 30001 + names.iter().position(|n| *n == name).unwrap() as u16;
-    let addr = |name: &str| std::net::SocketAddr::from(([127, 0, 0, 1], port(name)));
+    // A second port of a backend (`tcp-backend:tls`) is its first one plus 1000.
+    let addr = |name: &str| {
+        let p = match name.split_once(':') {
+            Some((n, _)) => port(n) + 1000,
+            None => port(name),
+        };
+        std::net::SocketAddr::from(([127, 0, 0, 1], p))
+    };
     let base = base_manifests(&ca, &addr);
     let pool = std::net::Ipv4Addr::new(127, 50, 0, 0);
     let mut files: Vec<_> = std::fs::read_dir(cases_dir())
@@ -75,7 +82,7 @@ fn conformance_case_translations() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("base.yaml"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 113);
+    assert_eq!(files.len(), 121);
     for file in files {
         let case: serde_yaml::Value =
             serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();

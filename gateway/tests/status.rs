@@ -669,9 +669,9 @@ spec:
     );
 }
 
-/// A listener of a protocol we do not serve never takes a port from one we serve: TCP beside
-/// HTTP on one port is the one in conflict, and TLS beside HTTPS (a combination the spec
-/// allows) is only unsupported.
+/// A listener of a protocol we do not serve never takes a port from one we serve: UDP beside
+/// HTTP on one port is the one in conflict. TLS beside HTTPS (a combination the spec allows,
+/// told apart by SNI) are both served; TCP beside HTTP, both served, are both in conflict.
 #[test]
 fn unsupported_listeners_never_displace_served_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -687,7 +687,9 @@ spec:
   gatewayClassName: sluice
   listeners:
   - {{name: http, protocol: HTTP, port: 8080}}
-  - {{name: tcp, protocol: TCP, port: 8080}}
+  - {{name: udp, protocol: UDP, port: 8080}}
+  - {{name: http2, protocol: HTTP, port: 8081}}
+  - {{name: tcp, protocol: TCP, port: 8081}}
   - {{name: https, protocol: HTTPS, port: 8443, hostname: a.example.com, tls: {{certificateRefs: [{{name: cert}}]}}}}
   - {{name: tls, protocol: TLS, port: 8443, hostname: b.example.com, tls: {{mode: Passthrough}}}}
 ---
@@ -698,7 +700,7 @@ spec:
     .unwrap();
     let all = status_of_dir(dir.path());
     let gw = find_status(&all, "Gateway", Some("default"), "gw");
-    for served in ["http", "https"] {
+    for served in ["http", "https", "tls"] {
         let l = listener(&gw, served);
         assert_eq!(
             condition(&l["conditions"], "Programmed"),
@@ -707,21 +709,23 @@ spec:
         );
         assert_eq!(condition(&l["conditions"], "Conflicted").0, "False", "{l}");
     }
-    let tcp = listener(&gw, "tcp");
+    let udp = listener(&gw, "udp");
     assert_eq!(
-        condition(&tcp["conditions"], "Conflicted"),
+        condition(&udp["conditions"], "Conflicted"),
         ("True".into(), "ProtocolConflict".into())
     );
     assert_eq!(
-        condition(&tcp["conditions"], "Accepted"),
+        condition(&udp["conditions"], "Accepted"),
         ("False".into(), "ProtocolConflict".into())
     );
-    let tls = listener(&gw, "tls");
-    assert_eq!(
-        condition(&tls["conditions"], "Accepted"),
-        ("False".into(), "UnsupportedProtocol".into())
-    );
-    assert_eq!(condition(&tls["conditions"], "Conflicted").0, "False");
+    for both in ["http2", "tcp"] {
+        let l = listener(&gw, both);
+        assert_eq!(
+            condition(&l["conditions"], "Conflicted"),
+            ("True".into(), "ProtocolConflict".into()),
+            "{both}: {l}"
+        );
+    }
     assert_eq!(
         condition(&gw["status"]["conditions"], "Accepted"),
         ("True".into(), "ListenersNotValid".into())
