@@ -37,6 +37,9 @@ struct Case {
     /// Service's port `tcp`. (Deployments are not read: they only get a warning.)
     #[serde(default, rename = "tcpBackends")]
     tcp_backends: Vec<String>,
+    /// The same for UDP echo Deployments (the EndpointSlice of the Service's port `udp`).
+    #[serde(default, rename = "udpBackends")]
+    udp_backends: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +121,13 @@ struct Req {
     tcp: bool,
     #[serde(default)]
     tls: bool,
+    /// Send a datagram to the UDP echo through the gateway, from a new socket, and expect its
+    /// JSON answer (upstream's `udpEchoSendOnce`); with `dns`, a DNS query instead, answered
+    /// by the DNS backend (upstream's `dns.Exchange`).
+    #[serde(default)]
+    udp: bool,
+    #[serde(default)]
+    dns: bool,
 }
 
 fn root() -> String {
@@ -223,6 +233,7 @@ struct Env {
     backends: Vec<(String, EchoServer)>,
     grpc_backends: Vec<(String, conformance::grpc_echo::GrpcEchoServerHandle)>,
     _tcp_backend: conformance::l4_echo::L4Server,
+    _dns: tokio::task::JoinHandle<()>,
 }
 
 async fn environment() -> Env {
@@ -307,9 +318,13 @@ async fn environment() -> Env {
     .await
     .unwrap();
     let tcp_addrs = (tcp_backend.addr, tcp_backend.tls_addr.unwrap());
+    let (dns_addr, dns) = dns_backend().await;
     let addr = |name: &str| {
         if name == tcp_name {
             return tcp_addrs.0;
+        }
+        if name == sluice_testing::conformance_env::DNS_BACKEND.1 {
+            return dns_addr;
         }
         if name == format!("{tcp_name}:tls") {
             return tcp_addrs.1;
@@ -338,6 +353,7 @@ async fn environment() -> Env {
         backends,
         grpc_backends,
         _tcp_backend: tcp_backend,
+        _dns: dns,
     }
 }
 
@@ -372,22 +388,28 @@ async fn run_case(env: &Env, case: &Case) -> Result<(), String> {
     // The case's own TCP echo backends, alive for as long as the case runs.
     let mut tcp_echoes = Vec::new();
     let mut slices = Vec::new();
-    for b in &case.tcp_backends {
+    let backends = case
+        .tcp_backends
+        .iter()
+        .map(|b| (b, "tcp"))
+        .chain(case.udp_backends.iter().map(|b| (b, "udp")));
+    for (b, proto) in backends {
         let (ns, name) = split_name(b, "gateway-conformance-infra");
-        let echo = conformance::l4_echo::serve_tcp(
-            "127.0.0.1:0".parse().unwrap(),
-            Identity {
-                namespace: ns.clone(),
-                service: name.clone(),
-                pod: format!("{name}-0"),
-                ..Identity::default()
-            },
-            None,
-        )
-        .await
-        .map_err(|e| format!("TCP echo for {b}: {e}"))?;
+        let id = Identity {
+            namespace: ns.clone(),
+            service: name.clone(),
+            pod: format!("{name}-0"),
+            ..Identity::default()
+        };
+        let any = "127.0.0.1:0".parse().unwrap();
+        let echo = match proto {
+            "tcp" => conformance::l4_echo::serve_tcp(any, id, None).await,
+            _ => conformance::l4_echo::serve_udp(any, id).await,
+        }
+        .map_err(|e| format!("{proto} echo for {b}: {e}"))?;
+        let protocol = proto.to_ascii_uppercase();
         slices.push(format!(
-            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-echo\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n- {{name: tcp, port: {}}}\nendpoints:\n- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n",
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-echo\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n- {{name: {proto}, port: {}, protocol: {protocol}}}\nendpoints:\n- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n",
             echo.addr.port(),
             echo.addr.ip()
         ));
@@ -719,6 +741,9 @@ async fn check_request_once(env: &Env, all: &serde_json::Value, r: &Req) -> Resu
     if r.tcp {
         return check_tcp_echo(env, all, r).await;
     }
+    if r.udp {
+        return check_udp_echo(all, r).await;
+    }
     if r.websocket {
         let ip = gateway_addr(all, &r.gateway)?;
         let addr = SocketAddr::new(ip, r.port.unwrap_or(80));
@@ -1045,6 +1070,97 @@ async fn check_tcp_echo(env: &Env, all: &serde_json::Value, r: &Req) -> Result<S
     Ok(v["service"].as_str().unwrap_or("").to_string())
 }
 
+/// A DNS server that answers every query NXDOMAIN, for the UDPRoute case's `coredns`: any
+/// well-formed reply with the query's id is what upstream's check accepts.
+async fn dns_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 1500];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+            if n < 12 {
+                continue;
+            }
+            let mut reply = buf[..n].to_vec();
+            // QR (response), the query's opcode and RD, RA, RCODE 3 (NXDOMAIN); the question
+            // is kept, no answers.
+            reply[2] = 0x80 | (buf[2] & 0x79);
+            reply[3] = 0x80 | 3;
+            reply[6..12].fill(0);
+            let _ = socket.send_to(&reply, peer).await;
+        }
+    });
+    (addr, task)
+}
+
+/// One datagram through the gateway from a new socket (a new session), as upstream's
+/// `udpEchoSendOnce` and `ExpectEchoResponseFromBackend` send it, retried on silence for a
+/// few seconds (upstream polls); returns the Service that answered.
+async fn check_udp_echo(all: &serde_json::Value, r: &Req) -> Result<String, String> {
+    let ip = gateway_addr(all, &r.gateway)?;
+    let addr = SocketAddr::new(ip, r.port.ok_or("udp needs a port")?);
+    let mut last = String::new();
+    for _ in 0..5 {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        socket.connect(addr).await.map_err(|e| e.to_string())?;
+        let query: Vec<u8> = if r.dns {
+            // A query for foo.bar.com. A, id 0x5a17, RD.
+            let mut q = vec![0x5a, 0x17, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+            for label in ["foo", "bar", "com"] {
+                q.push(label.len() as u8);
+                q.extend_from_slice(label.as_bytes());
+            }
+            q.extend_from_slice(&[0, 0, 1, 0, 1]);
+            q
+        } else {
+            b"gateway-api-conformance-udp-echo".to_vec()
+        };
+        socket.send(&query).await.map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 4096];
+        let n = match tokio::time::timeout(std::time::Duration::from_secs(2), socket.recv(&mut buf))
+            .await
+        {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                last = e.to_string();
+                continue;
+            }
+            Err(_) => {
+                last = format!("no answer from {addr} in 2 s");
+                continue;
+            }
+        };
+        if r.dns {
+            return if n >= 12 && buf[..2] == [0x5a, 0x17] && buf[2] & 0x80 != 0 {
+                Ok(String::new())
+            } else {
+                Err(format!("not a DNS reply to the query: {:?}", &buf[..n]))
+            };
+        }
+        let v: serde_json::Value = serde_json::from_slice(&buf[..n]).map_err(|e| {
+            format!(
+                "UDP echo answered {:?}: {e}",
+                String::from_utf8_lossy(&buf[..n])
+            )
+        })?;
+        let e = &r.expect;
+        if let Some(ns) = &e.namespace {
+            if v["namespace"] != ns.as_str() {
+                return Err(format!("namespace {}, want {ns}", v["namespace"]));
+            }
+        }
+        if let Some(b) = &e.backend {
+            if v["service"] != b.as_str() {
+                return Err(format!("answered by {}, want {b}", v["service"]));
+            }
+        }
+        return Ok(v["service"].as_str().unwrap_or("").to_string());
+    }
+    Err(last)
+}
+
 /// Makes one gRPC call of the echo service, checks it as upstream's `compareResponse` does, and
 /// returns the Service that answered (empty for a failed call).
 async fn check_grpc_call(all: &serde_json::Value, r: &Req, method: &str) -> Result<String, String> {
@@ -1163,8 +1279,8 @@ async fn conformance_cases() {
 }
 
 /// conformance/README.md lists all 94 GATEWAY-HTTP test names, and the test names of
-/// GATEWAY-GRPC (5, with GRPCRouteNamedRule, in no profile), GATEWAY-TLS (14) and GATEWAY-TCP
-/// (8) that are not common to every Gateway profile; a name is marked `passes` exactly when it has a case file.
+/// GATEWAY-GRPC (5, with GRPCRouteNamedRule, in no profile), GATEWAY-TLS (14), GATEWAY-TCP (8)
+/// and GATEWAY-UDP (9) that are not common to every Gateway profile; a name is marked `passes` exactly when it has a case file.
 #[test]
 fn readme_table_matches_the_cases() {
     let readme = std::fs::read_to_string(cases_dir().join("../README.md")).unwrap();
@@ -1192,11 +1308,12 @@ fn readme_table_matches_the_cases() {
             ("GATEWAY-GRPC", 5),
             ("GATEWAY-HTTP", 94),
             ("GATEWAY-TCP", 8),
-            ("GATEWAY-TLS", 14)
+            ("GATEWAY-TLS", 14),
+            ("GATEWAY-UDP", 9)
         ]),
         "the README lists every test once, under its profile"
     );
-    assert_eq!(listed.len(), 121, "no test name is listed twice");
+    assert_eq!(listed.len(), 130, "no test name is listed twice");
     let cases: std::collections::BTreeSet<String> = std::fs::read_dir(cases_dir())
         .unwrap()
         .filter_map(|e| {

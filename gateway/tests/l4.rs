@@ -343,3 +343,100 @@ async fn tls_and_tcp_routes() {
         "connections failed during reloads"
     );
 }
+
+/// UDPRoute: datagrams of one client socket stay on one backend (a session), replies come from
+/// the address the client sent to, new sockets are spread by weight, and a session is counted
+/// and logged when its listener goes away.
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_sessions() {
+    let one = conformance::l4_echo::serve_udp("127.0.0.1:0".parse().unwrap(), identity("udp-one"))
+        .await
+        .unwrap();
+    let two = conformance::l4_echo::serve_udp("127.0.0.1:0".parse().unwrap(), identity("udp-two"))
+        .await
+        .unwrap();
+    let gw_yaml = format!(
+        "{GATEWAY_CLASS}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: sluice
+  listeners:
+  - {{name: udp, protocol: UDP, port: 5300}}
+"
+    );
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: UDPRoute
+metadata: {name: udp, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs: [{name: udp-one, port: 80, weight: 1}, {name: udp-two, port: 80, weight: 1}]
+";
+    let gw = Gateway::start(&[
+        ("gw.yaml".to_string(), gw_yaml),
+        ("route.yaml".to_string(), route.to_string()),
+        (
+            "svc.yaml".to_string(),
+            [
+                service("default", "udp-one", &[one.addr]),
+                service("default", "udp-two", &[two.addr]),
+            ]
+            .join("---\n"),
+        ),
+    ])
+    .await;
+    let addr = gw.addr(5300);
+    let ask = |socket: Arc<tokio::net::UdpSocket>, payload: &'static str| async move {
+        socket.send(payload.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 2048];
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&buf[..n]).unwrap()
+    };
+    // A connected socket only takes datagrams from the address it sent to.
+    let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    socket.connect(addr).await.unwrap();
+    let first = ask(socket.clone(), "hello").await;
+    assert_eq!(first["request"], "hello");
+    for _ in 0..10 {
+        let again = ask(socket.clone(), "again").await;
+        assert_eq!(
+            again["service"], first["service"],
+            "a session keeps its backend"
+        );
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let s = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        s.connect(addr).await.unwrap();
+        let v = ask(s, "x").await;
+        *counts
+            .entry(v["service"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    // 41 sessions in all (the first one's too), split 1:1 by the weights' even sequence.
+    for b in ["udp-one", "udp-two"] {
+        let n = counts.get(b).copied().unwrap_or(0);
+        assert!((19..=21).contains(&n), "{counts:?}");
+    }
+
+    // The listener goes away: its sessions end, each counted and logged.
+    let v = gw.config_version().await;
+    gw.write("route.yaml", "");
+    gw.write(
+        "gw.yaml",
+        &format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+    );
+    gw.wait_version_above(v).await;
+    gw.metrics_with(&["decision=\"drained\",gateway=\"default/gw\",listener=\"udp\"".into()])
+        .await;
+    let line = gw
+        .wait_access_log("a UDP session", |l| l["protocol"] == "udp")
+        .await;
+    assert_eq!(line["route"], "default/udp");
+    assert!(line["bytes_received"].as_u64().unwrap() > 0, "{line}");
+}

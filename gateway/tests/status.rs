@@ -152,7 +152,7 @@ spec:
   gatewayClassName: sluice
   listeners:
   - {name: ok, protocol: HTTP, port: 8080}
-  - {name: udp, protocol: UDP, port: 8081}
+  - {name: sctp, protocol: SCTP, port: 8081}
   - {name: h1, protocol: HTTP, port: 8082, hostname: a.example.com}
   - {name: h2, protocol: HTTP, port: 8082, hostname: a.example.com}
   - {name: p1, protocol: HTTP, port: 8083}
@@ -221,11 +221,11 @@ metadata: {name: red-ns, labels: {team: red}}
         ("True".into(), "Programmed".into())
     );
     assert_eq!(
-        cond("udp", "Accepted"),
+        cond("sctp", "Accepted"),
         ("False".into(), "UnsupportedProtocol".into())
     );
     assert_eq!(
-        listener(&gw, "udp")["supportedKinds"],
+        listener(&gw, "sctp")["supportedKinds"],
         serde_json::json!([])
     );
     assert_eq!(
@@ -669,7 +669,7 @@ spec:
     );
 }
 
-/// A listener of a protocol we do not serve never takes a port from one we serve: UDP beside
+/// A listener of a protocol we do not serve never takes a port from one we serve: SCTP beside
 /// HTTP on one port is the one in conflict. TLS beside HTTPS (a combination the spec allows,
 /// told apart by SNI) are both served; TCP beside HTTP, both served, are both in conflict.
 #[test]
@@ -687,7 +687,7 @@ spec:
   gatewayClassName: sluice
   listeners:
   - {{name: http, protocol: HTTP, port: 8080}}
-  - {{name: udp, protocol: UDP, port: 8080}}
+  - {{name: sctp, protocol: SCTP, port: 8080}}
   - {{name: http2, protocol: HTTP, port: 8081}}
   - {{name: tcp, protocol: TCP, port: 8081}}
   - {{name: https, protocol: HTTPS, port: 8443, hostname: a.example.com, tls: {{certificateRefs: [{{name: cert}}]}}}}
@@ -709,7 +709,7 @@ spec:
         );
         assert_eq!(condition(&l["conditions"], "Conflicted").0, "False", "{l}");
     }
-    let udp = listener(&gw, "udp");
+    let udp = listener(&gw, "sctp");
     assert_eq!(
         condition(&udp["conditions"], "Conflicted"),
         ("True".into(), "ProtocolConflict".into())

@@ -476,7 +476,7 @@ pub enum Protocol {
     Tls,
     /// TCP listeners of TCPRoutes.
     Tcp,
-    /// UDP listeners of UDPRoutes (not served by the engine yet).
+    /// UDP listeners of UDPRoutes.
     Udp,
 }
 

@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod request_id;
 pub mod tcp;
 pub mod tls;
+pub mod udp;
 pub mod workers;
 
 use std::net::SocketAddr;
@@ -46,6 +47,7 @@ pub struct EngineState {
 pub struct Engine {
     pub state: Arc<EngineState>,
     listeners: listeners::Listeners,
+    udp: udp::UdpListeners,
     /// The egress listeners' drain: they stop with the engine.
     egress: drain::Drain,
 }
@@ -81,6 +83,7 @@ impl Engine {
             .collect();
         Engine {
             listeners: listeners::Listeners::new(state.clone(), workers),
+            udp: udp::UdpListeners::new(state.clone()),
             state,
             egress: drain::Drain::default(),
         }
@@ -91,20 +94,23 @@ impl Engine {
     /// listeners drain their connections. Returns the sockets that could not be opened.
     pub async fn apply(&self, config: sluice_config::Config) -> Vec<BindError> {
         let config = compile::compile(config);
-        // UDP ports are not served yet: translation reports their listeners as not programmed.
-        let addrs: Vec<SocketAddr> = config
+        let (udp, tcp): (Vec<_>, Vec<_>) = config
             .binds
             .iter()
-            .filter(|(_, b)| b.protocol != crate::config::Protocol::Udp)
-            .map(|(a, _)| *a)
-            .collect();
+            .partition(|(_, b)| b.protocol == crate::config::Protocol::Udp);
+        let tcp: Vec<SocketAddr> = tcp.into_iter().map(|(a, _)| *a).collect();
+        let udp: Vec<SocketAddr> = udp.into_iter().map(|(a, _)| *a).collect();
         self.state.config.store(Arc::new(config));
-        self.listeners.reconcile(&addrs).await
+        let mut errors = self.listeners.reconcile(&tcp).await;
+        errors.extend(self.udp.reconcile(&udp).await);
+        errors
     }
 
     /// Addresses the engine is listening on.
     pub async fn listening(&self) -> Vec<SocketAddr> {
-        self.listeners.addrs().await
+        let mut all = self.listeners.addrs().await;
+        all.extend(self.udp.addrs().await);
+        all
     }
 
     /// What egress listeners watch, to stop with the engine.
@@ -116,5 +122,6 @@ impl Engine {
     pub async fn shutdown(&self) {
         self.egress.start();
         self.listeners.reconcile(&[]).await;
+        self.udp.reconcile(&[]).await;
     }
 }

@@ -43,14 +43,17 @@ pub const TCP_BACKEND: (&str, &str, &str) = (
     "abc.example.com",
 );
 
+/// The DNS backend of the UDPRoute case (upstream's `coredns`, UDP port 53 `udp-dns`).
+pub const DNS_BACKEND: (&str, &str) = ("gateway-conformance-infra", "coredns");
+
 /// The Service names of every backend of the base objects: `BACKENDS`, `GRPC_BACKENDS`,
-/// `TLS_BACKEND`'s, `TLS_BACKEND_2`'s and `TCP_BACKEND`'s.
+/// `TLS_BACKEND`'s, `TLS_BACKEND_2`'s, `TCP_BACKEND`'s and `DNS_BACKEND`'s.
 pub fn backend_names() -> Vec<&'static str> {
     BACKENDS
         .iter()
         .chain(GRPC_BACKENDS)
         .map(|(_, n)| *n)
-        .chain([TLS_BACKEND.1, TLS_BACKEND_2.1, TCP_BACKEND.1])
+        .chain([TLS_BACKEND.1, TLS_BACKEND_2.1, TCP_BACKEND.1, DNS_BACKEND.1])
         .collect()
 }
 
@@ -220,6 +223,32 @@ endpoints:
         "gateway-conformance-infra",
         "tls-terminate-checks-certificate",
         &["tls.example.com"],
+    ));
+    let (dns_ns, dns_name) = DNS_BACKEND;
+    let dns = addr(dns_name);
+    base.push(format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {dns_name}, namespace: {dns_ns}}}
+spec:
+  ports:
+  - {{name: udp-dns, port: 53, protocol: UDP, targetPort: 53}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {dns_name}-abc
+  namespace: {dns_ns}
+  labels: {{kubernetes.io/service-name: {dns_name}}}
+addressType: IPv4
+ports:
+- {{name: udp-dns, port: {}, protocol: UDP}}
+endpoints:
+- addresses: [\"{}\"]
+  conditions: {{ready: true}}
+",
+        dns.port(),
+        dns.ip()
     ));
     base.join("---\n")
 }

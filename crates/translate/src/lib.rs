@@ -66,8 +66,8 @@ pub const DEFAULT_CONTROLLER_NAME: &str = "sluice.dev/gateway-controller";
 /// The Gateway API features (v1.6) an accepted GatewayClass of ours lists in
 /// `status.supportedFeatures`: every one whose upstream conformance tests our cases cover,
 /// sorted as the CRD requires. Left out: HTTPRouteRetryBackendTimeout and
-/// HTTPRouteRetryConnectionError (no upstream test checks them), and the UDPRoute and mesh
-/// features (not served yet).
+/// HTTPRouteRetryConnectionError (no upstream test checks them), and the mesh features (not
+/// served yet).
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "BackendTLSPolicy",
     "BackendTLSPolicySANValidation",
@@ -114,6 +114,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "TLSRoute",
     "TLSRouteModeMixed",
     "TLSRouteModeTerminate",
+    "UDPRoute",
 ];
 
 /// The time for `Options::now`: whole seconds, as the API server stores condition times.

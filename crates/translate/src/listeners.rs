@@ -82,7 +82,7 @@ pub(super) fn listener_state(
         "HTTPS" => Some(Protocol::Https),
         "TLS" => Some(Protocol::Tls),
         "TCP" => Some(Protocol::Tcp),
-        // UDP: not served by the engine yet.
+        "UDP" => Some(Protocol::Udp),
         _ => None,
     };
     let route_kinds = match protocol {
@@ -133,7 +133,7 @@ pub(super) fn listener_state(
             false,
             "UnsupportedProtocol",
             format!(
-                "protocol {} is not supported; supported: HTTP, HTTPS, TLS, TCP",
+                "protocol {} is not supported; supported: HTTP, HTTPS, TLS, TCP, UDP",
                 l.protocol
             ),
         );
