@@ -54,8 +54,10 @@ pub struct Watches {
     http_routes: Cache<HttpRoute>,
     grpc_routes: Cache<GrpcRoute>,
     tls_routes: Cache<TlsRoute>,
-    tcp_routes: Cache<TcpRoute>,
-    udp_routes: Cache<UdpRoute>,
+    /// TCPRoutes and UDPRoutes are watched as dynamic objects of their `v1` version: the
+    /// typed ones of the gateway-api crate are `v1alpha2`, which v1.6's CRDs no longer serve.
+    tcp_routes: Cache<DynamicObject>,
+    udp_routes: Cache<DynamicObject>,
     reference_grants: Cache<ReferenceGrant>,
     backend_tls_policies: Cache<BackendTlsPolicy>,
     services: Cache<Service>,
@@ -79,8 +81,18 @@ impl Watches {
             http_routes: watch(Api::all(client.clone()), n, "HTTPRoute"),
             grpc_routes: watch(Api::all(client.clone()), n, "GRPCRoute"),
             tls_routes: watch(Api::all(client.clone()), n, "TLSRoute"),
-            tcp_routes: watch(Api::all(client.clone()), n, "TCPRoute"),
-            udp_routes: watch(Api::all(client.clone()), n, "UDPRoute"),
+            tcp_routes: watch_dynamic(
+                Api::all_with(client.clone(), &l4_route_resource("TCPRoute")),
+                l4_route_resource("TCPRoute"),
+                n,
+                "TCPRoute",
+            ),
+            udp_routes: watch_dynamic(
+                Api::all_with(client.clone(), &l4_route_resource("UDPRoute")),
+                l4_route_resource("UDPRoute"),
+                n,
+                "UDPRoute",
+            ),
             reference_grants: watch(Api::all(client.clone()), n, "ReferenceGrant"),
             backend_tls_policies: watch(Api::all(client.clone()), n, "BackendTLSPolicy"),
             services: watch(Api::all(client.clone()), n, "Service"),
@@ -93,7 +105,7 @@ impl Watches {
                 n,
                 "Namespace",
             ),
-            egress_policies: watch_dynamic(egress, n, "EgressPolicy"),
+            egress_policies: watch_dynamic(egress, egress_policy_resource(), n, "EgressPolicy"),
             changed,
         }
     }
@@ -152,8 +164,6 @@ impl Watches {
             http_routes: namespaced(&self.http_routes),
             grpc_routes: namespaced(&self.grpc_routes),
             tls_routes: namespaced(&self.tls_routes),
-            tcp_routes: namespaced(&self.tcp_routes),
-            udp_routes: namespaced(&self.udp_routes),
             reference_grants: namespaced(&self.reference_grants),
             backend_tls_policies: namespaced(&self.backend_tls_policies),
             services: namespaced(&self.services),
@@ -169,9 +179,30 @@ impl Watches {
                 .namespaces
                 .insert(meta.name_any(), object(ns, &meta.metadata));
         }
+        for (cache, kind) in [
+            (&self.tcp_routes, "TCPRoute"),
+            (&self.udp_routes, "UDPRoute"),
+        ] {
+            for dynamic in cache.state() {
+                let key = key_of(&dynamic.metadata);
+                let meta = &dynamic.metadata;
+                let parsed = if kind == "TCPRoute" {
+                    from_dynamic::<TcpRoute>(&dynamic).map(|r| {
+                        store.tcp_routes.insert(key.clone(), object(r, meta));
+                    })
+                } else {
+                    from_dynamic::<UdpRoute>(&dynamic).map(|r| {
+                        store.udp_routes.insert(key.clone(), object(r, meta));
+                    })
+                };
+                if let Err(e) = parsed {
+                    warn!(route = %key, "{kind} does not parse, left out: {e}");
+                }
+            }
+        }
         for dynamic in self.egress_policies.state() {
             let key = key_of(&dynamic.metadata);
-            match egress_policy(&dynamic) {
+            match from_dynamic::<EgressPolicy>(&dynamic) {
                 Ok(p) => {
                     store
                         .egress_policies
@@ -208,11 +239,11 @@ impl Watches {
             ours(status, "parents", controller).then(|| ("TLSRoute", key_of(&r.metadata)))
         });
         let tcp_routes = self.tcp_routes.state().into_iter().filter_map(|r| {
-            let status = serde_json::to_value(r.status.as_ref()?).ok();
+            let status = r.data.get("status").cloned();
             ours(status, "parents", controller).then(|| ("TCPRoute", key_of(&r.metadata)))
         });
         let udp_routes = self.udp_routes.state().into_iter().filter_map(|r| {
-            let status = serde_json::to_value(r.status.as_ref()?).ok();
+            let status = r.data.get("status").cloned();
             ours(status, "parents", controller).then(|| ("UDPRoute", key_of(&r.metadata)))
         });
         let policies = self
@@ -275,8 +306,16 @@ impl Watches {
             "HTTPRoute" => get(&self.http_routes, key, true),
             "GRPCRoute" => get(&self.grpc_routes, key, true),
             "TLSRoute" => get(&self.tls_routes, key, true),
-            "TCPRoute" => get(&self.tcp_routes, key, true),
-            "UDPRoute" => get(&self.udp_routes, key, true),
+            "TCPRoute" | "UDPRoute" => {
+                let cache = if kind == "TCPRoute" {
+                    &self.tcp_routes
+                } else {
+                    &self.udp_routes
+                };
+                let r = reflector::ObjectRef::new_with(&key.name, l4_route_resource(kind))
+                    .within(&key.namespace);
+                cache.get(&r).and_then(|o| serde_json::to_value(&*o).ok())
+            }
             "BackendTLSPolicy" => get(&self.backend_tls_policies, key, true),
             "EgressPolicy" => {
                 let r = reflector::ObjectRef::new_with(&key.name, egress_policy_resource())
@@ -376,7 +415,21 @@ where
     }
 }
 
-fn egress_policy(d: &DynamicObject) -> Result<EgressPolicy, serde_json::Error> {
+/// The `v1` resource of TCPRoute or UDPRoute.
+fn l4_route_resource(kind: &str) -> ApiResource {
+    let plural = if kind == "TCPRoute" {
+        "tcproutes"
+    } else {
+        "udproutes"
+    };
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(sluice_api::resources::GATEWAY_GROUP, "v1", kind),
+        plural,
+    )
+}
+
+/// A dynamic object as its type (the API server checked it against the CRD's schema).
+fn from_dynamic<T: serde::de::DeserializeOwned>(d: &DynamicObject) -> Result<T, serde_json::Error> {
     let mut v = serde_json::to_value(d)?;
     if let Some(o) = v.as_object_mut() {
         // Status is ours to write, not part of the policy.
@@ -452,10 +505,11 @@ where
 
 fn watch_dynamic(
     api: Api<DynamicObject>,
+    resource: ApiResource,
     changed: &Arc<Notify>,
     kind: &'static str,
 ) -> Cache<DynamicObject> {
-    let writer = reflector::store::Writer::new(egress_policy_resource());
+    let writer = reflector::store::Writer::new(resource);
     let reader = writer.as_reader();
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()

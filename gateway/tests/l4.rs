@@ -232,6 +232,19 @@ async fn tls_and_tcp_routes() {
         assert!(r.is_err(), "{name}: the handshake must fail");
     }
 
+    // Bytes that are not TLS: closed without an answer.
+    let mut plain = TcpStream::connect(gw.addr(8443)).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), plain.read_to_end(&mut answer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the gateway answered non-TLS bytes: {answer:?}"
+    );
+
     // Terminate, on the same port: the gateway's certificate, then the plaintext to the TCP
     // echo, which did not see TLS.
     let tls = tls_connect(&ca, gw.addr(8443), "x.term.example.com")
@@ -276,6 +289,7 @@ async fn tls_and_tcp_routes() {
         "sluice_l4_connections_total{backend=\"default/tls-backend:443\",decision=\"forwarded\",gateway=\"default/gw\",listener=\"passthrough\",route=\"default/pass\"} 1".into(),
         "decision=\"no_route\",gateway=\"default/gw\",listener=\"passthrough\"".into(),
         "decision=\"no_listener\"".into(),
+        "decision=\"bad_client_hello\"".into(),
         "sluice_l4_bytes_total{direction=\"received\",gateway=\"default/gw\",route=\"default/halfclose\"} 100000".into(),
     ])
     .await;
@@ -383,7 +397,11 @@ spec:
                 service("default", "udp-one", &[one.addr]),
                 service("default", "udp-two", &[two.addr]),
             ]
-            .join("---\n"),
+            .join("---\n")
+            .replace(
+                "{name: http, port: 80,",
+                "{name: http, protocol: UDP, port: 80,",
+            ),
         ),
     ])
     .await;
@@ -423,6 +441,25 @@ spec:
         let n = counts.get(b).copied().unwrap_or(0);
         assert!((19..=21).contains(&n), "{counts:?}");
     }
+
+    // A reload that takes the session's backend out of its route moves the session: the next
+    // datagram of the same socket opens a new one, to the backend the route has now.
+    let other = if first["service"] == "udp-one" {
+        "udp-two"
+    } else {
+        "udp-one"
+    };
+    let v = gw.config_version().await;
+    gw.write(
+        "route.yaml",
+        &route.replace(
+            "[{name: udp-one, port: 80, weight: 1}, {name: udp-two, port: 80, weight: 1}]",
+            &format!("[{{name: {other}, port: 80}}]"),
+        ),
+    );
+    gw.wait_version_above(v).await;
+    let moved = ask(socket.clone(), "after the reload").await;
+    assert_eq!(moved["service"], other);
 
     // The listener goes away: its sessions end, each counted and logged.
     let v = gw.config_version().await;

@@ -46,6 +46,12 @@ pub fn validate(store: &Store) -> Vec<ManifestError> {
                     format!("tls must not be set for protocol {}", l.protocol),
                 );
             }
+            if matches!(l.protocol.as_str(), "TCP" | "UDP") && l.hostname.is_some() {
+                e.push(
+                    &f("hostname"),
+                    format!("hostname must not be set for protocol {}", l.protocol),
+                );
+            }
             if l.protocol == "HTTPS" && l.tls.is_none() {
                 e.push(&f("tls"), "tls is required for protocol HTTPS");
             }

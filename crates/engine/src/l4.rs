@@ -30,6 +30,9 @@ use crate::config::{BackendTarget, Bind, Listener, RequestParts, Route};
 
 /// How long a client may take to send its ClientHello, and a handshake to complete.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most bytes read before the ClientHello is whole: real ones are a few KiB (about 2 with
+/// a post-quantum key share); a client that needs more is refused.
+const MAX_HELLO_BYTES: usize = 16 * 1024;
 /// How long connecting to a backend endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with no bytes either way for this long is closed.
@@ -161,7 +164,9 @@ pub async fn serve_tls(
     };
     let terminate = match (&bind.tls, listener.tls) {
         (Some(cfg), true) => cfg.clone(),
-        _ => {
+        // A Terminate listener without the port's certificates: fail closed.
+        (None, true) => return rec.finish(&state, Decision::HandshakeFailed),
+        (_, false) => {
             return forward(
                 client,
                 &hello,
@@ -220,25 +225,31 @@ impl<'a> Record<'a> {
     }
 }
 
-/// Reads until `buf` holds a whole ClientHello; returns its server name (lowercased).
+/// Reads until `buf` holds a whole ClientHello; returns its server name (lowercased). The
+/// parse runs again only once the bytes it asked for (`NeedMore`: the total it needs) have
+/// arrived, and nothing past `MAX_HELLO_BYTES` is read.
 async fn read_client_hello(
     client: &mut TcpStream,
     buf: &mut Vec<u8>,
 ) -> io::Result<Option<String>> {
     use sluice_tls_peek::Peek;
     loop {
-        match sluice_tls_peek::peek(buf) {
+        let need = match sluice_tls_peek::peek(buf) {
             Ok(Peek::Hello(h)) => return Ok(h.server_name.map(|s| s.to_ascii_lowercase())),
-            Ok(Peek::NeedMore(n)) => {
-                let start = buf.len();
-                buf.resize(start + n.max(512), 0);
-                let got = client.read(&mut buf[start..]).await?;
-                buf.truncate(start + got);
-                if got == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-            }
+            Ok(Peek::NeedMore(n)) => n,
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        };
+        if need > MAX_HELLO_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "ClientHello larger than the gateway reads",
+            ));
+        }
+        buf.reserve(need.saturating_sub(buf.len()));
+        while buf.len() < need {
+            if client.read_buf(buf).await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
         }
     }
 }

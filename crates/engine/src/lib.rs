@@ -73,8 +73,8 @@ impl Engine {
         });
         // One proxy per worker: each has its own upstream pool, so a pooled connection is
         // only ever used on the thread (and the runtime's reactor) that opened it.
-        let workers = workers
-            .handles()
+        let handles: Vec<tokio::runtime::Handle> = workers.handles().to_vec();
+        let workers = handles
             .iter()
             .map(|h| listeners::Worker {
                 handle: h.clone(),
@@ -83,7 +83,7 @@ impl Engine {
             .collect();
         Engine {
             listeners: listeners::Listeners::new(state.clone(), workers),
-            udp: udp::UdpListeners::new(state.clone()),
+            udp: udp::UdpListeners::new(state.clone(), handles),
             state,
             egress: drain::Drain::default(),
         }

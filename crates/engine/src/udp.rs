@@ -31,16 +31,21 @@ pub const MAX_SESSIONS: usize = 16_384;
 /// The largest datagram relayed.
 const MAX_DATAGRAM: usize = 65_535;
 
-/// The running UDP listeners, by address.
+/// The running UDP listeners, by address. Each runs, with its sessions, on one of the data-path
+/// workers (in turn), never on the thread that reloads configuration.
 pub struct UdpListeners {
     state: Arc<EngineState>,
+    workers: Vec<tokio::runtime::Handle>,
+    next: std::sync::atomic::AtomicUsize,
     running: tokio::sync::Mutex<HashMap<SocketAddr, super::drain::Drain>>,
 }
 
 impl UdpListeners {
-    pub fn new(state: Arc<EngineState>) -> Self {
+    pub fn new(state: Arc<EngineState>, workers: Vec<tokio::runtime::Handle>) -> Self {
         UdpListeners {
             state,
+            workers,
+            next: std::sync::atomic::AtomicUsize::new(0),
             running: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -67,11 +72,20 @@ impl UdpListeners {
             if running.contains_key(addr) {
                 continue;
             }
-            match bind(*addr) {
+            let worker = match self.workers.len() {
+                0 => tokio::runtime::Handle::current(),
+                n => self.workers[self.next.fetch_add(1, Ordering::Relaxed) % n].clone(),
+            };
+            // The socket is registered with the worker's reactor, so it is made there.
+            let bound = {
+                let _in_worker = worker.enter();
+                bind(*addr)
+            };
+            match bound {
                 Ok(socket) => {
                     info!(%addr, "listening (UDP)");
                     let drain = super::drain::Drain::default();
-                    tokio::spawn(serve(
+                    worker.spawn(serve(
                         Arc::new(socket),
                         *addr,
                         self.state.clone(),
@@ -100,11 +114,18 @@ fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 
 /// A session: the socket connected to its endpoint, and when it last moved a datagram.
 struct Session {
+    /// Tells this session from a later one of the same client.
+    id: u64,
     upstream: Arc<UdpSocket>,
     start: Instant,
     last_ms: Arc<AtomicU64>,
     /// Bytes from the client.
     received: Arc<AtomicU64>,
+    /// The configuration version the session was last checked against, its route and its
+    /// endpoint: after a reload, a session whose route no longer sends to its endpoint ends.
+    version: u64,
+    route: String,
+    endpoint: SocketAddr,
 }
 
 type Sessions = Arc<Mutex<HashMap<SocketAddr, Session>>>;
@@ -129,11 +150,19 @@ async fn serve(
             },
             _ = stop.changed() => break,
         };
-        let existing = sessions.lock().ok().and_then(|s| {
-            s.get(&client).map(|sess| {
-                touch(sess.start, &sess.last_ms);
-                (sess.upstream.clone(), sess.received.clone())
-            })
+        let version = state.config.load().version;
+        let existing = sessions.lock().ok().and_then(|mut s| {
+            let sess = s.get_mut(&client)?;
+            if sess.version != version {
+                if !still_routed(&state, local, &sess.route, sess.endpoint) {
+                    // Its relay sees the entry gone and ends; this datagram opens a new one.
+                    s.remove(&client);
+                    return None;
+                }
+                sess.version = version;
+            }
+            touch(sess.start, &sess.last_ms);
+            Some((sess.upstream.clone(), sess.received.clone()))
         });
         let (upstream, received) = match existing {
             Some(u) => u,
@@ -149,6 +178,33 @@ async fn serve(
     }
     debug!(%local, "UDP listener stopped");
 }
+
+/// Whether the current configuration still sends this listener's new sessions to `route`, and
+/// that route can still pick `endpoint`.
+fn still_routed(state: &EngineState, local: SocketAddr, route: &str, endpoint: SocketAddr) -> bool {
+    static NO_HEADERS: std::sync::OnceLock<http::HeaderMap> = std::sync::OnceLock::new();
+    let parts = RequestParts {
+        method: &http::Method::GET,
+        path: "/",
+        query: None,
+        headers: NO_HEADERS.get_or_init(http::HeaderMap::new),
+    };
+    let snapshot = state.config.load();
+    let Some(found) = snapshot
+        .bind_for(local)
+        .and_then(|b| b.listeners.select(None))
+        .and_then(|l| l.routes.find(None, &parts))
+    else {
+        return false;
+    };
+    found.action.route_label == route
+        && found.action.backends.iter().any(|b| {
+            b.weight > 0
+                && matches!(&b.target, BackendTarget::Cluster(c) if c.endpoints.contains(&endpoint))
+        })
+}
+
+static SESSION_IDS: AtomicU64 = AtomicU64::new(0);
 
 fn touch(start: Instant, last_ms: &AtomicU64) {
     let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -233,18 +289,24 @@ async fn open(
     let start = Instant::now();
     let last_ms = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
+    let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
     if let Ok(mut s) = sessions.lock() {
         s.insert(
             client,
             Session {
+                id,
                 upstream: upstream.clone(),
                 start,
                 last_ms: last_ms.clone(),
                 received: received.clone(),
+                version: snapshot.version,
+                route: route_label.clone(),
+                endpoint,
             },
         );
     }
     let relay = Relay {
+        id,
         socket: socket.clone(),
         upstream: upstream.clone(),
         client,
@@ -264,8 +326,10 @@ async fn open(
     Some((upstream, received))
 }
 
-/// One session's replies, relayed until it idles out or its listener stops.
+/// One session's replies, relayed until it idles out, its listener stops, or a reload takes its
+/// route or endpoint away.
 struct Relay {
+    id: u64,
     socket: Arc<UdpSocket>,
     upstream: Arc<UdpSocket>,
     client: SocketAddr,
@@ -283,6 +347,14 @@ struct Relay {
 }
 
 impl Relay {
+    /// The session is still the client's (a reload did not end it).
+    fn current(&self) -> bool {
+        self.sessions
+            .lock()
+            .map(|s| s.get(&self.client).is_some_and(|e| e.id == self.id))
+            .unwrap_or(false)
+    }
+
     async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut sent = 0u64;
@@ -308,11 +380,14 @@ impl Relay {
                         break "idle_timeout";
                     }
                 }
+                _ = tokio::time::sleep(Duration::from_secs(1)), if !self.current() => break "rerouted",
                 _ = stop.changed() => break "drained",
             }
         };
         if let Ok(mut s) = self.sessions.lock() {
-            s.remove(&self.client);
+            if s.get(&self.client).is_some_and(|e| e.id == self.id) {
+                s.remove(&self.client);
+            }
         }
         let state = &self.state;
         state

@@ -57,9 +57,18 @@ pub(super) fn resolve_backend(
         .as_ref()
         .and_then(|s| s.ports.clone())
         .unwrap_or_default();
-    let Some(svc_port) = svc_ports.iter().find(|p| p.port == port) else {
+    // A UDPRoute's backends are UDP Service ports; every other route's are TCP ones.
+    let transport = if tables.route_kind == RouteKind::Udp {
+        "UDP"
+    } else {
+        "TCP"
+    };
+    let Some(svc_port) = svc_ports
+        .iter()
+        .find(|p| p.port == port && p.protocol.as_deref().unwrap_or("TCP") == transport)
+    else {
         return invalid(format!(
-            "BackendNotFound: Service {svc_key} has no port {port}"
+            "BackendNotFound: Service {svc_key} has no {transport} port {port}"
         ));
     };
     // A GRPCRoute's backends speak HTTP/2 whatever the Service port's appProtocol says; an

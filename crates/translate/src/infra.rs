@@ -109,9 +109,34 @@ pub fn list(infra: &[GatewayInfra]) -> serde_json::Value {
     })
 }
 
+/// The transport of a listener port: UDP listeners' ports are UDP in the Service and the Pod,
+/// the others TCP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "TCP",
+            Transport::Udp => "UDP",
+        }
+    }
+
+    /// `port-P` (TCP, as before UDP was served) or `udp-P`.
+    fn port_name(self, port: u16) -> String {
+        match self {
+            Transport::Tcp => format!("port-{port}"),
+            Transport::Udp => format!("udp-{port}"),
+        }
+    }
+}
+
 /// Renders the resources of `gw`, exposing `ports` (the ports of its accepted listeners,
 /// including those of attached ListenerSets).
-pub fn render(gw: &Gateway, ports: &[u16], opts: &InfraOptions) -> GatewayInfra {
+pub fn render(gw: &Gateway, ports: &[(u16, Transport)], opts: &InfraOptions) -> GatewayInfra {
     let gw_name = gw.metadata.name.clone().unwrap_or_default();
     let namespace = gw.metadata.namespace.clone();
     let name = object_name(&gw_name);
@@ -149,7 +174,7 @@ pub fn render(gw: &Gateway, ports: &[u16], opts: &InfraOptions) -> GatewayInfra 
         ..ObjectMeta::default()
     };
 
-    let mut ports: Vec<u16> = ports.to_vec();
+    let mut ports: Vec<(u16, Transport)> = ports.to_vec();
     ports.sort_unstable();
     ports.dedup();
 
@@ -176,11 +201,11 @@ pub fn render(gw: &Gateway, ports: &[u16], opts: &InfraOptions) -> GatewayInfra 
             ports: Some(
                 ports
                     .iter()
-                    .map(|&p| ServicePort {
-                        name: Some(format!("port-{p}")),
+                    .map(|&(p, t)| ServicePort {
+                        name: Some(t.port_name(p)),
                         port: i32::from(p),
                         target_port: Some(IntOrString::Int(i32::from(p))),
-                        protocol: Some("TCP".into()),
+                        protocol: Some(t.as_str().into()),
                         ..ServicePort::default()
                     })
                     .collect(),
@@ -274,7 +299,7 @@ pub fn render(gw: &Gateway, ports: &[u16], opts: &InfraOptions) -> GatewayInfra 
 
 /// The gateway container: its configuration from the controller, the listener ports and the
 /// admin port, readiness on `/ready`, and no privileges.
-fn container(ports: &[u16], gateway: &str, opts: &InfraOptions) -> Container {
+fn container(ports: &[(u16, Transport)], gateway: &str, opts: &InfraOptions) -> Container {
     Container {
         name: "gateway".into(),
         image: Some(opts.image.clone()),
@@ -305,10 +330,10 @@ fn container(ports: &[u16], gateway: &str, opts: &InfraOptions) -> Container {
         ports: Some(
             ports
                 .iter()
-                .map(|&p| ContainerPort {
-                    name: Some(format!("port-{p}")),
+                .map(|&(p, t)| ContainerPort {
+                    name: Some(t.port_name(p)),
                     container_port: i32::from(p),
-                    protocol: Some("TCP".into()),
+                    protocol: Some(t.as_str().into()),
                     ..ContainerPort::default()
                 })
                 .chain(std::iter::once(ContainerPort {
@@ -400,6 +425,28 @@ mod tests {
     }
 
     #[test]
+    fn udp_listener_ports_are_udp_in_the_service_and_the_pod() {
+        let gw = gateway(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+             metadata: {name: dns, namespace: infra}\n\
+             spec: {gatewayClassName: sluice, listeners: [{name: dns, port: 53, protocol: UDP}]}\n",
+        );
+        let out = render(
+            &gw,
+            &[(53, Transport::Udp), (53, Transport::Tcp)],
+            &InfraOptions::default(),
+        );
+        let objects = out.objects();
+        let ports = &objects[1]["spec"]["ports"];
+        assert_eq!(ports[0]["name"], "port-53");
+        assert_eq!(ports[0]["protocol"], "TCP");
+        assert_eq!(ports[1]["name"], "udp-53");
+        assert_eq!(ports[1]["protocol"], "UDP");
+        let container = &objects[2]["spec"]["template"]["spec"]["containers"][0]["ports"];
+        assert_eq!(container[1]["protocol"], "UDP");
+    }
+
+    #[test]
     fn labels_and_annotations_reach_every_object_and_the_pods() {
         let gw = gateway(
             r#"
@@ -414,7 +461,15 @@ spec:
   listeners: [{name: http, port: 80, protocol: HTTP}]
 "#,
         );
-        let out = render(&gw, &[443, 80, 443], &InfraOptions::default());
+        let out = render(
+            &gw,
+            &[
+                (443, Transport::Tcp),
+                (80, Transport::Tcp),
+                (443, Transport::Tcp),
+            ],
+            &InfraOptions::default(),
+        );
         assert_eq!(out.name, "edge-sluice");
         let objects = out.objects();
         assert_eq!(objects.len(), 4);
@@ -471,7 +526,7 @@ spec:
 "#,
         );
         assert_eq!(
-            render(&gw, &[80], &InfraOptions::default())
+            render(&gw, &[(80, Transport::Tcp)], &InfraOptions::default())
                 .service
                 .spec
                 .expect("service spec")
@@ -483,7 +538,7 @@ spec:
             external_ips: true,
             ..InfraOptions::default()
         };
-        let out = render(&gw, &[80], &opts);
+        let out = render(&gw, &[(80, Transport::Tcp)], &opts);
         let spec = out.service.spec.expect("service spec");
         assert_eq!(
             spec.external_ips.as_deref(),
@@ -493,7 +548,7 @@ spec:
             "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge}\n\
              spec: {gatewayClassName: sluice, listeners: [{name: http, port: 80, protocol: HTTP}]}",
         );
-        let spec = render(&plain, &[80], &opts).service.spec;
+        let spec = render(&plain, &[(80, Transport::Tcp)], &opts).service.spec;
         assert_eq!(spec.expect("service spec").external_ips, None);
     }
 

@@ -444,11 +444,18 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
     let our_gateways: HashSet<NsName> = states.iter().map(|s| s.key.clone()).collect();
     let mut infrastructure = Vec::new();
     for st in states {
-        let ports: Vec<u16> = st
+        let ports: Vec<(u16, crate::infra::Transport)> = st
             .listeners
             .iter()
             .filter(|l| l.accepted.0)
-            .map(|l| l.port)
+            .map(|l| {
+                let transport = if l.protocol == Some(Protocol::Udp) {
+                    crate::infra::Transport::Udp
+                } else {
+                    crate::infra::Transport::Tcp
+                };
+                (l.port, transport)
+            })
             .collect();
         let from_service = opts
             .infra

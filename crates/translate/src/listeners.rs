@@ -308,12 +308,10 @@ fn listener_certificate(
 /// then those of older ListenerSets, then earlier ones of its own set.
 pub(super) fn mark_conflicts(st: &mut GatewayState<'_>) {
     fn conflict(a: &ListenerState, b: &ListenerState) -> Option<(&'static str, String)> {
-        // HTTPS and TLS listeners may share a port (the SNI tells them apart).
-        let compatible = a.raw_protocol == b.raw_protocol
-            || matches!(
-                (a.raw_protocol.as_str(), b.raw_protocol.as_str()),
-                ("HTTPS", "TLS") | ("TLS", "HTTPS")
-            );
+        // HTTPS and TLS listeners could share a port (the SNI would tell them apart), and the
+        // spec lets an implementation call them compatible; the engine serves a port with one
+        // protocol, so here they conflict.
+        let compatible = a.raw_protocol == b.raw_protocol;
         if a.port != b.port {
             None
         } else if !compatible {
