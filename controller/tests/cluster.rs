@@ -556,3 +556,102 @@ async fn the_charts_rbac_is_enough() {
         "",
     );
 }
+
+/// GRPCRoutes, TCPRoutes and UDPRoutes from the API server (TCP and UDP at `v1`): status
+/// written under each kind, and traffic of each through a local gateway.
+#[tokio::test]
+async fn grpc_tcp_and_udp_routes_from_the_cluster() {
+    use conformance::echo::Identity;
+    use conformance::grpc_echo::pb::grpc_echo_client::GrpcEchoClient;
+    use conformance::grpc_echo::pb::EchoRequest;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let scope = Scope::new("l4", 38);
+    let id = |pod: &str| Identity {
+        pod: pod.into(),
+        service: pod.into(),
+        ..Identity::default()
+    };
+    let any = std::net::SocketAddr::new(backend_ip(), 0);
+    let grpc = conformance::grpc_echo::serve(any, id("grpc-echo"))
+        .await
+        .unwrap();
+    let tcp = conformance::l4_echo::serve_tcp(any, id("tcp-echo"), None)
+        .await
+        .unwrap();
+    let udp = conformance::l4_echo::serve_udp(any, id("udp-echo"))
+        .await
+        .unwrap();
+    let _ctl = controller(&scope, 0, &["--local-gateways"]);
+    apply(&scope.gateway(
+        "mixed",
+        "  - {name: grpc, port: 8091, protocol: HTTP}\n  - {name: tcp, port: 9091, protocol: TCP}\n  - {name: udp, port: 5391, protocol: UDP}\n",
+    ));
+    apply(&scope.service("grpc-echo", &[grpc.addr]));
+    apply(&scope.service("tcp-echo", &[tcp.addr]));
+    apply(&scope.service("udp-echo", &[udp.addr]).replace(
+        "{name: http, port: 80,",
+        "{name: http, protocol: UDP, port: 80,",
+    ));
+    let ns = &scope.namespace;
+    apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: grpc, namespace: {ns}}}\n\
+         spec:\n  parentRefs: [{{name: mixed, sectionName: grpc}}]\n  rules:\n  - backendRefs: [{{name: grpc-echo, port: 80}}]\n\
+         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata: {{name: tcp, namespace: {ns}}}\n\
+         spec:\n  parentRefs: [{{name: mixed, sectionName: tcp}}]\n  rules:\n  - backendRefs: [{{name: tcp-echo, port: 80}}]\n\
+         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: UDPRoute\nmetadata: {{name: udp, namespace: {ns}}}\n\
+         spec:\n  parentRefs: [{{name: mixed, sectionName: udp}}]\n  rules:\n  - backendRefs: [{{name: udp-echo, port: 80}}]\n"
+    ));
+    let ip = scope.programmed("mixed").await;
+    for kind in ["GRPCRoute", "TCPRoute", "UDPRoute"] {
+        let name = kind.trim_end_matches("Route").to_ascii_lowercase();
+        wait_for(20, &format!("{kind} accepted"), || async {
+            let r = get(kind, Some(ns), &name).await?;
+            let parent = r["status"]["parents"].as_array()?.first()?.clone();
+            let ok = condition(&parent["conditions"], "Accepted")?.0 == "True"
+                && condition(&parent["conditions"], "ResolvedRefs")?.0 == "True";
+            ok.then_some(())
+        })
+        .await;
+    }
+
+    // gRPC over h2c to the GRPCRoute's backend.
+    let pod = wait_for(20, "a gRPC call answered", || async {
+        let mut c = GrpcEchoClient::connect(format!("http://{ip}:8091"))
+            .await
+            .ok()?;
+        let r = c.echo(EchoRequest {}).await.ok()?.into_inner();
+        Some(r.assertions?.context?.pod)
+    })
+    .await;
+    assert_eq!(pod, "grpc-echo");
+
+    // TCP: the echo's welcome line and its answer to TEST.
+    let answer = wait_for(20, "a TCP exchange", || async {
+        let s = tokio::net::TcpStream::connect((ip, 9091)).await.ok()?;
+        let mut s = tokio::io::BufReader::new(s);
+        let mut line = String::new();
+        s.read_line(&mut line).await.ok()?;
+        s.get_mut().write_all(b"TEST\n").await.ok()?;
+        line.clear();
+        s.read_line(&mut line).await.ok()?;
+        serde_json::from_str::<serde_json::Value>(&line).ok()
+    })
+    .await;
+    assert_eq!(answer["pod"], "tcp-echo");
+
+    // UDP: one datagram, its JSON answer from the listener's address.
+    let answer = wait_for(20, "a UDP answer", || async {
+        let s = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
+        s.connect((ip, 5391)).await.ok()?;
+        s.send(b"ping").await.ok()?;
+        let mut buf = vec![0u8; 2048];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(2), s.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        serde_json::from_slice::<serde_json::Value>(&buf[..n]).ok()
+    })
+    .await;
+    assert_eq!(answer["pod"], "udp-echo");
+    assert_eq!(answer["request"], "ping");
+}
