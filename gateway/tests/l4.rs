@@ -147,6 +147,7 @@ async fn tls_connect(
 async fn tls_and_tcp_routes() {
     let ca = TestCa::new();
     let tls_backend = tls_echo("tls-backend", &ca, &["abc.pass.example.com"]).await;
+    let tls_backend_b = tls_echo("tls-backend-b", &ca, &["abc.pass.example.com"]).await;
     let one = tcp_echo("tcp-one").await;
     let two = tcp_echo("tcp-two").await;
     let counting = counting_backend().await;
@@ -161,6 +162,8 @@ async fn tls_and_tcp_routes() {
             "svc.yaml".to_string(),
             [
                 service("default", "tls-backend", &[tls_backend.addr])
+                    .replace("port: 80,", "port: 443,"),
+                service("default", "tls-backend-b", &[tls_backend_b.addr])
                     .replace("port: 80,", "port: 443,"),
                 service("default", "tcp-one", &[one.addr]),
                 service("default", "tcp-two", &[two.addr]),
@@ -356,6 +359,78 @@ async fn tls_and_tcp_routes() {
         0,
         "connections failed during reloads"
     );
+
+    // The same for TLS passthrough: HTTPS requests on new connections keep coming while the
+    // TLSRoute's backend changes five times; none fails, and the new backend answers each time.
+    let https = |_: ()| {
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca.reqwest_cert())
+            .resolve("abc.pass.example.com", gw.addr(8443))
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let failures = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (failures, stop, c) = (failures.clone(), stop.clone(), https(()));
+            tokio::spawn(async move {
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let ok = c
+                        .get("https://abc.pass.example.com:8443/")
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200);
+                    if !ok {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let c = https(());
+    for i in 0..5 {
+        let backend = if i % 2 == 0 {
+            "tls-backend-b"
+        } else {
+            "tls-backend"
+        };
+        let v = gw.config_version().await;
+        gw.write(
+            "routes.yaml",
+            &ROUTES.replace(
+                "backendRefs: [{name: tls-backend, port: 443}]",
+                &format!("backendRefs: [{{name: {backend}, port: 443}}]"),
+            ),
+        );
+        gw.wait_version_above(v).await;
+        let body: serde_json::Value = c
+            .get("https://abc.pass.example.com:8443/")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["service"], backend, "after switch {i}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for t in load {
+        total += t.await.unwrap();
+    }
+    assert!(total > 0);
+    assert_eq!(
+        failures.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "passthrough connections failed during reloads"
+    );
 }
 
 /// UDPRoute: datagrams of one client socket stay on one backend (a session), replies come from
@@ -441,6 +516,54 @@ spec:
         let n = counts.get(b).copied().unwrap_or(0);
         assert!((19..=21).contains(&n), "{counts:?}");
     }
+
+    // Datagrams from new sockets keep coming while the route's weights change five times:
+    // every one is answered.
+    let failures = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (failures, stop) = (failures.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    s.connect(addr).await.unwrap();
+                    s.send(b"load").await.unwrap();
+                    let mut buf = vec![0u8; 2048];
+                    let answered =
+                        tokio::time::timeout(Duration::from_secs(5), s.recv(&mut buf)).await;
+                    if !matches!(answered, Ok(Ok(n)) if n > 0) {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for i in 0..5u32 {
+        let v = gw.config_version().await;
+        gw.write(
+            "route.yaml",
+            &route.replace(
+                "weight: 1}, {name: udp-two",
+                &format!("weight: {}}}, {{name: udp-two", i + 2),
+            ),
+        );
+        gw.wait_version_above(v).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for t in load {
+        total += t.await.unwrap();
+    }
+    assert!(total > 0);
+    assert_eq!(
+        failures.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "datagrams unanswered during reloads"
+    );
 
     // A reload that takes the session's backend out of its route moves the session: the next
     // datagram of the same socket opens a new one, to the backend the route has now.
