@@ -63,6 +63,30 @@ async fn stalled_backend() -> SocketAddr {
     addr
 }
 
+/// Records whether each connection starts with the HTTP/2 preface (a GRPCRoute's mirror
+/// must speak HTTP/2 to its backend), then closes it.
+async fn preface_backend() -> (SocketAddr, Arc<AtomicU32>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let h2 = Arc::new(AtomicU32::new(0));
+    let seen = h2.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut first = [0u8; 24];
+                if conn.read_exact(&mut first).await.is_ok()
+                    && &first == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+                {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (addr, h2)
+}
+
 /// A loopback port nothing listens on.
 fn closed_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -80,6 +104,7 @@ spec:
   - matches: [{{method: {{service: {SERVICE}, method: Echo}}, headers: [{{name: x-target, value: down}}]}}]
     backendRefs: [{{name: down, port: 80}}]
   - matches: [{{method: {{service: {SERVICE}, method: Echo}}}}]
+    filters: [{{type: RequestMirror, requestMirror: {{backendRef: {{name: mirror, port: 80}}}}}}]
     backendRefs: [{{name: {echo_backend}, port: 80}}]
   - matches: [{{method: {{service: {SERVICE}, method: EchoTwo}}}}]
     backendRefs: [{{name: stalled, port: 80}}]
@@ -104,6 +129,7 @@ async fn grpc_route_end_to_end() {
     let two = grpc_echo("grpc-two").await;
     let (health_addr, reporter) = health_backend().await;
     let stalled = stalled_backend().await;
+    let (mirror, mirrored_h2) = preface_backend().await;
     // The Services' ports say nothing of HTTP/2 (no appProtocol): a GRPCRoute's backends are
     // spoken to in HTTP/2 all the same.
     let files = vec![
@@ -132,6 +158,10 @@ async fn grpc_route_end_to_end() {
             "down.yaml".to_string(),
             service("default", "down", &[closed_port()]),
         ),
+        (
+            "mirror.yaml".to_string(),
+            service("default", "mirror", &[mirror]),
+        ),
     ];
     let gw = Gateway::start(&files).await;
     let status = find_status(
@@ -153,6 +183,15 @@ async fn grpc_route_end_to_end() {
     assert_eq!(a.fully_qualified_method, format!("/{SERVICE}/Echo"));
     assert_eq!(a.context.unwrap().pod, "grpc-one-0");
     assert_eq!(a.authority, gw.addr(8080).to_string());
+    // Its mirrored copy went to the mirror backend over HTTP/2.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while mirrored_h2.load(Ordering::Relaxed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no HTTP/2 mirror connection in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // No rule for EchoThree: the gateway answers UNIMPLEMENTED in gRPC's form (its own message,
     // not a client's reading of an HTTP 404).

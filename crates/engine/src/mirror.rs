@@ -1,5 +1,6 @@
 //! RequestMirror: a copy of the request goes to the mirror backend, fire-and-forget. The mirror
-//! never delays or fails the main request; its answer is read and dropped.
+//! never delays or fails the main request; its answer is read and dropped. A GRPCRoute's mirror
+//! backends (HTTP/2 clusters) get the copy over h2c, the others over HTTP/1.1.
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ pub const MAX_MIRROR_BODY: usize = 1 << 20;
 
 pub struct MirrorClient {
     client: Client<HttpConnector, Full<Bytes>>,
+    h2c: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Default for MirrorClient {
@@ -30,7 +32,10 @@ impl MirrorClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         MirrorClient {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new()).build(connector.clone()),
+            h2c: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build(connector),
         }
     }
 
@@ -38,6 +43,7 @@ impl MirrorClient {
     pub fn send(
         &self,
         addr: std::net::SocketAddr,
+        http2: bool,
         head: &pingora::http::RequestHeader,
         host: &str,
         body: Bytes,
@@ -47,6 +53,9 @@ impl MirrorClient {
             return;
         };
         let mut req = http::Request::new(Full::new(body));
+        if http2 {
+            *req.version_mut() = http::Version::HTTP_2;
+        }
         *req.method_mut() = head.method.clone();
         *req.uri_mut() = uri;
         for (name, value) in head.headers.iter() {
@@ -62,7 +71,8 @@ impl MirrorClient {
         if let Ok(h) = http::HeaderValue::from_str(host) {
             req.headers_mut().insert(http::header::HOST, h);
         }
-        let fut = self.client.request(req);
+        let client = if http2 { &self.h2c } else { &self.client };
+        let fut = client.request(req);
         tokio::spawn(async move {
             match tokio::time::timeout(MIRROR_TIMEOUT, fut).await {
                 Ok(Ok(resp)) => {

@@ -99,7 +99,8 @@ enum Selected {
 }
 
 struct PendingMirror {
-    targets: Vec<SocketAddr>,
+    /// Each mirror's endpoint, and whether it speaks HTTP/2 (a GRPCRoute's backends).
+    targets: Vec<(SocketAddr, bool)>,
     head: RequestHeader,
     host: String,
     body: bytes::BytesMut,
@@ -277,7 +278,7 @@ impl ProxyHttp for SluiceProxy {
                 continue;
             }
             if let BackendTarget::Cluster(c) = &m.target {
-                targets.extend(c.pick());
+                targets.extend(c.pick().map(|a| (a, c.http2)));
             }
         }
         if !targets.is_empty() {
@@ -285,10 +286,10 @@ impl ProxyHttp for SluiceProxy {
                 .unwrap_or_default()
                 .into_owned();
             if session.is_body_empty() {
-                for addr in targets {
+                for (addr, http2) in targets {
                     self.state
                         .mirror
-                        .send(addr, session.req_header(), &host, Bytes::new());
+                        .send(addr, http2, session.req_header(), &host, Bytes::new());
                 }
             } else {
                 // Sent once the whole body has been read (request_body_filter).
@@ -348,8 +349,9 @@ impl ProxyHttp for SluiceProxy {
                         debug!("request body too large to mirror");
                     } else {
                         let body = m.body.freeze();
-                        for addr in m.targets {
-                            self.state.mirror.send(addr, &m.head, &m.host, body.clone());
+                        for (addr, http2) in m.targets {
+                            let body = body.clone();
+                            self.state.mirror.send(addr, http2, &m.head, &m.host, body);
                         }
                     }
                 }
