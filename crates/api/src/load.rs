@@ -556,6 +556,51 @@ mod tests {
     }
 
     #[test]
+    fn grpc_routes_are_validated_as_the_crd_does() {
+        let route = |method: &str| {
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: g, namespace: n}}\n\
+                 spec:\n  rules:\n  - name: a\n    matches: [{{method: {method}}}]\n  - name: a\n"
+            )
+        };
+        let err = load(&route("{service: 'pkg.Svc', method: 'Bad-Name'}")).unwrap_err();
+        let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                ".spec.rules[0].matches[0].method.method",
+                ".spec.rules[1].name"
+            ],
+            "{err}"
+        );
+        assert_eq!(err.0[0].object, "GRPCRoute n/g");
+        // A RegularExpression match may leave both sides empty (every call); Exact may not.
+        let one_rule = |method: &str| {
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: g, namespace: n}}\n\
+                 spec:\n  rules:\n  - matches: [{{method: {method}}}]\n"
+            )
+        };
+        load(&one_rule(
+            "{type: RegularExpression, service: '', method: ''}",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let err = load(&one_rule("{type: Exact}")).unwrap_err();
+        assert!(err.to_string().contains("one or both"), "{err}");
+        // TLSRoute v1 needs hostnames; TCP and UDP routes load at v1.
+        let tls = "apiVersion: gateway.networking.k8s.io/v1\nkind: TLSRoute\nmetadata: {name: t, namespace: n}\n\
+                   spec: {rules: [{backendRefs: [{name: b, port: 443}]}]}\n";
+        assert!(load(tls).unwrap_err().to_string().contains("hostnames"));
+        for kind in ["TCPRoute", "UDPRoute"] {
+            let l4 = format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: {kind}\nmetadata: {{name: r, namespace: n}}\n\
+                 spec: {{rules: [{{backendRefs: [{{name: b, port: 53}}]}}]}}\n"
+            );
+            load(&l4).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        }
+    }
+
+    #[test]
     fn unknown_enum_value_names_file_object_field() {
         let err = load(
             "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: n}\nspec:\n  rules:\n  - matches:\n    - path: {type: Fuzzy, value: /}\n",

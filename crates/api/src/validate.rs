@@ -214,7 +214,13 @@ fn grpc_route(
             if let Some(method) = &mat.method {
                 let service = method.service.as_deref().filter(|s| !s.is_empty());
                 let name = method.method.as_deref().filter(|s| !s.is_empty());
-                if service.is_none() && name.is_none() {
+                let exact = method.r#type.as_ref().is_none_or(|t| *t == M::Exact);
+                // The CRD's rule checks that the fields are present; for Exact, empty ones
+                // then fail the character rules, for RegularExpression they match anything.
+                if service.is_none()
+                    && name.is_none()
+                    && (exact || method.service.is_none() && method.method.is_none())
+                {
                     e.push(
                         &at("method"),
                         "one or both of 'service' or 'method' must be specified",

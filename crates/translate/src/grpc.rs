@@ -9,8 +9,8 @@
 //! - `Exact` with service and method: path `Exact` `/<service>/<method>`;
 //! - `Exact` with the service only: path `PathPrefix` `/<service>` (the service's methods);
 //! - `Exact` with the method only: path `RegularExpression` `/[^/]+/<method>`;
-//! - `RegularExpression`: path `RegularExpression` `/(<service>)/(<method>)`, a missing side
-//!   being `[^/]+`;
+//! - `RegularExpression`: path `RegularExpression` `/(<service>)/(<method>)`, a missing or empty
+//!   side being `[^/]+` (the API server accepts both sides empty: every call);
 //! - no method: every path (`PathPrefix` `/`).
 //!
 //! A service may be written with a leading dot (`.pkg.Svc`, the CRD allows it); the path a call
@@ -64,7 +64,7 @@ fn path_match(method: &Value) -> Result<Value, &'static str> {
         .filter(|s| !s.is_empty());
     let name = method["method"].as_str().filter(|s| !s.is_empty());
     Ok(match (regex, service, name) {
-        (_, None, None) => return Err("names neither a service nor a method"),
+        (false, None, None) => return Err("names neither a service nor a method"),
         (false, Some(s), Some(m)) => json!({"type": "Exact", "value": format!("/{s}/{m}")}),
         (false, Some(s), None) => json!({"type": "PathPrefix", "value": format!("/{s}")}),
         (false, None, Some(m)) => {
@@ -193,5 +193,14 @@ mod tests {
         let route = grpc_route("  - matches: [{method: {type: Exact}}]\n");
         let err = as_http_route(&route).unwrap_err();
         assert!(err.contains("spec.rules[0].matches[0].method"), "{err}");
+        // A RegularExpression match with both sides empty (the API server accepts it) matches
+        // every call.
+        let route = grpc_route(
+            "  - matches: [{method: {type: RegularExpression, service: '', method: ''}}]\n",
+        );
+        assert_eq!(
+            paths(&as_http_route(&route).unwrap()),
+            [("RegularExpression".into(), "/([^/]+)/([^/]+)".into())]
+        );
     }
 }
