@@ -120,7 +120,8 @@ impl Controller {
             }
         });
         info!(%discovery_addr, "configuration discovery listening");
-        let watches = Watches::start(&client);
+        let served = watch::served_route_kinds(&client).await;
+        let watches = Watches::start(&client, &served);
         Ok(Controller {
             client,
             ca,

@@ -68,9 +68,58 @@ pub struct Watches {
     egress_policies: Cache<DynamicObject>,
 }
 
+/// The route kinds added after HTTPRoute whose CRDs may be missing from a cluster (older or
+/// partial Gateway API installs): GRPCRoute, TLSRoute, TCPRoute, UDPRoute at `v1`.
+const OPTIONAL_ROUTE_KINDS: &[(&str, &str)] = &[
+    ("GRPCRoute", "grpcroutes"),
+    ("TLSRoute", "tlsroutes"),
+    ("TCPRoute", "tcproutes"),
+    ("UDPRoute", "udproutes"),
+];
+
+/// Which of `OPTIONAL_ROUTE_KINDS` the API server serves at `v1`. A kind it answers 404 for is
+/// not watched (its cache is empty and ready), with a warning: a watch of a missing resource
+/// would never list, and nothing would be translated. Any other error counts as served (the
+/// watch retries).
+pub async fn served_route_kinds(client: &Client) -> Vec<&'static str> {
+    let mut served = Vec::new();
+    for (kind, plural) in OPTIONAL_ROUTE_KINDS {
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(sluice_api::resources::GATEWAY_GROUP, "v1", kind),
+            plural,
+        );
+        let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+        match api
+            .list_metadata(&kube::api::ListParams::default().limit(1))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 404 => warn!(
+                "{kind} is not served by the API server at gateway.networking.k8s.io/v1 (its \
+                 CRD is missing or older); {kind}s are not read"
+            ),
+            _ => served.push(*kind),
+        }
+    }
+    served
+}
+
+/// A cache with nothing in it, ready: for a kind the API server does not serve.
+fn empty<K>(dynamic: K::DynamicType) -> Cache<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    let mut writer = reflector::store::Writer::new(dynamic);
+    let reader = writer.as_reader();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    reader
+}
+
 impl Watches {
-    /// Starts every watch (each retries with backoff on its own). Call `ready` before reading.
-    pub fn start(client: &Client) -> Watches {
+    /// Starts every watch (each retries with backoff on its own), of the optional route kinds
+    /// only those `served`. Call `ready` before reading.
+    pub fn start(client: &Client, served: &[&str]) -> Watches {
         let changed = Arc::new(Notify::new());
         let n = &changed;
         let egress = Api::<DynamicObject>::all_with(client.clone(), &egress_policy_resource());
@@ -79,20 +128,32 @@ impl Watches {
             gateways: watch(Api::all(client.clone()), n, "Gateway"),
             listener_sets: watch(Api::all(client.clone()), n, "ListenerSet"),
             http_routes: watch(Api::all(client.clone()), n, "HTTPRoute"),
-            grpc_routes: watch(Api::all(client.clone()), n, "GRPCRoute"),
-            tls_routes: watch(Api::all(client.clone()), n, "TLSRoute"),
-            tcp_routes: watch_dynamic(
-                Api::all_with(client.clone(), &l4_route_resource("TCPRoute")),
-                l4_route_resource("TCPRoute"),
-                n,
-                "TCPRoute",
-            ),
-            udp_routes: watch_dynamic(
-                Api::all_with(client.clone(), &l4_route_resource("UDPRoute")),
-                l4_route_resource("UDPRoute"),
-                n,
-                "UDPRoute",
-            ),
+            grpc_routes: match served.contains(&"GRPCRoute") {
+                true => watch(Api::all(client.clone()), n, "GRPCRoute"),
+                false => empty(()),
+            },
+            tls_routes: match served.contains(&"TLSRoute") {
+                true => watch(Api::all(client.clone()), n, "TLSRoute"),
+                false => empty(()),
+            },
+            tcp_routes: match served.contains(&"TCPRoute") {
+                true => watch_dynamic(
+                    Api::all_with(client.clone(), &l4_route_resource("TCPRoute")),
+                    l4_route_resource("TCPRoute"),
+                    n,
+                    "TCPRoute",
+                ),
+                false => empty(l4_route_resource("TCPRoute")),
+            },
+            udp_routes: match served.contains(&"UDPRoute") {
+                true => watch_dynamic(
+                    Api::all_with(client.clone(), &l4_route_resource("UDPRoute")),
+                    l4_route_resource("UDPRoute"),
+                    n,
+                    "UDPRoute",
+                ),
+                false => empty(l4_route_resource("UDPRoute")),
+            },
             reference_grants: watch(Api::all(client.clone()), n, "ReferenceGrant"),
             backend_tls_policies: watch(Api::all(client.clone()), n, "BackendTLSPolicy"),
             services: watch(Api::all(client.clone()), n, "Service"),
@@ -536,4 +597,24 @@ where
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cache of a kind the API server does not serve is ready at once and empty, so
+    /// `Watches::ready` does not wait for it.
+    #[tokio::test]
+    async fn the_cache_of_an_unserved_kind_is_ready_and_empty() {
+        let typed: Cache<TlsRoute> = empty(());
+        let dynamic: Cache<DynamicObject> = empty(l4_route_resource("UDPRoute"));
+        tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            typed.wait_until_ready().await.unwrap();
+            dynamic.wait_until_ready().await.unwrap();
+        })
+        .await
+        .expect("ready without a watch");
+        assert!(typed.state().is_empty() && dynamic.state().is_empty());
+    }
 }
