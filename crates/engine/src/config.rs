@@ -185,6 +185,21 @@ pub struct RequestParts<'a> {
     pub headers: &'a http::HeaderMap,
 }
 
+impl RequestParts<'static> {
+    /// What a TLS, TCP or UDP connection looks like to route matching: the routes of those
+    /// listeners are one catch-all match per rule, so any request would do; this one is
+    /// `GET /` with no headers.
+    pub fn layer4() -> Self {
+        static NO_HEADERS: std::sync::OnceLock<http::HeaderMap> = std::sync::OnceLock::new();
+        RequestParts {
+            method: &Method::GET,
+            path: "/",
+            query: None,
+            headers: NO_HEADERS.get_or_init(http::HeaderMap::new),
+        }
+    }
+}
+
 /// One match of one rule of one HTTPRoute.
 pub struct Route {
     pub route: NsName,

@@ -266,13 +266,7 @@ async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     state: &EngineState,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    static NO_HEADERS: std::sync::OnceLock<http::HeaderMap> = std::sync::OnceLock::new();
-    let parts = RequestParts {
-        method: &http::Method::GET,
-        path: "/",
-        query: None,
-        headers: NO_HEADERS.get_or_init(http::HeaderMap::new),
-    };
+    let parts = RequestParts::layer4();
     let route = listener.routes.find(host, &parts).cloned();
     rec.listener = Some(listener);
     let Some(route) = route else {

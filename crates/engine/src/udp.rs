@@ -182,13 +182,7 @@ async fn serve(
 /// Whether the current configuration still sends this listener's new sessions to `route`, and
 /// that route can still pick `endpoint`.
 fn still_routed(state: &EngineState, local: SocketAddr, route: &str, endpoint: SocketAddr) -> bool {
-    static NO_HEADERS: std::sync::OnceLock<http::HeaderMap> = std::sync::OnceLock::new();
-    let parts = RequestParts {
-        method: &http::Method::GET,
-        path: "/",
-        query: None,
-        headers: NO_HEADERS.get_or_init(http::HeaderMap::new),
-    };
+    let parts = RequestParts::layer4();
     let snapshot = state.config.load();
     let Some(found) = snapshot
         .bind_for(local)
@@ -235,13 +229,7 @@ async fn open(
         count("", "", "", "no_listener");
         return None;
     };
-    static NO_HEADERS: std::sync::OnceLock<http::HeaderMap> = std::sync::OnceLock::new();
-    let parts = RequestParts {
-        method: &http::Method::GET,
-        path: "/",
-        query: None,
-        headers: NO_HEADERS.get_or_init(http::HeaderMap::new),
-    };
+    let parts = RequestParts::layer4();
     let Some(route) = listener.routes.find(None, &parts).cloned() else {
         count(&listener.name, "", "", "no_route");
         return None;
