@@ -5,10 +5,13 @@
 # backend (an nginx answering 100 bytes) on core 1. HTTP/1.1 keep-alive to the backend. Rounds
 # alternate between the proxies so drift on the machine hits all of them; tables show medians.
 #
-# Scenarios (SCENARIOS, default "http tls h2 latency idle reload routes"):
+# Scenarios (SCENARIOS, default "http tls h2 passthrough latency idle reload routes"):
 #   http     HTTP/1.1 keep-alive (wrk)
 #   tls      HTTP/1.1 over TLS 1.3 with an ECDSA P-256 certificate (wrk)
 #   h2       HTTP/2 over the same TLS, 10 streams per connection (h2load)
+#   passthrough  TLS passed through by SNI (bench.example.com) to a TLS backend, HTTP/1.1
+#            keep-alive end to end (h2load --h1): nginx's stream module with ssl_preread, HAProxy
+#            mode tcp with req_ssl_sni, Sluice's TLS Passthrough listener and a TLSRoute
 #   latency  open loop at a fixed 1,000 requests/s, latency-corrected (oha)
 #   idle     resident memory idle and with 10,000 idle keep-alive client connections (nginx and
 #            Sluice: HAProxy needs two descriptors per connection, beyond this machine's limit)
@@ -26,7 +29,7 @@ ROUNDS="${1:-3}"
 SECS="${2:-10}"
 CONNS=50
 IDLE_CONNS="${IDLE_CONNS:-10000}"
-SCENARIOS="${SCENARIOS:-http tls h2 latency idle reload routes}"
+SCENARIOS="${SCENARIOS:-http tls h2 passthrough latency idle reload routes}"
 ROUTES="${ROUTES:-10000}"
 PROXIES="${PROXIES:-nginx haproxy sluice}"   # nginx is the reference of the ratios
 
@@ -41,7 +44,8 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-if ! command -v oha >/dev/null; then
+# oha is only the latency scenario's.
+if [[ " $SCENARIOS " == *" latency "* ]] && ! command -v oha >/dev/null; then
   CARGO_TARGET_DIR="$HOME/.cache/sluice/oha-target" cargo install -q oha --locked
 fi
 
@@ -61,9 +65,10 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-BACKEND_PORT=18000; BACKEND_STATUS_PORT=18001
+BACKEND_PORT=18000; BACKEND_STATUS_PORT=18001; BACKEND_TLS_PORT=18002
 declare -A HTTP_PORT=([nginx]=18081 [haproxy]=18082 [sluice]=18080)
 declare -A TLS_PORT=([nginx]=18444 [haproxy]=18445 [sluice]=18443)
+declare -A PASS_PORT=([nginx]=18447 [haproxy]=18448 [sluice]=18449)
 ADMIN=127.0.0.1:18901
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj "/CN=bench.example.com" -addext "subjectAltName=DNS:bench.example.com" \
@@ -87,9 +92,18 @@ http {
   }
   # Connections accepted so far: proves that the proxies pool their upstream connections.
   server { listen 127.0.0.1:$BACKEND_STATUS_PORT; location / { stub_status; } }
+  # The TLS backend of the passthrough scenario.
+  server {
+    listen 127.0.0.1:$BACKEND_TLS_PORT ssl reuseport;
+    ssl_certificate $WORK/cert.pem;
+    ssl_certificate_key $WORK/key.pem;
+    ssl_protocols TLSv1.3;
+    location / { default_type text/plain; return 200 "$BODY"; }
+  }
 }
 CONF
 cat > "$WORK/proxy/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 worker_processes 1;
 worker_rlimit_nofile 20000;
 daemon off;
@@ -116,6 +130,14 @@ http {
     }
   }
 }
+stream {
+  map \$ssl_preread_server_name \$passthrough { bench.example.com 127.0.0.1:$BACKEND_TLS_PORT; }
+  server {
+    listen 127.0.0.1:${PASS_PORT[nginx]} reuseport;
+    ssl_preread on;
+    proxy_pass \$passthrough;
+  }
+}
 CONF
 cat > "$WORK/proxy/haproxy.cfg" <<CONF
 global
@@ -137,6 +159,15 @@ frontend bench
   default_backend backend
 backend backend
   server b1 127.0.0.1:$BACKEND_PORT
+frontend passthrough
+  mode tcp
+  bind 127.0.0.1:${PASS_PORT[haproxy]}
+  tcp-request inspect-delay 5s
+  tcp-request content accept if { req_ssl_hello_type 1 }
+  use_backend tls_backend if { req_ssl_sni -i bench.example.com }
+backend tls_backend
+  mode tcp
+  server t1 127.0.0.1:$BACKEND_TLS_PORT
 CONF
 mkdir -p "$WORK/manifests"
 cat > "$WORK/manifests/bench.yaml" <<YAML
@@ -153,6 +184,7 @@ spec:
   listeners:
   - {name: http, protocol: HTTP, port: ${HTTP_PORT[sluice]}}
   - {name: https, protocol: HTTPS, port: ${TLS_PORT[sluice]}, tls: {certificateRefs: [{name: bench-cert}]}}
+  - {name: pass, protocol: TLS, port: ${PASS_PORT[sluice]}, hostname: bench.example.com, tls: {mode: Passthrough}}
 ---
 apiVersion: v1
 kind: Secret
@@ -175,6 +207,27 @@ metadata: {name: backend-1, namespace: default, labels: {kubernetes.io/service-n
 addressType: IPv4
 ports: [{name: http, port: $BACKEND_PORT}]
 endpoints: [{addresses: ["127.0.0.1"]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: backend-tls, namespace: default}
+spec: {ports: [{name: https, port: 443}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-tls-1, namespace: default, labels: {kubernetes.io/service-name: backend-tls}}
+addressType: IPv4
+ports: [{name: https, port: $BACKEND_TLS_PORT}]
+endpoints: [{addresses: ["127.0.0.1"]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: passthrough, namespace: default}
+spec:
+  parentRefs: [{name: bench, sectionName: pass}]
+  hostnames: [bench.example.com]
+  rules:
+  - backendRefs: [{name: backend-tls, port: 443}]
 YAML
 route() { # the HTTPRoute, with an optional header the reload scenario changes
   cat <<YAML
@@ -221,6 +274,8 @@ TICK=$(getconf CLK_TCK)
 url_for() { # scenario proxy
   case $1 in
     http) echo "http://127.0.0.1:${HTTP_PORT[$2]}/" ;;
+    # The name is the SNI; h2load connects to the port on loopback (--connect-to).
+    passthrough) echo "https://bench.example.com:${PASS_PORT[$2]}/" ;;
     *) echo "https://127.0.0.1:${TLS_PORT[$2]}/" ;;
   esac
 }
@@ -230,6 +285,9 @@ load() { # tool url seconds -> the tool's output
   case $1 in
     wrk) taskset -c $LOAD_CPUS wrk -t$WRK_THREADS -c$CONNS -d"$3s" --latency "$2" 2>&1 ;;
     h2load) taskset -c 1 h2load -c$CONNS -m10 -D"$3" "$2" 2>&1 ;;
+    h2load-h1) # the URL's name is the SNI; the connection goes to its port on loopback
+      local port=${2##*:}; port=${port%%/*}
+      taskset -c 1 h2load --h1 -c$CONNS -D"$3" --connect-to="127.0.0.1:$port" "$2" 2>&1 ;;
     oha) taskset -c 1 oha -z "$3s" -q 1000 -c 10 --latency-correction --no-tui --output-format json "$2" 2>&1 ;;
   esac
 }
@@ -246,7 +304,7 @@ run_one() { # tool url "pid..."
   read -r u1 s1 < <(cpu $pid)
   a1=$(backend_accepts)
   # shellcheck disable=SC2086
-  python3 bench/parse.py "$tool" "$u0" "$s0" "$u1" "$s1" "$TICK" "$(rss_kb $pid)" "$((a1 - a0))" <<< "$out"
+  python3 bench/parse.py "${tool%-h1}" "$u0" "$s0" "$u1" "$s1" "$TICK" "$(rss_kb $pid)" "$((a1 - a0))" <<< "$out"
 }
 
 table() { # title file
@@ -474,6 +532,7 @@ for scenario in $SCENARIOS; do
     http) throughput_scenario http "HTTP/1.1 keep-alive (wrk)" wrk ;;
     tls) throughput_scenario tls "HTTP/1.1 keep-alive over TLS 1.3, ECDSA P-256 (wrk)" wrk ;;
     h2) throughput_scenario h2 "HTTP/2 over TLS 1.3, 10 streams per connection (h2load; p50 = mean, p99 = max)" h2load ;;
+    passthrough) throughput_scenario passthrough "TLS passthrough by SNI, HTTP/1.1 keep-alive over TLS 1.3 to the backend (h2load --h1; p50 = mean, p99 = max)" h2load-h1 ;;
     latency) latency_scenario ;;
     idle) idle_scenario ;;
     reload) reload_scenario ;;
