@@ -5,13 +5,16 @@
 # backend (an nginx answering 100 bytes) on core 1. HTTP/1.1 keep-alive to the backend. Rounds
 # alternate between the proxies so drift on the machine hits all of them; tables show medians.
 #
-# Scenarios (SCENARIOS, default "http tls h2 passthrough latency idle reload routes"):
+# Scenarios (SCENARIOS, default "http tls h2 passthrough grpc latency idle reload routes"):
 #   http     HTTP/1.1 keep-alive (wrk)
 #   tls      HTTP/1.1 over TLS 1.3 with an ECDSA P-256 certificate (wrk)
 #   h2       HTTP/2 over the same TLS, 10 streams per connection (h2load)
 #   passthrough  TLS passed through by SNI (bench.example.com) to a TLS backend, HTTP/1.1
 #            keep-alive end to end (h2load --h1): nginx's stream module with ssl_preread, HAProxy
 #            mode tcp with req_ssl_sni, Sluice's TLS Passthrough listener and a TLSRoute
+#   grpc     unary gRPC calls (the conformance echo's GrpcEcho/Echo) over h2c, 10 streams per
+#            connection (h2load with a gRPC frame): nginx grpc_pass, HAProxy proto h2, Sluice
+#            GRPCRoute; the backend is the echo binary (--grpc) on core 1
 #   latency  open loop at a fixed 1,000 requests/s, latency-corrected (oha)
 #   idle     resident memory idle and with 10,000 idle keep-alive client connections (nginx and
 #            Sluice: HAProxy needs two descriptors per connection, beyond this machine's limit)
@@ -29,7 +32,7 @@ ROUNDS="${1:-3}"
 SECS="${2:-10}"
 CONNS=50
 IDLE_CONNS="${IDLE_CONNS:-10000}"
-SCENARIOS="${SCENARIOS:-http tls h2 passthrough latency idle reload routes}"
+SCENARIOS="${SCENARIOS:-http tls h2 passthrough grpc latency idle reload routes}"
 ROUTES="${ROUTES:-10000}"
 PROXIES="${PROXIES:-nginx haproxy sluice}"   # nginx is the reference of the ratios
 
@@ -51,6 +54,8 @@ fi
 
 # GATEWAY_BIN runs another build of the gateway (to compare two versions).
 if [ -z "${GATEWAY_BIN:-}" ]; then cargo build -q --release -p gateway; fi
+# The gRPC scenario's backend.
+if [[ " $SCENARIOS " == *" grpc "* ]]; then cargo build -q --release -p conformance --bin echo; fi
 GATEWAY="${GATEWAY_BIN:-$CARGO_TARGET_DIR/release/gateway}"
 
 # 10,000 idle client connections need as many descriptors in the client and in each proxy.
@@ -65,10 +70,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-BACKEND_PORT=18000; BACKEND_STATUS_PORT=18001; BACKEND_TLS_PORT=18002
+BACKEND_PORT=18000; BACKEND_STATUS_PORT=18001; BACKEND_TLS_PORT=18002; BACKEND_GRPC_PORT=18003
 declare -A HTTP_PORT=([nginx]=18081 [haproxy]=18082 [sluice]=18080)
 declare -A TLS_PORT=([nginx]=18444 [haproxy]=18445 [sluice]=18443)
 declare -A PASS_PORT=([nginx]=18447 [haproxy]=18448 [sluice]=18449)
+declare -A GRPC_PORT=([nginx]=18451 [haproxy]=18452 [sluice]=18453)
 ADMIN=127.0.0.1:18901
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj "/CN=bench.example.com" -addext "subjectAltName=DNS:bench.example.com" \
@@ -129,6 +135,11 @@ http {
       proxy_set_header Host \$host;
     }
   }
+  # h2c with prior knowledge downstream, gRPC over h2c upstream.
+  server {
+    listen 127.0.0.1:${GRPC_PORT[nginx]} http2 reuseport;
+    location / { grpc_pass grpc://127.0.0.1:$BACKEND_GRPC_PORT; }
+  }
 }
 stream {
   map \$ssl_preread_server_name \$passthrough { bench.example.com 127.0.0.1:$BACKEND_TLS_PORT; }
@@ -159,6 +170,11 @@ frontend bench
   default_backend backend
 backend backend
   server b1 127.0.0.1:$BACKEND_PORT
+frontend grpc
+  bind 127.0.0.1:${GRPC_PORT[haproxy]} proto h2
+  default_backend grpc_backend
+backend grpc_backend
+  server g1 127.0.0.1:$BACKEND_GRPC_PORT proto h2
 frontend passthrough
   mode tcp
   bind 127.0.0.1:${PASS_PORT[haproxy]}
@@ -185,6 +201,7 @@ spec:
   - {name: http, protocol: HTTP, port: ${HTTP_PORT[sluice]}}
   - {name: https, protocol: HTTPS, port: ${TLS_PORT[sluice]}, tls: {certificateRefs: [{name: bench-cert}]}}
   - {name: pass, protocol: TLS, port: ${PASS_PORT[sluice]}, hostname: bench.example.com, tls: {mode: Passthrough}}
+  - {name: grpc, protocol: HTTP, port: ${GRPC_PORT[sluice]}}
 ---
 apiVersion: v1
 kind: Secret
@@ -228,6 +245,27 @@ spec:
   hostnames: [bench.example.com]
   rules:
   - backendRefs: [{name: backend-tls, port: 443}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: grpc-echo, namespace: default}
+spec: {ports: [{name: grpc, port: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: grpc-echo-1, namespace: default, labels: {kubernetes.io/service-name: grpc-echo}}
+addressType: IPv4
+ports: [{name: grpc, port: $BACKEND_GRPC_PORT}]
+endpoints: [{addresses: ["127.0.0.1"]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: grpc, namespace: default}
+spec:
+  parentRefs: [{name: bench, sectionName: grpc}]
+  rules:
+  - matches: [{method: {service: gateway_api_conformance.echo_basic.grpcecho.GrpcEcho, method: Echo}}]
+    backendRefs: [{name: grpc-echo, port: 8080}]
 YAML
 route() { # the HTTPRoute, with an optional header the reload scenario changes
   cat <<YAML
@@ -256,6 +294,11 @@ wait_port() {
 
 declare -A PID
 taskset -c 1 nginx -c "$WORK/backend/nginx.conf" & pids+=($!)
+if [[ " $SCENARIOS " == *" grpc "* ]]; then
+  printf '\0\0\0\0\0' > "$WORK/grpc-request"
+  taskset -c 1 "$CARGO_TARGET_DIR/release/echo" --grpc --listen "127.0.0.1:$BACKEND_GRPC_PORT" \
+    --pod grpc-echo > "$WORK/grpc-echo.log" 2>&1 & pids+=($!)
+fi
 taskset -c 0 nginx -c "$WORK/proxy/nginx.conf" & pids+=($!); NGINX_MASTER=$!
 taskset -c 0 haproxy -db -f "$WORK/proxy/haproxy.cfg" 2>"$WORK/haproxy.log" & pids+=($!); PID[haproxy]=$!
 taskset -c 0 "$GATEWAY" run --manifests "$WORK/manifests" --threads 1 --access-log off \
@@ -276,6 +319,7 @@ url_for() { # scenario proxy
     http) echo "http://127.0.0.1:${HTTP_PORT[$2]}/" ;;
     # The name is the SNI; h2load connects to the port on loopback (--connect-to).
     passthrough) echo "https://bench.example.com:${PASS_PORT[$2]}/" ;;
+    grpc) echo "http://127.0.0.1:${GRPC_PORT[$2]}/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/Echo" ;;
     *) echo "https://127.0.0.1:${TLS_PORT[$2]}/" ;;
   esac
 }
@@ -288,6 +332,9 @@ load() { # tool url seconds -> the tool's output
     h2load-h1) # the URL's name is the SNI; the connection goes to its port on loopback
       local port=${2##*:}; port=${port%%/*}
       taskset -c 1 h2load --h1 -c$CONNS -D"$3" --connect-to="127.0.0.1:$port" "$2" 2>&1 ;;
+    h2load-grpc) # one empty EchoRequest per call: a gRPC frame of 5 bytes (uncompressed, length 0)
+      taskset -c 1 h2load -c$CONNS -m10 -D"$3" -d "$WORK/grpc-request" \
+        -H 'content-type: application/grpc' -H 'te: trailers' "$2" 2>&1 ;;
     oha) taskset -c 1 oha -z "$3s" -q 1000 -c 10 --latency-correction --no-tui --output-format json "$2" 2>&1 ;;
   esac
 }
@@ -304,7 +351,7 @@ run_one() { # tool url "pid..."
   read -r u1 s1 < <(cpu $pid)
   a1=$(backend_accepts)
   # shellcheck disable=SC2086
-  python3 bench/parse.py "${tool%-h1}" "$u0" "$s0" "$u1" "$s1" "$TICK" "$(rss_kb $pid)" "$((a1 - a0))" <<< "$out"
+  python3 bench/parse.py "${tool%-*}" "$u0" "$s0" "$u1" "$s1" "$TICK" "$(rss_kb $pid)" "$((a1 - a0))" <<< "$out"
 }
 
 table() { # title file
@@ -532,6 +579,7 @@ for scenario in $SCENARIOS; do
     http) throughput_scenario http "HTTP/1.1 keep-alive (wrk)" wrk ;;
     tls) throughput_scenario tls "HTTP/1.1 keep-alive over TLS 1.3, ECDSA P-256 (wrk)" wrk ;;
     h2) throughput_scenario h2 "HTTP/2 over TLS 1.3, 10 streams per connection (h2load; p50 = mean, p99 = max)" h2load ;;
+    grpc) throughput_scenario grpc "Unary gRPC over h2c, 10 streams per connection (h2load; p50 = mean, p99 = max)" h2load-grpc ;;
     passthrough) throughput_scenario passthrough "TLS passthrough by SNI, HTTP/1.1 keep-alive over TLS 1.3 to the backend (h2load --h1; p50 = mean, p99 = max)" h2load-h1 ;;
     latency) latency_scenario ;;
     idle) idle_scenario ;;
