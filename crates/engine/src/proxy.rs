@@ -30,6 +30,9 @@ pub type SluiceHttpProxy = HttpProxy<SluiceProxy>;
 /// connection past it is closed after its response and opened again for the next.
 pub const UPSTREAM_IDLE_POOL: usize = 4096;
 
+/// Streams an HTTP/2 upstream connection carries at once (gRPC backends and h2c Services).
+pub const H2_STREAMS_PER_UPSTREAM: usize = 100;
+
 pub fn new_http_proxy(state: Arc<EngineState>) -> Arc<SluiceHttpProxy> {
     let conf = Arc::new(ServerConf {
         upstream_keepalive_pool_size: UPSTREAM_IDLE_POOL,
@@ -429,6 +432,8 @@ impl ProxyHttp for SluiceProxy {
         let san_connector = matches!(&cluster.tls, Some(t) if t.san.is_some());
         if cluster.http2 && !san_connector {
             peer.options.set_http_version(2, 2);
+            // Concurrent calls share a connection (pingora's default is one stream each).
+            peer.options.max_h2_streams = H2_STREAMS_PER_UPSTREAM;
         }
         if let Some(a) = &action {
             // The tighter of the per-attempt timeout and what is left of the request timeout.
