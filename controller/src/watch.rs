@@ -277,52 +277,76 @@ impl Watches {
         store
     }
 
-    /// The HTTPRoutes, GRPCRoutes and BackendTLSPolicies whose status holds an entry of `controller` in
-    /// `parents`/`ancestors`, as `(kind, key)`.
+    /// The routes (every kind) and BackendTLSPolicies whose status holds an entry of
+    /// `controller` in `parents`/`ancestors`, as `(kind, key)`.
     pub fn with_entries_of(&self, controller: &str) -> Vec<(&'static str, NsName)> {
-        fn ours(status: Option<serde_json::Value>, list: &str, controller: &str) -> bool {
-            status.is_some_and(|s| {
-                s[list].as_array().is_some_and(|entries| {
-                    entries.iter().any(|e| e["controllerName"] == controller)
-                })
-            })
+        /// The objects of `cache` whose serialized `status.<list>` has an entry of `controller`
+        /// (typed and dynamic objects alike serialize their status under `status`).
+        fn ours<K>(
+            cache: &Cache<K>,
+            kind: &'static str,
+            list: &str,
+            controller: &str,
+            out: &mut Vec<(&'static str, NsName)>,
+        ) where
+            K: Resource + serde::Serialize + Clone,
+            K::DynamicType: Eq + Hash + Clone,
+        {
+            for o in cache.state() {
+                let v = serde_json::to_value(&*o).unwrap_or_default();
+                let has = v["status"][list]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|e| e["controllerName"] == controller));
+                if has {
+                    out.push((kind, key_of(o.meta())));
+                }
+            }
         }
-        let routes = self.http_routes.state().into_iter().filter_map(|r| {
-            let status = serde_json::to_value(r.status.as_ref()?).ok();
-            ours(status, "parents", controller).then(|| ("HTTPRoute", key_of(&r.metadata)))
-        });
-        let grpc_routes = self.grpc_routes.state().into_iter().filter_map(|r| {
-            let status = serde_json::to_value(r.status.as_ref()?).ok();
-            ours(status, "parents", controller).then(|| ("GRPCRoute", key_of(&r.metadata)))
-        });
-        let tls_routes = self.tls_routes.state().into_iter().filter_map(|r| {
-            let status = serde_json::to_value(r.status.as_ref()?).ok();
-            ours(status, "parents", controller).then(|| ("TLSRoute", key_of(&r.metadata)))
-        });
-        let tcp_routes = self.tcp_routes.state().into_iter().filter_map(|r| {
-            let status = r.data.get("status").cloned();
-            ours(status, "parents", controller).then(|| ("TCPRoute", key_of(&r.metadata)))
-        });
-        let udp_routes = self.udp_routes.state().into_iter().filter_map(|r| {
-            let status = r.data.get("status").cloned();
-            ours(status, "parents", controller).then(|| ("UDPRoute", key_of(&r.metadata)))
-        });
-        let policies = self
-            .backend_tls_policies
-            .state()
-            .into_iter()
-            .filter_map(|p| {
-                let status = serde_json::to_value(p.status.as_ref()?).ok();
-                ours(status, "ancestors", controller)
-                    .then(|| ("BackendTLSPolicy", key_of(&p.metadata)))
-            });
-        routes
-            .chain(grpc_routes)
-            .chain(tls_routes)
-            .chain(tcp_routes)
-            .chain(udp_routes)
-            .chain(policies)
-            .collect()
+        let mut out = Vec::new();
+        ours(
+            &self.http_routes,
+            "HTTPRoute",
+            "parents",
+            controller,
+            &mut out,
+        );
+        ours(
+            &self.grpc_routes,
+            "GRPCRoute",
+            "parents",
+            controller,
+            &mut out,
+        );
+        ours(
+            &self.tls_routes,
+            "TLSRoute",
+            "parents",
+            controller,
+            &mut out,
+        );
+        ours(
+            &self.tcp_routes,
+            "TCPRoute",
+            "parents",
+            controller,
+            &mut out,
+        );
+        ours(
+            &self.udp_routes,
+            "UDPRoute",
+            "parents",
+            controller,
+            &mut out,
+        );
+        let policies = &self.backend_tls_policies;
+        ours(
+            policies,
+            "BackendTLSPolicy",
+            "ancestors",
+            controller,
+            &mut out,
+        );
+        out
     }
 
     /// The first address in each Gateway's status, as written before (by an earlier run):

@@ -153,22 +153,15 @@ pub fn validate(store: &Store) -> Vec<ManifestError> {
                 }
             }
             for (b, br) in rule.backend_refs.iter().flatten().enumerate() {
-                let f = |s: &str| format!(".spec.rules[{r}].backendRefs[{b}].{s}");
-                let kind = br.kind.as_deref().unwrap_or("Service");
-                let group = br.group.as_deref().unwrap_or("");
-                if group.is_empty() && kind == "Service" && br.port.is_none() {
-                    e.push(&f("port"), "port is required when the backend is a Service");
-                }
-                if let Some(w) = br.weight {
-                    if !(0..=1_000_000).contains(&w) {
-                        e.push(&f("weight"), format!("weight {w} is not in 0-1000000"));
-                    }
-                }
-                if let Some(p) = br.port {
-                    if !(1..=65535).contains(&p) {
-                        e.push(&f("port"), format!("port {p} is not in 1-65535"));
-                    }
-                }
+                let at = format!(".spec.rules[{r}].backendRefs[{b}]");
+                backend_ref(
+                    &mut e,
+                    &at,
+                    br.group.as_deref(),
+                    br.kind.as_deref(),
+                    br.port,
+                    br.weight,
+                );
             }
         }
     }
@@ -260,16 +253,43 @@ fn grpc_route(
             }
         }
         for (b, br) in rule.backend_refs.iter().flatten().enumerate() {
-            let f = |s: &str| format!(".spec.rules[{r}].backendRefs[{b}].{s}");
-            let kind = br.kind.as_deref().unwrap_or("Service");
-            let group = br.group.as_deref().unwrap_or("");
-            if group.is_empty() && kind == "Service" && br.port.is_none() {
-                e.push(&f("port"), "port is required when the backend is a Service");
-            }
-            if let Some(w) = br.weight.filter(|w| !(0..=1_000_000).contains(w)) {
-                e.push(&f("weight"), format!("weight {w} is not in 0-1000000"));
-            }
+            let at = format!(".spec.rules[{r}].backendRefs[{b}]");
+            backend_ref(
+                &mut e,
+                &at,
+                br.group.as_deref(),
+                br.kind.as_deref(),
+                br.port,
+                br.weight,
+            );
         }
+    }
+}
+
+/// The CRDs' rules of a route's backendRef: a Service needs a port, ports are 1-65535, weights
+/// 0-1000000 (HTTPRoute and GRPCRoute share them).
+fn backend_ref(
+    e: &mut Errs<'_>,
+    at: &str,
+    group: Option<&str>,
+    kind: Option<&str>,
+    port: Option<i32>,
+    weight: Option<i32>,
+) {
+    if group.unwrap_or("").is_empty() && kind.unwrap_or("Service") == "Service" && port.is_none() {
+        e.push(
+            &format!("{at}.port"),
+            "port is required when the backend is a Service",
+        );
+    }
+    if let Some(w) = weight.filter(|w| !(0..=1_000_000).contains(w)) {
+        e.push(
+            &format!("{at}.weight"),
+            format!("weight {w} is not in 0-1000000"),
+        );
+    }
+    if let Some(p) = port.filter(|p| !(1..=65535).contains(p)) {
+        e.push(&format!("{at}.port"), format!("port {p} is not in 1-65535"));
     }
 }
 
