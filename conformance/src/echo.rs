@@ -428,7 +428,7 @@ pub async fn serve(
     Ok(server)
 }
 
-fn pem_encode(der: &[u8]) -> String {
+pub(crate) fn pem_encode(der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = String::from("-----BEGIN CERTIFICATE-----\n");

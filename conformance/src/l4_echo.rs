@@ -212,7 +212,7 @@ pub async fn serve_udp(listen: SocketAddr, id: Identity) -> std::io::Result<L4Se
 }
 
 /// rustls's name of a cipher suite as Go's `tls.CipherSuiteName` gives it.
-fn go_suite_name(rustls_name: &str) -> String {
+pub(crate) fn go_suite_name(rustls_name: &str) -> String {
     match rustls_name.strip_prefix("TLS13_") {
         Some(rest) => format!("TLS_{rest}"),
         None => rustls_name.to_string(),

@@ -481,3 +481,148 @@ spec:
         "by-service-0"
     );
 }
+
+/// A gRPC echo backend over TLS (ALPN h2) with a certificate from `ca` for `names`.
+async fn grpc_tls_echo(name: &str, ca: &TestCa, names: &[&str]) -> GrpcEchoServerHandle {
+    let (cert, key) = ca.issue(names);
+    let identity = Identity {
+        namespace: "default".into(),
+        service: name.into(),
+        pod: format!("{name}-0"),
+        ..Identity::default()
+    };
+    let files = conformance::echo::TlsFiles {
+        cert_pem: cert.into_bytes(),
+        key_pem: key.into_bytes(),
+        client_ca_pem: None,
+    };
+    conformance::grpc_echo::serve_tls("127.0.0.1:0".parse().unwrap(), identity, &files)
+        .await
+        .unwrap()
+}
+
+fn backend_tls_policy(name: &str, service: &str, hostname: &str, sans: &[&str]) -> String {
+    let sans = if sans.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = sans
+            .iter()
+            .map(|s| format!("{{type: Hostname, hostname: {s}}}"))
+            .collect();
+        format!("\n    subjectAltNames: [{}]", list.join(", "))
+    };
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: {name}, namespace: default}}
+spec:
+  targetRefs: [{{group: \"\", kind: Service, name: {service}}}]
+  validation:
+    caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: backend-ca}}]
+    hostname: {hostname}{sans}
+"
+    )
+}
+
+/// A GRPCRoute's backends behind BackendTLSPolicies: HTTP/2 over TLS with ALPN h2, the
+/// policy hostname as SNI, through pingora's TLS (hostname verified) and through the engine's
+/// own connector (subjectAltNames verified); a certificate from another CA fails the call as
+/// UNAVAILABLE; each policy lists the Gateway as its ancestor.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_route_to_tls_backends_by_backend_tls_policy() {
+    let ca = TestCa::new();
+    let by_host = grpc_tls_echo("by-host", &ca, &["grpc.example.com"]).await;
+    let by_san = grpc_tls_echo("by-san", &ca, &["san.example.com"]).await;
+    let other_ca = TestCa::new();
+    let untrusted = grpc_tls_echo("untrusted", &other_ca, &["grpc.example.com"]).await;
+    let route = format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: grpc-tls, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{method: {{service: {SERVICE}, method: Echo}}}}]
+    backendRefs: [{{name: by-host, port: 80}}]
+  - matches: [{{method: {{service: {SERVICE}, method: EchoTwo}}}}]
+    backendRefs: [{{name: by-san, port: 80}}]
+  - matches: [{{method: {{service: {SERVICE}, method: EchoThree}}}}]
+    backendRefs: [{{name: untrusted, port: 80}}]
+"
+    );
+    let files = vec![
+        (
+            "gw.yaml".to_string(),
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        ("route.yaml".to_string(), route),
+        (
+            "ca.yaml".to_string(),
+            ca.config_map("default", "backend-ca"),
+        ),
+        (
+            "policies.yaml".to_string(),
+            [
+                backend_tls_policy("by-host", "by-host", "grpc.example.com", &[]),
+                backend_tls_policy("by-san", "by-san", "sni.example.com", &["san.example.com"]),
+                backend_tls_policy("untrusted", "untrusted", "grpc.example.com", &[]),
+            ]
+            .join("---\n"),
+        ),
+        (
+            "services.yaml".to_string(),
+            [
+                service("default", "by-host", &[by_host.addr]),
+                service("default", "by-san", &[by_san.addr]),
+                service("default", "untrusted", &[untrusted.addr]),
+            ]
+            .join("---\n"),
+        ),
+    ];
+    let gw = Gateway::start(&files).await;
+    let status = gw.admin_json("/status").await;
+    for policy in ["by-host", "by-san", "untrusted"] {
+        let p = find_status(&status, "BackendTLSPolicy", Some("default"), policy);
+        let ancestor = &p["status"]["ancestors"][0];
+        assert_eq!(ancestor["ancestorRef"]["name"], "gw", "{p}");
+        assert_eq!(
+            condition(&ancestor["conditions"], "Accepted"),
+            ("True".into(), "Accepted".into()),
+            "{policy}"
+        );
+    }
+    let mut echo = GrpcEchoClient::new(channel(gw.addr(8080)).await);
+
+    // pingora's TLS: the certificate is valid for the policy hostname, which is the SNI.
+    let a = echo
+        .echo(EchoRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .assertions
+        .unwrap();
+    assert_eq!(a.context.unwrap().pod, "by-host-0");
+    let tls = a.tls_assertions.expect("the backend saw TLS");
+    assert_eq!(tls.negotiated_protocol, "h2");
+    assert_eq!(tls.server_name, "grpc.example.com");
+
+    // The engine's connector: SNI is the hostname, the certificate carries the listed SAN
+    // only. Several calls share the HTTP/2 connection.
+    for _ in 0..3 {
+        let a = echo
+            .echo_two(EchoRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .assertions
+            .unwrap();
+        assert_eq!(a.context.unwrap().pod, "by-san-0");
+        let tls = a.tls_assertions.expect("the backend saw TLS");
+        assert_eq!(tls.negotiated_protocol, "h2");
+        assert_eq!(tls.server_name, "sni.example.com");
+    }
+
+    // A certificate the policy's CA did not sign: the call fails, in gRPC's form.
+    let err = echo.echo_three(EchoRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+}

@@ -600,3 +600,160 @@ spec:
     assert_eq!(line["route"], "default/udp");
     assert!(line["bytes_received"].as_u64().unwrap() > 0, "{line}");
 }
+
+/// A TCP echo that also serves TLS with a certificate from `ca` for `names`; the address of
+/// its TLS listener.
+async fn tcp_tls_echo(
+    name: &str,
+    ca: &TestCa,
+    names: &[&str],
+) -> (conformance::l4_echo::L4Server, SocketAddr) {
+    let (cert, key) = ca.issue(names);
+    let files = conformance::echo::TlsFiles {
+        cert_pem: cert.into_bytes(),
+        key_pem: key.into_bytes(),
+        client_ca_pem: None,
+    };
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = conformance::l4_echo::serve_tcp(any, identity(name), Some((any, files)))
+        .await
+        .unwrap();
+    let tls = server.tls_addr.unwrap();
+    (server, tls)
+}
+
+/// BackendTLSPolicy on TLSRoute backends: behind a Terminate listener the gateway opens TLS
+/// to the backend with the policy's hostname as SNI and its CA; a backend whose certificate
+/// that CA did not sign gets no bytes (the connection is closed); behind a Passthrough listener
+/// the policy changes nothing (the client's own TLS reaches the backend). The policies list
+/// the Gateway as their ancestor.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_terminate_reencrypts_by_backend_tls_policy() {
+    let ca = TestCa::new();
+    let (_secure, secure_tls) = tcp_tls_echo("secure", &ca, &["backend.example.com"]).await;
+    let other_ca = TestCa::new();
+    let (_untrusted, untrusted_tls) =
+        tcp_tls_echo("untrusted", &other_ca, &["backend.example.com"]).await;
+    let passed = tls_echo("passed", &ca, &["abc.pass.example.com"]).await;
+    let policy = |name: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: {name}, namespace: default}}
+spec:
+  targetRefs: [{{group: \"\", kind: Service, name: {name}}}]
+  validation:
+    caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: backend-ca}}]
+    hostname: backend.example.com
+"
+        )
+    };
+    let routes = "apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: secure, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: terminate}]
+  hostnames: [secure.term.example.com]
+  rules:
+  - backendRefs: [{name: secure, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: untrusted, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: terminate}]
+  hostnames: [untrusted.term.example.com]
+  rules:
+  - backendRefs: [{name: untrusted, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: pass, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: passthrough}]
+  hostnames: [abc.pass.example.com]
+  rules:
+  - backendRefs: [{name: passed, port: 80}]
+";
+    let files = vec![
+        ("gw.yaml".to_string(), gateway(&ca)),
+        ("routes.yaml".to_string(), routes.to_string()),
+        (
+            "ca.yaml".to_string(),
+            ca.config_map("default", "backend-ca"),
+        ),
+        (
+            "policies.yaml".to_string(),
+            [policy("secure"), policy("untrusted"), policy("passed")].join("---\n"),
+        ),
+        (
+            "svc.yaml".to_string(),
+            [
+                service("default", "secure", &[secure_tls]),
+                service("default", "untrusted", &[untrusted_tls]),
+                service("default", "passed", &[passed.addr]),
+            ]
+            .join("---\n"),
+        ),
+    ];
+    let gw = Gateway::start(&files).await;
+    let all = gw.admin_json("/status").await;
+    for name in ["secure", "untrusted", "passed"] {
+        let p = find_status(&all, "BackendTLSPolicy", Some("default"), name);
+        let ancestor = &p["status"]["ancestors"][0];
+        assert_eq!(ancestor["ancestorRef"]["name"], "gw", "{p}");
+        assert_eq!(
+            condition(&ancestor["conditions"], "Accepted"),
+            ("True".into(), "Accepted".into()),
+            "{name}"
+        );
+    }
+
+    // Terminated here, TLS again to the backend: it saw the policy's hostname as SNI.
+    let tls = tls_connect(&ca, gw.addr(8443), "secure.term.example.com")
+        .await
+        .unwrap();
+    let answer = tcp_test(tls).await;
+    assert_eq!(answer["service"], "secure");
+    assert_eq!(answer["isTLS"], true, "{answer}");
+    assert_eq!(
+        answer["tls"]["serverName"], "backend.example.com",
+        "{answer}"
+    );
+
+    // The untrusted backend: the client's handshake with the gateway completes, then the
+    // connection ends without a byte of the backend's.
+    let mut tls = tls_connect(&ca, gw.addr(8443), "untrusted.term.example.com")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "bytes reached the client through an unverified backend: {got:?}"
+    );
+
+    // Passthrough: the client's TLS session is the backend's; the policy does not apply.
+    let c = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca.reqwest_cert())
+        .resolve("abc.pass.example.com", gw.addr(8443))
+        .build()
+        .unwrap();
+    let body: serde_json::Value = c
+        .get("https://abc.pass.example.com:8443/hello")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["service"], "passed");
+    assert_eq!(body["tls"]["serverName"], "abc.pass.example.com");
+
+    gw.metrics_with(&[
+        "backend=\"default/secure:80\",decision=\"forwarded\"".into(),
+        "backend=\"default/untrusted:80\",decision=\"backend_tls_failed\"".into(),
+    ])
+    .await;
+}

@@ -34,7 +34,8 @@ struct Args {
     #[arg(long, env = "TLS_CLIENT_CACERTS")]
     tls_client_cacerts: Option<PathBuf>,
     /// Serve the conformance suite's gRPC echo service (h2c) instead of HTTP; set by the
-    /// environment variable GRPC_ECHO_SERVER (any value), as for upstream's echo server.
+    /// environment variable GRPC_ECHO_SERVER (any value), as for upstream's echo server. With
+    /// --tls-cert/--tls-key it serves gRPC over TLS on --tls-listen as well.
     #[arg(long)]
     grpc: bool,
     /// Serve the suite's TCP echo (lines TEST, IS_TLS, PING) instead of HTTP; also set by the
@@ -46,7 +47,7 @@ struct Args {
     /// set by the environment variable UDP_ECHO_SERVER.
     #[arg(long)]
     udp: bool,
-    /// The TLS listener of the TCP echo.
+    /// The TLS listener of the TCP and gRPC echo.
     #[arg(long, default_value = "127.0.0.1:8443")]
     tls_listen: SocketAddr,
 }
@@ -76,9 +77,17 @@ async fn main() -> anyhow::Result<()> {
     let set = |flag: bool, var: &str| flag || std::env::var_os(var).is_some_and(|v| !v.is_empty());
     // Kept until the process ends.
     let _server: Box<dyn std::any::Any> = if set(args.grpc, "GRPC_ECHO_SERVER") {
-        let server = conformance::grpc_echo::serve(args.listen, id).await?;
+        let server = conformance::grpc_echo::serve(args.listen, id.clone()).await?;
         eprintln!("gRPC echo listening on {}", server.addr);
-        Box::new(server)
+        let secure = match &tls {
+            Some(files) => {
+                let s = conformance::grpc_echo::serve_tls(args.tls_listen, id, files).await?;
+                eprintln!("gRPC echo listening on {} (TLS)", s.addr);
+                Some(s)
+            }
+            None => None,
+        };
+        Box::new((server, secure))
     } else if set(args.tcp, "TCP_ECHO_SERVER") {
         let server =
             conformance::l4_echo::serve_tcp(args.listen, id, tls.map(|t| (args.tls_listen, t)))

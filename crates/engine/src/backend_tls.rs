@@ -1,7 +1,9 @@
-//! TLS to backends whose BackendTLSPolicy names subjectAltNames. pingora verifies a backend's
-//! certificate against the SNI name only, so for these backends the engine makes the TLS
-//! connection itself (a custom L4 connector): the policy hostname is the SNI, and the
-//! certificate must chain to the policy's CAs and carry one of the listed SANs.
+//! TLS the engine makes itself to backends. pingora verifies a backend's certificate against
+//! the SNI name only, so for BackendTLSPolicies with subjectAltNames the engine makes the TLS
+//! connection (a custom L4 connector): the policy hostname is the SNI, and the certificate must
+//! chain to the policy's CAs and carry one of the listed SANs. Layer-4 forwarding (TLSRoutes on
+//! Terminate listeners) re-encrypts to the backend with the same connector, checking the SANs
+//! when the policy lists them and the hostname otherwise.
 
 use std::fmt;
 use std::pin::Pin;
@@ -109,52 +111,94 @@ impl ServerCertVerifier for SanVerifier {
 }
 
 /// Connects TCP, then TLS with our own verifier, and hands pingora the result as its stream.
-pub struct SanTlsConnector {
+pub struct TlsOrigin {
     config: Arc<rustls::ClientConfig>,
     sni: ServerName<'static>,
+    /// The ALPN protocol offered; the backend must choose it or none.
+    alpn: Option<&'static [u8]>,
 }
 
-impl fmt::Debug for SanTlsConnector {
+impl fmt::Debug for TlsOrigin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SanTlsConnector({:?})", self.sni)
+        write!(f, "TlsOrigin({:?})", self.sni)
     }
 }
 
-impl SanTlsConnector {
-    /// `None` when `hostname` is not a valid TLS server name.
+/// ALPN for HTTP/1.1 connections (pingora offers the same to TLS backends).
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+/// ALPN for HTTP/2 connections (gRPC and h2 backends).
+pub const ALPN_H2: &[u8] = b"h2";
+
+impl TlsOrigin {
+    /// `sans`: the DNS and URI subjectAltNames one of which the certificate must carry; without
+    /// them it must be valid for `hostname`. `None` when `hostname` is not a valid TLS server
+    /// name.
     pub fn new(
         roots: Vec<CertificateDer<'static>>,
         hostname: &str,
-        dns_sans: &[String],
-        uri_sans: &[String],
+        sans: Option<(&[String], &[String])>,
+        alpn: Option<&'static [u8]>,
     ) -> Option<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut store = rustls::RootCertStore::empty();
         store.add_parsable_certificates(roots);
-        let verifier = SanVerifier {
-            roots: Arc::new(store),
-            dns: dns_sans
-                .iter()
-                .filter_map(|n| ServerName::try_from(n.clone()).ok())
-                .collect(),
-            uris: uri_sans.to_vec(),
-            provider: provider.clone(),
+        let store = Arc::new(store);
+        let verifier: Arc<dyn ServerCertVerifier> = match sans {
+            Some((dns, uris)) => Arc::new(SanVerifier {
+                roots: store,
+                dns: dns
+                    .iter()
+                    .filter_map(|n| ServerName::try_from(n.clone()).ok())
+                    .collect(),
+                uris: uris.to_vec(),
+                provider: provider.clone(),
+            }),
+            None => {
+                rustls::client::WebPkiServerVerifier::builder_with_provider(store, provider.clone())
+                    .build()
+                    .ok()?
+            }
         };
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .ok()?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
-        Some(SanTlsConnector {
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Some(TlsOrigin {
             config: Arc::new(config),
             sni: ServerName::try_from(hostname.to_string()).ok()?,
+            alpn,
         })
+    }
+
+    /// The TLS handshake on a connected socket.
+    pub async fn handshake(
+        &self,
+        tcp: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tls = tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(self.sni.clone(), tcp)
+            .await?;
+        if let (Some(want), Some(got)) = (self.alpn, tls.get_ref().1.alpn_protocol()) {
+            if want != got {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "the backend chose ALPN {:?}, not {:?}",
+                        String::from_utf8_lossy(got),
+                        String::from_utf8_lossy(want)
+                    ),
+                ));
+            }
+        }
+        Ok(tls)
     }
 }
 
 #[async_trait]
-impl pingora::connectors::L4Connect for SanTlsConnector {
+impl pingora::connectors::L4Connect for TlsOrigin {
     async fn connect(&self, addr: &PSocketAddr) -> pingora::Result<Stream> {
         let inet = *addr.as_inet().ok_or_else(|| {
             Error::explain(ErrorType::ConnectError, "backend TLS needs an IP address")
@@ -163,12 +207,9 @@ impl pingora::connectors::L4Connect for SanTlsConnector {
             Error::because(ErrorType::ConnectError, format!("connecting to {inet}"), e)
         })?;
         let _ = tcp.set_nodelay(true);
-        let tls = tokio_rustls::TlsConnector::from(self.config.clone())
-            .connect(self.sni.clone(), tcp)
-            .await
-            .map_err(|e| {
-                Error::because(ErrorType::TLSHandshakeFailure, format!("TLS to {inet}"), e)
-            })?;
+        let tls = self.handshake(tcp).await.map_err(|e| {
+            Error::because(ErrorType::TLSHandshakeFailure, format!("TLS to {inet}"), e)
+        })?;
         Ok(Stream::from(VirtualSocketStream::new(Box::new(TlsSocket(
             tls,
         )))))

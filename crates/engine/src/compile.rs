@@ -249,24 +249,36 @@ impl Compiler<'_> {
                 .collect();
             Arc::<pingora::protocols::tls::CaType>::from(wrapped.into_boxed_slice())
         });
-        let san = match (&t.sans, &t.ca) {
-            (Some(sans), Some(roots)) => super::backend_tls::SanTlsConnector::new(
-                roots
-                    .iter()
+        let roots: Option<Vec<rustls_pki_types::CertificateDer<'static>>> =
+            t.ca.as_ref().map(|r| {
+                r.iter()
                     .map(|der| rustls_pki_types::CertificateDer::from(der.clone()))
-                    .collect(),
-                &t.hostname,
-                &sans.dns,
-                &sans.uris,
-            )
-            .map(Arc::new),
-            _ => None,
+                    .collect()
+            });
+        let sans = t
+            .sans
+            .as_ref()
+            .map(|s| (s.dns.as_slice(), s.uris.as_slice()));
+        let origin = |sans, alpn| {
+            let roots = roots.clone()?;
+            super::backend_tls::TlsOrigin::new(roots, &t.hostname, sans, alpn).map(Arc::new)
         };
+        use super::backend_tls::{ALPN_H2, ALPN_HTTP1};
+        let (san, san_h2) = match sans {
+            Some(s) => (
+                origin(Some(s), Some(ALPN_HTTP1)),
+                origin(Some(s), Some(ALPN_H2)),
+            ),
+            None => (None, None),
+        };
+        let layer4 = origin(sans, None);
         let out = Arc::new(rt::BackendTls {
             hostname: t.hostname.clone(),
             ca,
             policy: t.policy.clone(),
             san,
+            san_h2,
+            layer4,
             pool_key: t.pool_key,
         });
         if let Some(slot) = self.backend_tls.get_mut(id.index()) {

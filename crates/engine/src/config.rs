@@ -439,8 +439,14 @@ pub struct BackendTls {
     pub ca: Option<Arc<pingora::protocols::tls::CaType>>,
     /// `namespace/name` of the policy.
     pub policy: String,
-    /// With subjectAltNames: the engine's own TLS connector, which checks the SANs.
-    pub san: Option<Arc<crate::backend_tls::SanTlsConnector>>,
+    /// With subjectAltNames: the engine's own TLS connectors, which check the SANs, for
+    /// HTTP/1.1 (`san`) and HTTP/2 (`san_h2`, ALPN h2) connections.
+    pub san: Option<Arc<crate::backend_tls::TlsOrigin>>,
+    pub san_h2: Option<Arc<crate::backend_tls::TlsOrigin>>,
+    /// For layer-4 forwarding that re-encrypts (TLSRoutes on Terminate listeners): no ALPN,
+    /// the SANs checked when the policy lists them, the hostname otherwise. `None` without a
+    /// usable CA: those connections fail.
+    pub layer4: Option<Arc<crate::backend_tls::TlsOrigin>>,
     /// Pooled connections are shared only among requests with the same key: a hash of the
     /// policy, hostname, trust anchors and subjectAltNames. (pingora's pool key leaves out the
     /// CA, so without it a connection verified against one policy's CA would serve another's,

@@ -61,6 +61,9 @@ pub enum Decision {
     NoBackend,
     /// The backend endpoint did not accept the connection.
     ConnectFailed,
+    /// The TLS connection to the backend (a BackendTLSPolicy on a Terminate listener's route)
+    /// failed: handshake, certificate, or no usable CA.
+    BackendTlsFailed,
 }
 
 impl Decision {
@@ -75,6 +78,7 @@ impl Decision {
             Decision::NoRoute => "no_route",
             Decision::NoBackend => "no_backend",
             Decision::ConnectFailed => "connect_failed",
+            Decision::BackendTlsFailed => "backend_tls_failed",
         }
     }
 }
@@ -167,16 +171,11 @@ pub async fn serve_tls(
         // A Terminate listener without the port's certificates: fail closed.
         (None, true) => return rec.finish(&state, Decision::HandshakeFailed),
         (_, false) => {
-            return forward(
-                client,
-                &hello,
-                listener,
-                sni.as_deref(),
-                rec,
-                &state,
-                shutdown,
-            )
-            .await
+            let to = Upstream {
+                first: &hello,
+                reencrypt: false,
+            };
+            return forward(client, to, listener, sni.as_deref(), rec, &state, shutdown).await;
         }
     };
     rec.mode = "tls-terminate";
@@ -189,7 +188,11 @@ pub async fn serve_tls(
             return rec.finish(&state, Decision::HandshakeFailed);
         }
     };
-    forward(tls, &[], listener, sni.as_deref(), rec, &state, shutdown).await;
+    let to = Upstream {
+        first: &[],
+        reencrypt: true,
+    };
+    forward(tls, to, listener, sni.as_deref(), rec, &state, shutdown).await;
 }
 
 /// A TCP listener: its one route.
@@ -204,8 +207,35 @@ pub async fn serve_tcp(
     let Some(listener) = bind.listeners.select(None).cloned() else {
         return rec.finish(&state, Decision::NoListener);
     };
-    forward(client, &[], listener, None, rec, &state, shutdown).await;
+    let to = Upstream {
+        first: &[],
+        reencrypt: false,
+    };
+    forward(client, to, listener, None, rec, &state, shutdown).await;
 }
+
+static BACKEND_TLS_LOG: super::log_limit::LogLimit = super::log_limit::LogLimit::new(10);
+
+/// A failed TLS connection to a backend, logged at most 10 times a second (each connection's
+/// access-log line says `backend_tls_failed` as well).
+fn backend_tls_failed(policy: &str, addr: SocketAddr, why: &str) {
+    if let Some(suppressed) = BACKEND_TLS_LOG.allow() {
+        tracing::warn!(%policy, %addr, error = %why, suppressed, "TLS to the backend failed");
+    }
+}
+
+/// What a forwarded connection sends its backend besides the client's bytes.
+struct Upstream<'a> {
+    /// Bytes already read from the client (a passthrough ClientHello), sent first.
+    first: &'a [u8],
+    /// The client's TLS was terminated here: the backend's cluster's BackendTLSPolicy, if it
+    /// has one, makes the backend connection TLS too.
+    reencrypt: bool,
+}
+
+/// A backend connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 impl<'a> Record<'a> {
     fn new(bind: &'a Bind, peer: SocketAddr, mode: &'static str) -> Self {
@@ -254,12 +284,11 @@ async fn read_client_hello(
     }
 }
 
-/// Picks the route and a backend endpoint, connects, sends `first` (bytes already read from the
-/// client), and copies both ways until the connection ends.
-#[allow(clippy::too_many_arguments)]
+/// Picks the route and a backend endpoint, connects (with TLS when `to` says so), sends
+/// `to.first`, and copies both ways until the connection ends.
 async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     client: S,
-    first: &[u8],
+    to: Upstream<'_>,
     listener: Arc<Listener>,
     host: Option<&str>,
     mut rec: Record<'_>,
@@ -296,6 +325,27 @@ async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let _ = upstream.set_nodelay(true);
+    let upstream: Box<dyn Io> = match (&cluster.tls, to.reencrypt) {
+        (Some(tls), true) => {
+            let Some(origin) = &tls.layer4 else {
+                backend_tls_failed(&tls.policy, addr, "the policy has no usable CA certificate");
+                return rec.finish(state, Decision::BackendTlsFailed);
+            };
+            match tokio::time::timeout(CONNECT_TIMEOUT, origin.handshake(upstream)).await {
+                Ok(Ok(tls)) => Box::new(tls),
+                Ok(Err(e)) => {
+                    backend_tls_failed(&tls.policy, addr, &e.to_string());
+                    return rec.finish(state, Decision::BackendTlsFailed);
+                }
+                Err(_) => {
+                    backend_tls_failed(&tls.policy, addr, "handshake timed out");
+                    return rec.finish(state, Decision::BackendTlsFailed);
+                }
+            }
+        }
+        _ => Box::new(upstream),
+    };
+    let first = to.first;
     let activity = Arc::new(Activity::new());
     let mut client = Counted::new(client, activity.clone());
     let mut upstream = Counted::new(upstream, activity.clone());

@@ -407,11 +407,13 @@ impl ProxyHttp for SluiceProxy {
                         ),
                     ));
                 };
-                let mut p = match &tls.san {
-                    // Our own connector makes the TLS connection; pingora sees a plain stream.
-                    Some(san) => {
+                let own = if cluster.http2 { &tls.san_h2 } else { &tls.san };
+                let mut p = match own {
+                    // Our own connector makes the TLS connection (ALPN h2 for HTTP/2 clusters);
+                    // pingora sees a plain stream and speaks HTTP/2 on it with prior knowledge.
+                    Some(origin) => {
                         let mut p = HttpPeer::new(addr, false, tls.hostname.clone());
-                        p.options.custom_l4 = Some(san.clone());
+                        p.options.custom_l4 = Some(origin.clone());
                         p
                     }
                     None => HttpPeer::new(addr, true, tls.hostname.clone()),
@@ -427,10 +429,9 @@ impl ProxyHttp for SluiceProxy {
                 p
             }
         };
-        // HTTP/2: prior knowledge without TLS, ALPN h2 with pingora's TLS. (The SAN-checking
-        // connector offers no ALPN yet: its connections stay HTTP/1.1.)
-        let san_connector = matches!(&cluster.tls, Some(t) if t.san.is_some());
-        if cluster.http2 && !san_connector {
+        // HTTP/2: prior knowledge without TLS or over our own TLS connector, ALPN h2 with
+        // pingora's TLS.
+        if cluster.http2 {
             peer.options.set_http_version(2, 2);
             // Concurrent calls share a connection (pingora's default is one stream each).
             peer.options.max_h2_streams = H2_STREAMS_PER_UPSTREAM;

@@ -590,6 +590,15 @@ stringData:
         )
     }
 
+    /// A ConfigMap with this CA's certificate as `ca.crt`, as BackendTLSPolicies reference.
+    pub fn config_map(&self, namespace: &str, name: &str) -> String {
+        let cert: Vec<String> = self.cert_pem.lines().map(|l| format!("    {l}")).collect();
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {namespace}}}\ndata:\n  ca.crt: |\n{}\n",
+            cert.join("\n")
+        )
+    }
+
     pub fn reqwest_cert(&self) -> reqwest::Certificate {
         reqwest::Certificate::from_pem(self.cert_pem.as_bytes()).unwrap()
     }

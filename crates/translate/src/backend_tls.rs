@@ -158,10 +158,11 @@ pub(super) fn backend_tls_policies(
     (tls, states)
 }
 
-/// A BackendTLSPolicy's status: one ancestor per Gateway of ours whose routes send traffic to a
-/// Service the policy targets.
+/// A BackendTLSPolicy's status: one ancestor per Gateway of ours whose HTTPRoutes, GRPCRoutes
+/// or TLSRoutes (`routes`, every kind in HTTPRoute form) send traffic to a Service the policy
+/// targets.
 pub(super) fn policy_statuses(
-    store: &Store,
+    routes: &[(NsName, std::borrow::Cow<'_, Object<HttpRoute>>, RouteKind)],
     states: &[PolicyState],
     ours: &HashSet<NsName>,
     opts: &Options,
@@ -169,7 +170,10 @@ pub(super) fn policy_statuses(
     let mut out = Vec::new();
     for st in states {
         let mut ancestors: Vec<NsName> = Vec::new();
-        for (rkey, r) in &store.http_routes {
+        for (rkey, r, kind) in routes {
+            if !kind.takes_backend_tls() {
+                continue;
+            }
             let uses = r
                 .obj
                 .spec

@@ -72,17 +72,20 @@ pub(super) fn resolve_backend(
         ));
     };
     // A GRPCRoute's backends speak HTTP/2 whatever the Service port's appProtocol says; an
-    // HTTPRoute's only with appProtocol kubernetes.io/h2c. One cluster per protocol.
-    // A TLSRoute's, TCPRoute's or UDPRoute's are plain endpoints: bytes are forwarded as they
-    // come (BackendTLSPolicy does not apply).
-    let l4 = tables.route_kind.is_l4();
-    let http2 = !l4
-        && (tables.route_kind == RouteKind::Grpc
-            || svc_port.app_protocol.as_deref() == Some("kubernetes.io/h2c"));
-    let cluster_key = match (http2, l4) {
-        (true, _) => format!("{label} h2"),
-        (_, true) => format!("{label} l4"),
-        _ => label.clone(),
+    // HTTPRoute's only with appProtocol kubernetes.io/h2c. A TLSRoute's, TCPRoute's or
+    // UDPRoute's get the bytes as they come. One cluster per protocol (a Service may have TCP
+    // and UDP ports of one number, with different endpoints).
+    // BackendTLSPolicy applies to HTTP, gRPC and TLSRoute clusters; the engine uses it for a
+    // TLSRoute only on Terminate listeners (a passthrough connection's TLS is the client's).
+    let http2 = tables.route_kind == RouteKind::Grpc
+        || (tables.route_kind == RouteKind::Http
+            && svc_port.app_protocol.as_deref() == Some("kubernetes.io/h2c"));
+    let cluster_key = match tables.route_kind {
+        _ if http2 => format!("{label} h2"),
+        RouteKind::Tls => format!("{label} tls"),
+        RouteKind::Tcp => format!("{label} tcp"),
+        RouteKind::Udp => format!("{label} udp"),
+        RouteKind::Http | RouteKind::Grpc => label.clone(),
     };
     if let Some(c) = tables.clusters.get(&cluster_key) {
         return BackendTarget::Cluster(*c);
@@ -94,7 +97,7 @@ pub(super) fn resolve_backend(
     let mut cluster = Cluster::new(label.clone(), eps);
     cluster.http2 = http2;
     let port_name = svc_port.name.clone().unwrap_or_default();
-    if !l4 {
+    if tables.route_kind.takes_backend_tls() {
         cluster.tls = tables
             .tls
             .get(&(svc_key.clone(), port_name))

@@ -338,9 +338,10 @@ impl RouteKind {
         )
     }
 
-    /// Served at layer 4: the backends are plain TCP (or UDP) endpoints.
-    fn is_l4(self) -> bool {
-        matches!(self, RouteKind::Tls | RouteKind::Tcp | RouteKind::Udp)
+    /// Its backends' connections may be TLS by a BackendTLSPolicy (a TCPRoute's and a
+    /// UDPRoute's never are).
+    fn takes_backend_tls(self) -> bool {
+        !matches!(self, RouteKind::Tcp | RouteKind::Udp)
     }
 }
 
@@ -420,12 +421,13 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         without_endpoints: Vec::new(),
         route_kind: RouteKind::Http,
     };
-    for (key, route, kind) in routes_oldest_first(store, &mut warnings) {
-        tables.route_kind = kind;
+    let routes = routes_oldest_first(store, &mut warnings);
+    for (key, route, kind) in &routes {
+        tables.route_kind = *kind;
         if let Some(st) = attach_http_route(
             store,
-            &key,
-            &route,
+            key,
+            route,
             &mut states,
             &mut tables,
             &mut warnings,
@@ -475,7 +477,12 @@ pub fn translate(store: &Store, opts: &Options) -> Translation {
         statuses.extend(out);
     }
     config.binds.sort_by_key(|b| b.addr);
-    statuses.extend(policy_statuses(store, &policy_states, &our_gateways, opts));
+    statuses.extend(policy_statuses(
+        &routes,
+        &policy_states,
+        &our_gateways,
+        opts,
+    ));
     statuses.sort_by(|a, b| {
         (kind_rank(&a.kind), &a.metadata.namespace, &a.metadata.name).cmp(&(
             kind_rank(&b.kind),
