@@ -170,11 +170,17 @@ build_images() {
   fi
   "$TOOLS/mkimage" -o "$IMAGES/pause.tar" -tag registry.k8s.io/pause:3.10 \
     -file "$TOOLS/pause=/pause:0755" -entrypoint /pause -user 65535:65535 >/dev/null
-  # Also under the name the Gateway API v1.6.3 conformance manifests run (their Corefile
-  # forwards to public resolvers; this build's `forward` answers SERVFAIL instead).
   "$TOOLS/mkimage" -o "$IMAGES/coredns.tar" -tag sluice.dev/local/coredns:1.15.0 \
-    -tag registry.k8s.io/coredns/coredns:v1.12.2 \
     -file "$TOOLS/coredns=/coredns:0755" -entrypoint /coredns -user 65532:65532 >/dev/null
+  # Also under the name the Gateway API v1.6.3 conformance manifests run (their Corefile
+  # forwards to public resolvers; this build's `forward` answers SERVFAIL instead). Their Pod
+  # listens on port 53 as a non-root user with NET_BIND_SERVICE added, which works (as with the
+  # official image) through the binary's file capability. The cluster's own DNS drops every
+  # capability, and a binary with a file capability the process may not have does not start:
+  # hence two images.
+  "$TOOLS/mkimage" -o "$IMAGES/coredns-conformance.tar" -tag registry.k8s.io/coredns/coredns:v1.12.2 \
+    -file "$TOOLS/coredns=/coredns:0755" -bind-cap /coredns -entrypoint /coredns \
+    -user 65532:65532 >/dev/null
 }
 
 # A CA and every certificate of the cluster (openssl), made once per cache.

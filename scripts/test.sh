@@ -4,7 +4,7 @@
 # and the end-to-end test on a real node (scripts/e2e.sh). The local cluster
 # (scripts/cluster.sh up) is started if it does not run, and stopped at the end if this script
 # started it; its binaries and images are built into ~/.cache/sluice/cluster the first time.
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 source scripts/env.sh
 CACHE="${SLUICE_CLUSTER_CACHE:-$HOME/.cache/sluice/cluster}"
 echo "== rustfmt, clippy" >&2
@@ -22,11 +22,13 @@ elif [[ "$state" != *"MODE=node"* ]]; then
   exit 1
 fi
 export SLUICE_KUBECONFIG="$CACHE/run/kubeconfig"
-echo "== gofmt, go vet (deploy/images), shellcheck" >&2
-unformatted=$(cd deploy/images && /usr/local/go/bin/gofmt -l .)
-[ -z "$unformatted" ] || { echo "gofmt: $unformatted" >&2; exit 1; }
-(cd deploy/images && GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gocache" GOFLAGS=-mod=mod \
-  /usr/local/go/bin/go vet ./...)
+echo "== gofmt, go vet (deploy/images, conformance/upstream), shellcheck" >&2
+for m in deploy/images conformance/upstream; do
+  unformatted=$(cd "$m" && /usr/local/go/bin/gofmt -l .)
+  [ -z "$unformatted" ] || { echo "gofmt: $m: $unformatted" >&2; exit 1; }
+  (cd "$m" && GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gocache" GOFLAGS=-mod=mod \
+    /usr/local/go/bin/go vet ./...)
+done
 command -v shellcheck >/dev/null || apt-get install -y -qq shellcheck >/dev/null
 shellcheck -S warning scripts/*.sh scripts/gateway scripts/echo deploy/kind.sh bench/*.sh
 echo "== the images (scripts/image.sh --debug: the test build's binaries)" >&2

@@ -7,7 +7,10 @@
 //	  -file /lib/x86_64-linux-gnu/libc.so.6=/lib/x86_64-linux-gnu/libc.so.6 -dir /tmp:1777
 //
 // Files are read through symbolic links and stored as regular files, owned by root, with a
-// fixed modification time, so the same inputs give the same image digest.
+// fixed modification time, so the same inputs give the same image digest. -bind-cap gives a
+// file the capability to bind ports below 1024 (cap_net_bind_service+ep, as a file capability
+// in the layer), as the official CoreDNS image has: a non-root process gets it only that way
+// when its Pod adds NET_BIND_SERVICE.
 package main
 
 import (
@@ -40,13 +43,25 @@ type entry struct {
 	dst  string // absolute path in the image
 	src  string // host path; empty for a directory
 	mode int64
+	// bindCap: the file carries cap_net_bind_service+ep.
+	bindCap bool
 }
+
+// netBindServiceCap is a security.capability xattr value (struct vfs_cap_data, revision 2,
+// little-endian): the effective flag, and CAP_NET_BIND_SERVICE (bit 10) permitted.
+var netBindServiceCap = string([]byte{
+	0x01, 0x00, 0x00, 0x02, // VFS_CAP_REVISION_2 | VFS_CAP_FLAGS_EFFECTIVE
+	0x00, 0x04, 0x00, 0x00, // permitted, capabilities 0-31
+	0x00, 0x00, 0x00, 0x00, // inheritable, 0-31
+	0x00, 0x00, 0x00, 0x00, // permitted, 32-63
+	0x00, 0x00, 0x00, 0x00, // inheritable, 32-63
+})
 
 // epoch is the modification time of every entry and the image's creation time.
 var epoch = time.Unix(0, 0).UTC()
 
 func main() {
-	var files, dirs, tags, env list
+	var files, dirs, tags, env, bindCaps list
 	out := flag.String("o", "", "the docker-archive tarball to write")
 	entrypoint := flag.String("entrypoint", "", "the image's entrypoint (one path; arguments come from the Pod)")
 	user := flag.String("user", "", "the user the image runs as, UID:GID")
@@ -54,14 +69,15 @@ func main() {
 	flag.Var(&dirs, "dir", "IMAGE[:MODE] an empty directory of the layer (repeatable; default 0755)")
 	flag.Var(&tags, "tag", "a name the image is tagged with (repeatable, at least one)")
 	flag.Var(&env, "env", "KEY=VALUE in the image's environment (repeatable)")
+	flag.Var(&bindCaps, "bind-cap", "IMAGE a -file given cap_net_bind_service+ep (repeatable)")
 	flag.Parse()
-	if err := run(*out, *entrypoint, *user, files, dirs, tags, env); err != nil {
+	if err := run(*out, *entrypoint, *user, files, dirs, tags, env, bindCaps); err != nil {
 		fmt.Fprintf(os.Stderr, "mkimage: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(out, entrypoint, user string, files, dirs, tags, env []string) error {
+func run(out, entrypoint, user string, files, dirs, tags, env, bindCaps []string) error {
 	if out == "" || len(tags) == 0 {
 		return fmt.Errorf("-o and at least one -tag are required")
 	}
@@ -76,6 +92,17 @@ func run(out, entrypoint, user string, files, dirs, tags, env []string) error {
 			return fmt.Errorf("-file %q: %w", f, err)
 		}
 		entries = append(entries, entry{dst: dst, src: host, mode: mode})
+	}
+	for _, c := range bindCaps {
+		found := false
+		for i := range entries {
+			if entries[i].dst == path.Clean(c) {
+				entries[i].bindCap, found = true, true
+			}
+		}
+		if !found {
+			return fmt.Errorf("-bind-cap %q: no -file has that image path", c)
+		}
 	}
 	for _, d := range dirs {
 		dst, mode, err := pathMode(d, 0o755)
@@ -185,6 +212,9 @@ func layer(entries []entry) ([]byte, error) {
 			return nil, fmt.Errorf("-file %s: %w", e.src, err)
 		}
 		h.Typeflag, h.Size = tar.TypeReg, int64(len(data))
+		if e.bindCap {
+			h.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": netBindServiceCap}
+		}
 		if err := w.WriteHeader(h); err != nil {
 			return nil, err
 		}
