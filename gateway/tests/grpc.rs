@@ -626,3 +626,58 @@ spec:
     let err = echo.echo_three(EchoRequest {}).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
 }
+
+/// The gateway's own gRPC answers are trailers-only: one HEADERS frame with `grpc-status` that
+/// ends the stream, as grpc-go requires (it fails a call whose stream ends with a DATA frame
+/// and no trailers as INTERNAL). Read with the h2 crate, which shows the frames tonic hides.
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_grpc_answers_are_trailers_only() {
+    let files = vec![
+        (
+            "gw.yaml".to_string(),
+            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+        ),
+        (
+            "route.yaml".to_string(),
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: grpc, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{method: {{service: {SERVICE}, method: Echo}}}}]
+    backendRefs: [{{name: down, port: 80}}]
+"
+            ),
+        ),
+        (
+            "down.yaml".to_string(),
+            service("default", "down", &[closed_port()]),
+        ),
+    ];
+    let gw = Gateway::start(&files).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr(8080)).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    // No rule for EchoThree (UNIMPLEMENTED); Echo's backend refuses connections (UNAVAILABLE).
+    for (method, code) in [("EchoThree", "12"), ("Echo", "14")] {
+        let mut client = client.clone().ready().await.unwrap();
+        let req = http::Request::post(format!("http://{}/{SERVICE}/{method}", gw.addr(8080)))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (resp, mut send) = client.send_request(req, false).unwrap();
+        // An empty EchoRequest: the 5-byte gRPC frame header.
+        send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+            .unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200, "{method}");
+        assert_eq!(resp.headers()["grpc-status"], code, "{method}");
+        assert!(
+            resp.body().is_end_stream(),
+            "{method}: the HEADERS frame did not end the stream"
+        );
+    }
+}

@@ -133,7 +133,7 @@ pub(crate) async fn respond(
 ) -> Result<bool> {
     if code >= 400 && is_grpc(session.req_header()) {
         let resp = grpc_response(grpc_status(code), body.trim_end())?;
-        session.write_response_header(Box::new(resp), true).await?;
+        write_grpc_answer(session, resp).await?;
         return Ok(true);
     }
     let resp = plain_response(code, body.len(), extra.as_slice())?;
@@ -188,6 +188,14 @@ pub(crate) fn grpc_response(status: u8, message: &str) -> Result<ResponseHeader>
     resp.insert_header("grpc-status", status.to_string())?;
     resp.insert_header("grpc-message", grpc_message(message))?;
     Ok(resp)
+}
+
+/// Writes a gRPC answer of ours. Over HTTP/2 it is trailers-only: one HEADERS frame that ends
+/// the stream. (pingora's proxy session writes response headers without ending the stream and
+/// ends it with an empty DATA frame, which grpc-go refuses: "server closed the stream without
+/// sending trailers".) Over HTTP/1.1 the headers and an empty body.
+pub(crate) async fn write_grpc_answer(session: &mut Session, resp: ResponseHeader) -> Result<()> {
+    session.write_response_header(Box::new(resp), true).await
 }
 
 /// `grpc-message` is percent-encoded: every byte outside printable ASCII, and `%`.

@@ -619,7 +619,7 @@ impl ProxyHttp for SluiceProxy {
                 _ => grpc_status(code),
             };
             if let Ok(resp) = grpc_response(status, &why) {
-                let _ = session.write_response_header(Box::new(resp), true).await;
+                let _ = write_grpc_answer(session, resp).await;
             }
         } else if code > 0 {
             // Our own answer: a short plain-text reason, and no `server: Pingora` header.
