@@ -101,8 +101,23 @@ scripts/cluster.sh load "$WORK/echo-basic.tar"
 # shellcheck disable=SC2086
 scripts/image.sh $image_profile
 say "installing the chart (image sluice/sluice:$VERSION, never pulled)"
-scripts/helm.sh install --set image.pullPolicy=Never --wait --timeout 180s >/dev/null ||
+# Requested Gateway addresses (GatewayStaticAddresses) become Service external IPs, within a
+# range of the local cluster that nothing routes (conformance/upstream/options.yaml).
+scripts/helm.sh install --set image.pullPolicy=Never --set serviceExternalIPs=true \
+  --set 'serviceExternalIPCIDRs={10.244.2.0/24}' --wait --timeout 180s >/dev/null ||
   die "helm install did not get the controller Ready"
+# The images keep their tag from build to build: Pods of an earlier run (the controller, the
+# base Gateways' Deployments, which the suite keeps) still run the old binaries until restarted.
+say "restarting the controller and the gateway Deployments on the images just built"
+"${K[@]}" -n sluice-system rollout restart deployment/sluice-controller >/dev/null
+"${K[@]}" -n sluice-system rollout status deployment/sluice-controller --timeout=180s >/dev/null ||
+  die "the restarted controller is not Ready"
+while read -r ns name; do
+  "${K[@]}" -n "$ns" rollout restart "deployment/$name" >/dev/null
+  "${K[@]}" -n "$ns" rollout status "deployment/$name" --timeout=120s >/dev/null ||
+    die "the restarted gateway Deployment $ns/$name is not Ready"
+done < <("${K[@]}" get deployments -A -l app.kubernetes.io/managed-by=sluice \
+  -o jsonpath='{range .items[*]}{.metadata.namespace} {.metadata.name}{"\n"}{end}')
 "${K[@]}" wait --for=condition=Accepted gatewayclass/sluice --timeout=60s >/dev/null ||
   die "GatewayClass sluice not Accepted"
 features=$("${K[@]}" get gatewayclass sluice -o jsonpath='{.status.supportedFeatures[*].name}')
@@ -113,6 +128,7 @@ args=(
   -gateway-class sluice
   -conformance-profiles "$profiles"
   -cleanup-base-resources=false
+  -conformance-options-file "$PWD/conformance/upstream/options.yaml"
   -report-output "$report"
   -organization sluice.dev -project sluice -url https://sluice.dev
   -version "v$VERSION" -contact "${SLUICE_CONTACT:-https://sluice.dev/community}"
@@ -125,12 +141,13 @@ rm -f "$report"
 start=$SECONDS
 rc=0
 # The suite runs in the module folder (its manifests are embedded; it writes nothing else).
-# Test names are printed as they finish; everything else goes to the log.
+# Test names are printed as they start (results come at the end); everything else goes to
+# the log.
 (cd conformance/upstream && KUBECONFIG="$KUBECONFIG_PATH" \
   timeout "$((timeout_min + 5))m" "$WORK/conformance.test" "${args[@]}") > "$WORK/suite.log" 2>&1 &
 suite=$!
 tail -n +1 -F "$WORK/suite.log" 2>/dev/null --pid=$suite |
-  grep --line-buffered -E '^\s*--- (PASS|FAIL|SKIP)' | sed -u 's/^ *//' >&2 || true
+  sed -un 's#^=== RUN   TestConformance/\([^/]*\)$#  \1#p' >&2 || true
 wait $suite || rc=$?
 say "the suite ran $((SECONDS - start)) s (exit $rc)"
 [ -s "$report" ] || die "the suite wrote no report (exit $rc; see $WORK/suite.log)"

@@ -62,6 +62,11 @@ struct Cli {
     /// accepted (UnsupportedAddress).
     #[arg(long)]
     service_external_ips: bool,
+    /// With --service-external-ips: the ranges requested addresses must be in, comma-separated
+    /// (default: any). A Gateway asking for an address outside them is accepted but not
+    /// programmed (AddressNotUsable), and the address is not put on its Service.
+    #[arg(long, value_delimiter = ',')]
+    service_external_ip_cidrs: Vec<ipnet::IpNet>,
     /// The gateway image of the Deployments the controller creates for Gateways.
     #[arg(long)]
     gateway_image: Option<String>,
@@ -115,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
                 controller_url: cli.controller_url.clone(),
                 addresses_from_service: false,
                 external_ips: cli.service_external_ips,
+                external_ip_cidrs: cli.service_external_ip_cidrs.clone(),
             },
             namespace: cli.namespace.clone(),
             discovery_names: vec![

@@ -47,6 +47,17 @@ pub struct InfraOptions {
     /// default: whoever may create a Gateway could then have every node take traffic for any
     /// IP (CVE-2020-8554); in cluster mode such a Gateway is not accepted while it is off.
     pub external_ips: bool,
+    /// With `external_ips`: the ranges requested addresses must be in (empty: any). An
+    /// address outside them is not usable: the Gateway is accepted but not programmed
+    /// (`AddressNotUsable`), and the address is not put on the Service.
+    pub external_ip_cidrs: Vec<ipnet::IpNet>,
+}
+
+impl InfraOptions {
+    /// May a Gateway in cluster mode have `ip` as its Service's external IP?
+    pub fn external_ip_allowed(&self, ip: &std::net::IpAddr) -> bool {
+        self.external_ip_cidrs.is_empty() || self.external_ip_cidrs.iter().any(|n| n.contains(ip))
+    }
 }
 
 /// The discovery service of the controller the Helm chart installs.
@@ -71,6 +82,7 @@ impl Default for InfraOptions {
             controller_url: DEFAULT_CONTROLLER_URL.into(),
             addresses_from_service: false,
             external_ips: false,
+            external_ip_cidrs: Vec::new(),
         }
     }
 }
@@ -190,6 +202,7 @@ pub fn render(gw: &Gateway, ports: &[(u16, Transport)], opts: &InfraOptions) -> 
         .filter(|_| opts.external_ips)
         .filter(|a| a.r#type.as_deref().unwrap_or("IPAddress") == "IPAddress")
         .filter_map(|a| a.value.as_deref()?.parse::<std::net::IpAddr>().ok())
+        .filter(|ip| opts.external_ip_allowed(ip))
         .map(|ip| ip.to_string())
         .collect();
     let service = Service {

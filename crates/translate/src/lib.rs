@@ -117,6 +117,18 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "UDPRoute",
 ];
 
+/// The features a GatewayClass of ours lists: [`SUPPORTED_FEATURES`], less
+/// GatewayStaticAddresses for a controller whose Gateways' Services may not take requested
+/// addresses (cluster mode without `--service-external-ips`).
+pub fn supported_features(opts: &Options) -> Vec<&'static str> {
+    let static_addresses = !opts.infra.addresses_from_service || opts.infra.external_ips;
+    SUPPORTED_FEATURES
+        .iter()
+        .copied()
+        .filter(|f| static_addresses || *f != "GatewayStaticAddresses")
+        .collect()
+}
+
 /// The time for `Options::now`: whole seconds, as the API server stores condition times.
 pub fn condition_time_now() -> k8s_openapi::jiff::Timestamp {
     let t = k8s_openapi::jiff::Timestamp::now();
@@ -305,6 +317,8 @@ struct GatewayState<'a> {
     )>,
     /// `spec.tls.backend.clientCertificateRef`: the certificate, or why it cannot be used.
     backend_cert: Option<Result<TlsPem, (&'static str, String)>>,
+    /// Requested addresses this controller may not use, and why (cluster mode).
+    unusable_address: Option<String>,
 }
 
 /// The route kinds, all attached with the HTTPRoute machinery: a GRPCRoute as the HTTPRoute it
@@ -594,7 +608,7 @@ fn gateway_classes(
             status: if ok {
                 serde_json::json!({
                     "conditions": [condition("Accepted", ok, reason, msg, generation, opts.now)],
-                    "supportedFeatures": SUPPORTED_FEATURES
+                    "supportedFeatures": supported_features(opts)
                         .iter()
                         .map(|name| serde_json::json!({ "name": name }))
                         .collect::<Vec<_>>(),
@@ -694,6 +708,7 @@ fn gateway_states<'a>(
             listeners,
             listener_sets,
             backend_cert: backend_client_cert(store, key, gw),
+            unusable_address: unusable_addresses(gw, opts),
         };
         mark_conflicts(&mut state);
         states.push(state);

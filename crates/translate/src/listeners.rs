@@ -36,23 +36,41 @@ pub(super) fn gateway_address(
                     .to_string(),
             ));
         }
-        let ty = first.r#type.as_deref().unwrap_or("IPAddress");
-        if ty != "IPAddress" {
-            return Err((
-                "UnsupportedAddress",
-                format!("address type {ty} is not supported; use IPAddress"),
-            ));
-        }
-        return match first.value.as_deref().map(str::parse::<IpAddr>) {
-            Some(Ok(ip)) => Ok(ip),
-            _ => Err((
-                "UnsupportedAddress",
-                format!(
-                    "{:?} is not an IP address",
-                    first.value.as_deref().unwrap_or("")
-                ),
-            )),
+        // Standalone, the first address is the one the gateway binds; in a cluster all become
+        // the Service's external IPs, so each must be one.
+        let checked = if opts.infra.addresses_from_service {
+            requested_addresses(gw).collect::<Vec<_>>()
+        } else {
+            vec![first]
         };
+        for a in checked {
+            let ty = a.r#type.as_deref().unwrap_or("IPAddress");
+            if ty != "IPAddress" {
+                return Err((
+                    "UnsupportedAddress",
+                    format!("address type {ty} is not supported; use IPAddress"),
+                ));
+            }
+            if a.value
+                .as_deref()
+                .map(str::parse::<IpAddr>)
+                .and_then(Result::ok)
+                .is_none()
+            {
+                return Err((
+                    "UnsupportedAddress",
+                    format!(
+                        "{:?} is not an IP address",
+                        a.value.as_deref().unwrap_or("")
+                    ),
+                ));
+            }
+        }
+        return first
+            .value
+            .as_deref()
+            .and_then(|v| v.parse::<IpAddr>().ok())
+            .ok_or(("UnsupportedAddress", "no IP address".to_string()));
     }
     match pool {
         Some(p) => p.next().ok_or((
@@ -61,6 +79,43 @@ pub(super) fn gateway_address(
         )),
         None => Ok(opts.bind),
     }
+}
+
+fn requested_addresses(
+    gw: &Object<Gateway>,
+) -> impl Iterator<Item = &gateway_api::experimental::gateways::GatewayAddresses> {
+    gw.obj
+        .spec
+        .addresses
+        .iter()
+        .flatten()
+        .filter(|a| a.value.is_some())
+}
+
+/// In cluster mode, the requested addresses the controller may not put on a Service (outside
+/// `--service-external-ip-cidrs`), as the reason the Gateway is not programmed.
+pub(super) fn unusable_addresses(gw: &Object<Gateway>, opts: &Options) -> Option<String> {
+    if !opts.infra.addresses_from_service {
+        return None;
+    }
+    let outside: Vec<String> = requested_addresses(gw)
+        .filter_map(|a| a.value.as_deref()?.parse::<IpAddr>().ok())
+        .filter(|ip| !opts.infra.external_ip_allowed(ip))
+        .map(|ip| ip.to_string())
+        .collect();
+    (!outside.is_empty()).then(|| {
+        let ranges: Vec<String> = opts
+            .infra
+            .external_ip_cidrs
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        format!(
+            "spec.addresses {} are outside the ranges this controller may give Gateways ({})",
+            outside.join(", "),
+            ranges.join(", ")
+        )
+    })
 }
 
 /// The route kinds HTTP and HTTPS listeners serve; TLS, TCP and UDP listeners'.

@@ -41,6 +41,19 @@ pub(super) fn gateway_status(
         }
     }
 
+    if let Some(why) = &st.unusable_address {
+        if accepted.status == "True" {
+            programmed = condition(
+                "Programmed",
+                false,
+                "AddressNotUsable",
+                why.clone(),
+                generation,
+                now,
+            );
+        }
+    }
+
     let gateway_ok = accepted.status == "True" && programmed.status == "True";
     let mut gw_status = serde_json::json!({
         "addresses": addresses,
