@@ -17,14 +17,17 @@ use conformance::grpc_echo::{serve, GrpcEchoServerHandle, SERVICE};
 use sluice_testing::*;
 use tonic::transport::Channel;
 
-async fn grpc_echo(name: &str) -> GrpcEchoServerHandle {
-    let identity = Identity {
+fn identity(name: &str) -> Identity {
+    Identity {
         namespace: "default".into(),
         service: name.into(),
         pod: format!("{name}-0"),
         ..Identity::default()
-    };
-    serve("127.0.0.1:0".parse().unwrap(), identity)
+    }
+}
+
+async fn grpc_echo(name: &str) -> GrpcEchoServerHandle {
+    serve("127.0.0.1:0".parse().unwrap(), identity(name))
         .await
         .unwrap()
 }
@@ -485,43 +488,14 @@ spec:
 /// A gRPC echo backend over TLS (ALPN h2) with a certificate from `ca` for `names`.
 async fn grpc_tls_echo(name: &str, ca: &TestCa, names: &[&str]) -> GrpcEchoServerHandle {
     let (cert, key) = ca.issue(names);
-    let identity = Identity {
-        namespace: "default".into(),
-        service: name.into(),
-        pod: format!("{name}-0"),
-        ..Identity::default()
-    };
     let files = conformance::echo::TlsFiles {
         cert_pem: cert.into_bytes(),
         key_pem: key.into_bytes(),
         client_ca_pem: None,
     };
-    conformance::grpc_echo::serve_tls("127.0.0.1:0".parse().unwrap(), identity, &files)
+    conformance::grpc_echo::serve_tls("127.0.0.1:0".parse().unwrap(), identity(name), &files)
         .await
         .unwrap()
-}
-
-fn backend_tls_policy(name: &str, service: &str, hostname: &str, sans: &[&str]) -> String {
-    let sans = if sans.is_empty() {
-        String::new()
-    } else {
-        let list: Vec<String> = sans
-            .iter()
-            .map(|s| format!("{{type: Hostname, hostname: {s}}}"))
-            .collect();
-        format!("\n    subjectAltNames: [{}]", list.join(", "))
-    };
-    format!(
-        "apiVersion: gateway.networking.k8s.io/v1
-kind: BackendTLSPolicy
-metadata: {{name: {name}, namespace: default}}
-spec:
-  targetRefs: [{{group: \"\", kind: Service, name: {service}}}]
-  validation:
-    caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: backend-ca}}]
-    hostname: {hostname}{sans}
-"
-    )
 }
 
 /// A GRPCRoute's backends behind BackendTLSPolicies: HTTP/2 over TLS with ALPN h2, the
@@ -581,16 +555,7 @@ spec:
     ];
     let gw = Gateway::start(&files).await;
     let status = gw.admin_json("/status").await;
-    for policy in ["by-host", "by-san", "untrusted"] {
-        let p = find_status(&status, "BackendTLSPolicy", Some("default"), policy);
-        let ancestor = &p["status"]["ancestors"][0];
-        assert_eq!(ancestor["ancestorRef"]["name"], "gw", "{p}");
-        assert_eq!(
-            condition(&ancestor["conditions"], "Accepted"),
-            ("True".into(), "Accepted".into()),
-            "{policy}"
-        );
-    }
+    assert_policies_accepted(&status, &["by-host", "by-san", "untrusted"], "gw");
     let mut echo = GrpcEchoClient::new(channel(gw.addr(8080)).await);
 
     // pingora's TLS: the certificate is valid for the policy hostname, which is the SNI.

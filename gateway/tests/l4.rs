@@ -143,6 +143,27 @@ async fn tls_connect(
     connector.connect(name, tcp).await
 }
 
+/// GET /hello over HTTPS to abc.pass.example.com through the gateway's port 8443 (a
+/// passthrough listener), trusting `ca`; the client (its connection stays open until it is
+/// dropped) and the echo's answer.
+async fn passthrough_get(ca: &TestCa, gw: &Gateway) -> (reqwest::Client, serde_json::Value) {
+    let c = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca.reqwest_cert())
+        .resolve("abc.pass.example.com", gw.addr(8443))
+        .build()
+        .unwrap();
+    let body = c
+        .get("https://abc.pass.example.com:8443/hello")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (c, body)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_and_tcp_routes() {
     let ca = TestCa::new();
@@ -208,20 +229,7 @@ async fn tls_and_tcp_routes() {
 
     // Passthrough: the backend's certificate (for abc.pass.example.com, which the gateway has
     // none of) completes the handshake, and the backend saw the client's SNI.
-    let c = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca.reqwest_cert())
-        .resolve("abc.pass.example.com", gw.addr(8443))
-        .build()
-        .unwrap();
-    let body: serde_json::Value = c
-        .get("https://abc.pass.example.com:8443/hello")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (c, body) = passthrough_get(&ca, &gw).await;
     assert_eq!(body["service"], "tls-backend");
     assert_eq!(body["path"], "/hello");
     assert_eq!(body["tls"]["serverName"], "abc.pass.example.com");
@@ -635,19 +643,6 @@ async fn tls_terminate_reencrypts_by_backend_tls_policy() {
     let (_untrusted, untrusted_tls) =
         tcp_tls_echo("untrusted", &other_ca, &["backend.example.com"]).await;
     let passed = tls_echo("passed", &ca, &["abc.pass.example.com"]).await;
-    let policy = |name: &str| {
-        format!(
-            "apiVersion: gateway.networking.k8s.io/v1
-kind: BackendTLSPolicy
-metadata: {{name: {name}, namespace: default}}
-spec:
-  targetRefs: [{{group: \"\", kind: Service, name: {name}}}]
-  validation:
-    caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: backend-ca}}]
-    hostname: backend.example.com
-"
-        )
-    };
     let routes = "apiVersion: gateway.networking.k8s.io/v1
 kind: TLSRoute
 metadata: {name: secure, namespace: default}
@@ -684,7 +679,9 @@ spec:
         ),
         (
             "policies.yaml".to_string(),
-            [policy("secure"), policy("untrusted"), policy("passed")].join("---\n"),
+            ["secure", "untrusted", "passed"]
+                .map(|n| backend_tls_policy(n, n, "backend.example.com", &[]))
+                .join("---\n"),
         ),
         (
             "svc.yaml".to_string(),
@@ -698,16 +695,7 @@ spec:
     ];
     let gw = Gateway::start(&files).await;
     let all = gw.admin_json("/status").await;
-    for name in ["secure", "untrusted", "passed"] {
-        let p = find_status(&all, "BackendTLSPolicy", Some("default"), name);
-        let ancestor = &p["status"]["ancestors"][0];
-        assert_eq!(ancestor["ancestorRef"]["name"], "gw", "{p}");
-        assert_eq!(
-            condition(&ancestor["conditions"], "Accepted"),
-            ("True".into(), "Accepted".into()),
-            "{name}"
-        );
-    }
+    assert_policies_accepted(&all, &["secure", "untrusted", "passed"], "gw");
 
     // Terminated here, TLS again to the backend: it saw the policy's hostname as SNI.
     let tls = tls_connect(&ca, gw.addr(8443), "secure.term.example.com")
@@ -734,20 +722,7 @@ spec:
     );
 
     // Passthrough: the client's TLS session is the backend's; the policy does not apply.
-    let c = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca.reqwest_cert())
-        .resolve("abc.pass.example.com", gw.addr(8443))
-        .build()
-        .unwrap();
-    let body: serde_json::Value = c
-        .get("https://abc.pass.example.com:8443/hello")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_c, body) = passthrough_get(&ca, &gw).await;
     assert_eq!(body["service"], "passed");
     assert_eq!(body["tls"]["serverName"], "abc.pass.example.com");
 

@@ -442,6 +442,46 @@ pub fn find_status(
 
 /// The condition of `type` in a conditions array, as (status, reason).
 /// The status of listener `name` in a Gateway's (or ListenerSet's) status object.
+/// A BackendTLSPolicy in `default` for Service `service`, trusting the ConfigMap
+/// `backend-ca` ([`TestCa::config_map`]), with `hostname` and, when given, Hostname SANs.
+pub fn backend_tls_policy(name: &str, service: &str, hostname: &str, sans: &[&str]) -> String {
+    let sans = if sans.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = sans
+            .iter()
+            .map(|s| format!("{{type: Hostname, hostname: {s}}}"))
+            .collect();
+        format!("\n    subjectAltNames: [{}]", list.join(", "))
+    };
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: {name}, namespace: default}}
+spec:
+  targetRefs: [{{group: \"\", kind: Service, name: {service}}}]
+  validation:
+caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: backend-ca}}]
+hostname: {hostname}{sans}
+"
+    )
+}
+
+/// Asserts that each BackendTLSPolicy in `default` named in `policies` lists Gateway `gateway`
+/// as its first ancestor, Accepted.
+pub fn assert_policies_accepted(status: &serde_json::Value, policies: &[&str], gateway: &str) {
+    for name in policies {
+        let p = find_status(status, "BackendTLSPolicy", Some("default"), name);
+        let ancestor = &p["status"]["ancestors"][0];
+        assert_eq!(ancestor["ancestorRef"]["name"], gateway, "{p}");
+        assert_eq!(
+            condition(&ancestor["conditions"], "Accepted"),
+            ("True".into(), "Accepted".into()),
+            "{name}"
+        );
+    }
+}
+
 pub fn listener<'a>(gw: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     gw["status"]["listeners"]
         .as_array()

@@ -23,35 +23,30 @@ pub(super) fn gateway_status(
     let serving = add_binds(st, config);
     let (accepted, mut programmed, addresses) =
         accepted_and_programmed(st, serving, generation, now, from_service);
-    // Every listener of the Gateway's own that is served could not open its socket.
-    if let Some(why) = st.listeners.iter().find_map(|l| l.unbound.as_ref()) {
-        let own_bound = st
-            .listeners
-            .iter()
-            .any(|l| l.owner.is_none() && l.programmed() && l.unbound.is_none());
-        if !own_bound {
-            programmed = condition(
-                "Programmed",
-                false,
-                "AddressNotUsable",
-                why.clone(),
-                generation,
-                now,
-            );
-        }
-    }
-
-    if let Some(why) = &st.unusable_address {
-        if accepted.status == "True" {
-            programmed = condition(
-                "Programmed",
-                false,
-                "AddressNotUsable",
-                why.clone(),
-                generation,
-                now,
-            );
-        }
+    // The address cannot be used: every listener of the Gateway's own that is served could
+    // not open its socket, or (cluster mode) a requested address is outside the allowed ranges.
+    let unbound = st
+        .listeners
+        .iter()
+        .find_map(|l| l.unbound.as_ref())
+        .filter(|_| {
+            !st.listeners
+                .iter()
+                .any(|l| l.owner.is_none() && l.programmed() && l.unbound.is_none())
+        });
+    let outside = st
+        .unusable_address
+        .as_ref()
+        .filter(|_| accepted.status == "True");
+    if let Some(why) = unbound.or(outside) {
+        programmed = condition(
+            "Programmed",
+            false,
+            "AddressNotUsable",
+            why.clone(),
+            generation,
+            now,
+        );
     }
 
     let gateway_ok = accepted.status == "True" && programmed.status == "True";

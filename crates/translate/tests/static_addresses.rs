@@ -69,7 +69,10 @@ fn requested_addresses_in_cluster_mode() {
 
     // One address outside the ranges: accepted, not programmed, only the usable one on the
     // Service.
-    let t = translated("[{value: 10.244.3.10}, {value: 10.244.2.10}]", ranges.clone());
+    let t = translated(
+        "[{value: 10.244.3.10}, {value: 10.244.2.10}]",
+        ranges.clone(),
+    );
     assert_eq!(
         gateway_condition(&t, "Accepted"),
         ("True".into(), "Accepted".into())
