@@ -191,11 +191,18 @@ pub(crate) fn grpc_response(status: u8, message: &str) -> Result<ResponseHeader>
 }
 
 /// Writes a gRPC answer of ours. Over HTTP/2 it is trailers-only: one HEADERS frame that ends
-/// the stream. (pingora's proxy session writes response headers without ending the stream and
-/// ends it with an empty DATA frame, which grpc-go refuses: "server closed the stream without
-/// sending trailers".) Over HTTP/1.1 the headers and an empty body.
+/// the stream. pingora's proxy session drops the end-of-stream flag of response headers (its
+/// HTTP/2 session ends the stream later with an empty DATA frame, which grpc-go refuses:
+/// "server closed the stream without sending trailers"), so the HTTP/2 session is written
+/// directly; no downstream module of pingora is in use that would have filtered it. Over
+/// HTTP/1.1 the headers and an empty body.
 pub(crate) async fn write_grpc_answer(session: &mut Session, resp: ResponseHeader) -> Result<()> {
-    session.write_response_header(Box::new(resp), true).await
+    match session.as_downstream_mut() {
+        pingora::protocols::http::ServerSession::H2(h2) => {
+            h2.write_response_header(Box::new(resp), true)
+        }
+        _ => session.write_response_header(Box::new(resp), true).await,
+    }
 }
 
 /// `grpc-message` is percent-encoded: every byte outside printable ASCII, and `%`.

@@ -461,8 +461,8 @@ metadata: {{name: {name}, namespace: default}}
 spec:
   targetRefs: [{{group: \"\", kind: Service, name: {service}}}]
   validation:
-caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: backend-ca}}]
-hostname: {hostname}{sans}
+    caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: backend-ca}}]
+    hostname: {hostname}{sans}
 "
     )
 }
