@@ -53,6 +53,9 @@ struct TlsAssertions {
     curves: String,
     #[serde(rename = "cipherSuite")]
     cipher_suite: String,
+    /// The client's certificate chain, PEM (as the HTTP and gRPC echo report it).
+    #[serde(rename = "peerCertificates", skip_serializing_if = "Vec::is_empty")]
+    peer_certificates: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -148,6 +151,12 @@ pub async fn serve_tcp(
                             .negotiated_cipher_suite()
                             .map(|c| go_suite_name(&format!("{:?}", c.suite())))
                             .unwrap_or_default(),
+                        peer_certificates: session
+                            .peer_certificates()
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|c| crate::echo::pem_encode(c.as_ref()))
+                            .collect(),
                     });
                     talk(stream, a).await;
                 });

@@ -485,13 +485,20 @@ spec:
     );
 }
 
-/// A gRPC echo backend over TLS (ALPN h2) with a certificate from `ca` for `names`.
-async fn grpc_tls_echo(name: &str, ca: &TestCa, names: &[&str]) -> GrpcEchoServerHandle {
+/// A gRPC echo backend over TLS (ALPN h2) with a certificate from `ca` for `names`; it asks
+/// for client certificates and verifies those signed by `client_ca` (it accepts clients
+/// without one).
+async fn grpc_tls_echo(
+    name: &str,
+    ca: &TestCa,
+    names: &[&str],
+    client_ca: &TestCa,
+) -> GrpcEchoServerHandle {
     let (cert, key) = ca.issue(names);
     let files = conformance::echo::TlsFiles {
         cert_pem: cert.into_bytes(),
         key_pem: key.into_bytes(),
-        client_ca_pem: None,
+        client_ca_pem: Some(client_ca.cert_pem.clone().into_bytes()),
     };
     conformance::grpc_echo::serve_tls("127.0.0.1:0".parse().unwrap(), identity(name), &files)
         .await
@@ -501,20 +508,25 @@ async fn grpc_tls_echo(name: &str, ca: &TestCa, names: &[&str]) -> GrpcEchoServe
 /// A GRPCRoute's backends behind BackendTLSPolicies: HTTP/2 over TLS with ALPN h2, the
 /// policy hostname as SNI, through pingora's TLS (hostname verified) and through the engine's
 /// own connector (subjectAltNames verified); a certificate from another CA fails the call as
-/// UNAVAILABLE; each policy lists the Gateway as its ancestor.
+/// UNAVAILABLE; each policy lists the Gateway as its ancestor. Both connectors present the
+/// Gateway's backend client certificate (`spec.tls.backend.clientCertificateRef`); a second
+/// Gateway without one, routing to the same backends, presents none (its calls share no
+/// connection with the first's).
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_route_to_tls_backends_by_backend_tls_policy() {
     let ca = TestCa::new();
-    let by_host = grpc_tls_echo("by-host", &ca, &["grpc.example.com"]).await;
-    let by_san = grpc_tls_echo("by-san", &ca, &["san.example.com"]).await;
+    let client_ca = TestCa::new();
+    let by_host = grpc_tls_echo("by-host", &ca, &["grpc.example.com"], &client_ca).await;
+    let by_san = grpc_tls_echo("by-san", &ca, &["san.example.com"], &client_ca).await;
     let other_ca = TestCa::new();
-    let untrusted = grpc_tls_echo("untrusted", &other_ca, &["grpc.example.com"]).await;
+    let untrusted =
+        grpc_tls_echo("untrusted", &other_ca, &["grpc.example.com"], &client_ca).await;
     let route = format!(
         "apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {{name: grpc-tls, namespace: default}}
 spec:
-  parentRefs: [{{name: gw}}]
+  parentRefs: [{{name: gw}}, {{name: plain}}]
   rules:
   - matches: [{{method: {{service: {SERVICE}, method: Echo}}}}]
     backendRefs: [{{name: by-host, port: 80}}]
@@ -524,10 +536,18 @@ spec:
     backendRefs: [{{name: untrusted, port: 80}}]
 "
     );
+    let with_client_cert = http_gateway("gw").replace(
+        "  gatewayClassName: sluice\n",
+        "  gatewayClassName: sluice\n  tls: {backend: {clientCertificateRef: {name: backend-client}}}\n",
+    );
+    let plain = http_gateway("plain").replace("port: 8080", "port: 8081");
     let files = vec![
         (
             "gw.yaml".to_string(),
-            format!("{GATEWAY_CLASS}---\n{}", http_gateway("gw")),
+            format!(
+                "{GATEWAY_CLASS}---\n{with_client_cert}---\n{plain}---\n{}",
+                client_ca.secret("default", "backend-client", &["gateway.example.com"])
+            ),
         ),
         ("route.yaml".to_string(), route),
         (
@@ -570,6 +590,7 @@ spec:
     let tls = a.tls_assertions.expect("the backend saw TLS");
     assert_eq!(tls.negotiated_protocol, "h2");
     assert_eq!(tls.server_name, "grpc.example.com");
+    assert_eq!(tls.peer_certificates.len(), 1, "the Gateway's client certificate");
 
     // The engine's connector: SNI is the hostname, the certificate carries the listed SAN
     // only. Several calls share the HTTP/2 connection.
@@ -585,6 +606,19 @@ spec:
         let tls = a.tls_assertions.expect("the backend saw TLS");
         assert_eq!(tls.negotiated_protocol, "h2");
         assert_eq!(tls.server_name, "sni.example.com");
+        assert_eq!(tls.peer_certificates.len(), 1, "the Gateway's client certificate");
+    }
+
+    // The Gateway without a backend client certificate: the same backends see none.
+    let mut plain = GrpcEchoClient::new(channel(gw.addr(8081)).await);
+    for (a, pod) in [
+        (plain.echo(EchoRequest {}).await, "by-host-0"),
+        (plain.echo_two(EchoRequest {}).await, "by-san-0"),
+    ] {
+        let a = a.unwrap().into_inner().assertions.unwrap();
+        assert_eq!(a.context.unwrap().pod, pod);
+        let tls = a.tls_assertions.expect("the backend saw TLS");
+        assert!(tls.peer_certificates.is_empty(), "{pod}: {tls:?}");
     }
 
     // A certificate the policy's CA did not sign: the call fails, in gRPC's form.

@@ -609,18 +609,20 @@ spec:
     assert!(line["bytes_received"].as_u64().unwrap() > 0, "{line}");
 }
 
-/// A TCP echo that also serves TLS with a certificate from `ca` for `names`; the address of
-/// its TLS listener.
+/// A TCP echo that also serves TLS with a certificate from `ca` for `names`, verifying client
+/// certificates signed by `client_ca` (clients without one are accepted); the address of its
+/// TLS listener.
 async fn tcp_tls_echo(
     name: &str,
     ca: &TestCa,
     names: &[&str],
+    client_ca: &TestCa,
 ) -> (conformance::l4_echo::L4Server, SocketAddr) {
     let (cert, key) = ca.issue(names);
     let files = conformance::echo::TlsFiles {
         cert_pem: cert.into_bytes(),
         key_pem: key.into_bytes(),
-        client_ca_pem: None,
+        client_ca_pem: Some(client_ca.cert_pem.clone().into_bytes()),
     };
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let server = conformance::l4_echo::serve_tcp(any, identity(name), Some((any, files)))
@@ -634,14 +636,17 @@ async fn tcp_tls_echo(
 /// to the backend with the policy's hostname as SNI and its CA; a backend whose certificate
 /// that CA did not sign gets no bytes (the connection is closed); behind a Passthrough listener
 /// the policy changes nothing (the client's own TLS reaches the backend). The policies list
-/// the Gateway as their ancestor.
+/// the Gateway as their ancestor. The re-encrypted connection presents the Gateway's backend
+/// client certificate.
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_terminate_reencrypts_by_backend_tls_policy() {
     let ca = TestCa::new();
-    let (_secure, secure_tls) = tcp_tls_echo("secure", &ca, &["backend.example.com"]).await;
+    let client_ca = TestCa::new();
+    let (_secure, secure_tls) =
+        tcp_tls_echo("secure", &ca, &["backend.example.com"], &client_ca).await;
     let other_ca = TestCa::new();
     let (_untrusted, untrusted_tls) =
-        tcp_tls_echo("untrusted", &other_ca, &["backend.example.com"]).await;
+        tcp_tls_echo("untrusted", &other_ca, &["backend.example.com"], &client_ca).await;
     let passed = tls_echo("passed", &ca, &["abc.pass.example.com"]).await;
     let routes = "apiVersion: gateway.networking.k8s.io/v1
 kind: TLSRoute
@@ -670,8 +675,18 @@ spec:
   rules:
   - backendRefs: [{name: passed, port: 80}]
 ";
+    let gw_yaml = gateway(&ca).replace(
+        "  gatewayClassName: sluice\n",
+        "  gatewayClassName: sluice\n  tls: {backend: {clientCertificateRef: {name: backend-client}}}\n",
+    );
     let files = vec![
-        ("gw.yaml".to_string(), gateway(&ca)),
+        (
+            "gw.yaml".to_string(),
+            format!(
+                "{gw_yaml}---\n{}",
+                client_ca.secret("default", "backend-client", &["gateway.example.com"])
+            ),
+        ),
         ("routes.yaml".to_string(), routes.to_string()),
         (
             "ca.yaml".to_string(),
@@ -707,6 +722,11 @@ spec:
     assert_eq!(
         answer["tls"]["serverName"], "backend.example.com",
         "{answer}"
+    );
+    assert_eq!(
+        answer["tls"]["peerCertificates"].as_array().map(Vec::len),
+        Some(1),
+        "the Gateway's client certificate: {answer}"
     );
 
     // The untrusted backend: the client's handshake with the gateway completes, then the

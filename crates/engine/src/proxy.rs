@@ -407,7 +407,13 @@ impl ProxyHttp for SluiceProxy {
                         ),
                     ));
                 };
-                let own = if cluster.http2 { &tls.san_h2 } else { &tls.san };
+                let gateway = ctx.bind.as_ref().map(|b| &b.gateway);
+                let origins = tls.origins(gateway);
+                let own = if cluster.http2 {
+                    &origins.san_h2
+                } else {
+                    &origins.san
+                };
                 let mut p = match own {
                     // Our own connector makes the TLS connection (ALPN h2 for HTTP/2 clusters);
                     // pingora sees a plain stream and speaks HTTP/2 on it with prior knowledge.
@@ -422,7 +428,8 @@ impl ProxyHttp for SluiceProxy {
                 p.options.ca = Some(ca.clone());
                 p.options.verify_cert = true;
                 p.options.verify_hostname = true;
-                let gateway = ctx.bind.as_ref().map(|b| &b.gateway);
+                // Part of pingora's pool key also with our own connectors, so a connection
+                // made with one Gateway's client certificate serves only that Gateway.
                 p.client_cert_key = gateway
                     .zip(ctx.snapshot.as_ref())
                     .and_then(|(g, snap)| snap.backend_client_certs.get(g).cloned());
