@@ -6,9 +6,18 @@
 #   deploy/kind.sh up        create the cluster, install the Gateway API CRDs, build and load
 #                            the image, install the chart, apply examples/cluster/echo.yaml
 #   deploy/kind.sh check     a request through the gateway's Service (kubectl port-forward)
+#   deploy/kind.sh conformance [SUITE FLAGS...]
+#                            the upstream Gateway API suite v1.6.3 against the cluster (after
+#                            up): the chart reinstalled as scripts/conformance.sh installs it,
+#                            the suite's test binary built from conformance/upstream and run in
+#                            a container on kind's Docker network, which routes the Service and
+#                            external-IP ranges to the control-plane node; writes
+#                            conformance/reports/v1.6.3/kind-report.yaml and prints the summary.
+#                            Extra flags go to the suite (e.g. -run-test HTTPRouteWeight
+#                            -supported-features ..., -conformance-profiles GATEWAY-HTTP).
 #   deploy/kind.sh down      delete the cluster
 #
-# Needs docker, kind, kubectl and helm on PATH.
+# Needs docker, kind, kubectl and helm on PATH (and go for conformance).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +68,42 @@ check() {
   say "PASS: the gateway answers through its Service"
 }
 
+conformance() {
+  need docker kind kubectl helm go
+  kind get clusters 2>/dev/null | grep -qx "$CLUSTER" || { say "no cluster: run $0 up first"; exit 1; }
+  local work=.kind-conformance report=conformance/reports/v1.6.3/kind-report.yaml
+  mkdir -p "$work"
+  say "reinstalling the chart with Service external IPs in 10.244.2.0/24 (GatewayStaticAddresses)"
+  helm upgrade --install sluice deploy/helm/sluice --namespace sluice-system --create-namespace \
+    --set image.pullPolicy=Never --set serviceExternalIPs=true \
+    --set 'serviceExternalIPCIDRs={10.244.2.0/24}' --wait --timeout 180s
+  kubectl wait --for=condition=Accepted gatewayclass/sluice --timeout=60s
+  say "building the suite's test binary (conformance/upstream)"
+  (cd conformance/upstream && CGO_ENABLED=0 GOFLAGS=-mod=mod go test -c -o "../../$work/conformance.test" .)
+  kind get kubeconfig --internal --name "$CLUSTER" > "$work/kubeconfig"
+  local node
+  node=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$CLUSTER-control-plane")
+  [ -n "$node" ] || { say "no address for $CLUSTER-control-plane"; exit 1; }
+  # The suite reaches Gateways at their Services' cluster IPs (kind gives LoadBalancer Services
+  # no ingress address) and at requested external IPs: both ranges go to a node, where
+  # kube-proxy forwards them. Only the container's own routes change, never the host's.
+  say "running the suite in a container on the kind network (log: $work/suite.log)"
+  local rc=0
+  docker run --rm --network kind --cap-add NET_ADMIN -v "$PWD:/src" -w /src/conformance/upstream \
+    -e KUBECONFIG=/src/$work/kubeconfig "busybox:1.37" sh -c \
+    "ip route add 10.96.0.0/16 via $node && ip route add 10.244.2.0/24 via $node &&
+     exec /src/$work/conformance.test -test.v -test.run '^TestConformance\$' -test.timeout 80m \
+       -gateway-class sluice \
+       -conformance-profiles GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS,GATEWAY-TCP,GATEWAY-UDP \
+       -conformance-options-file /src/conformance/upstream/options.yaml \
+       -report-output /src/$report -organization sluice.dev -project sluice \
+       -url https://sluice.dev -version v$VERSION -contact https://sluice.dev/community $*" \
+    > "$work/suite.log" 2>&1 || rc=$?
+  [ -s "$report" ] || { say "the suite wrote no report (exit $rc; see $work/suite.log)"; exit 1; }
+  (cd conformance/upstream && GOFLAGS=-mod=mod go run ./summary "../../$report") || rc=1
+  return $rc
+}
+
 down() {
   need kind
   kind delete cluster --name "$CLUSTER"
@@ -67,6 +112,7 @@ down() {
 case "${1:-}" in
   up) up ;;
   check) check ;;
+  conformance) shift; conformance "$@" ;;
   down) down ;;
-  *) echo "usage: $0 up | check | down" >&2; exit 2 ;;
+  *) echo "usage: $0 up | check | conformance [SUITE FLAGS...] | down" >&2; exit 2 ;;
 esac

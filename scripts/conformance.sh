@@ -16,8 +16,9 @@
 #    in status.supportedFeatures (the suite infers them), or, with --run-test, the same list
 #    passed explicitly (the suite infers nothing when one test is picked),
 # 5. writes the ConformanceReport (default conformance/reports/v1.6.3/sluice-report.yaml for a
-#    whole run, $CACHE/conformance/report.yaml for --run-test) and prints a summary per profile
-#    and level: passed, failed, skipped, and the failed tests' names. Exits 1 if a test failed.
+#    whole run, $CACHE/conformance/report.yaml for --run-test), each test's result beside it
+#    (REPORT-tests.txt: "NAME PASS|FAIL|SKIP") and prints a summary per profile and level:
+#    passed, failed, skipped, and the failed tests' names. Exits 1 if a test failed.
 # The suite's output is in $CACHE/conformance/suite.log. The base manifests (the echo Pods in
 # the gateway-conformance-* namespaces) are kept for the next run; --keep also keeps the node.
 set -euo pipefail
@@ -151,6 +152,12 @@ tail -n +1 -F "$WORK/suite.log" 2>/dev/null --pid=$suite |
 wait $suite || rc=$?
 say "the suite ran $((SECONDS - start)) s (exit $rc)"
 [ -s "$report" ] || die "the suite wrote no report (exit $rc; see $WORK/suite.log)"
+# Each test's result by name (the report counts passed tests but names only failed and skipped
+# ones): "NAME PASS|FAIL|SKIP", sorted, next to the report.
+tests="${report%.yaml}-tests.txt"
+sed -nE 's#^ *--- (PASS|FAIL|SKIP): TestConformance/([^/ ]+) .*#\2 \1#p' "$WORK/suite.log" |
+  sort -u > "$tests"
+say "results by test: $tests ($(wc -l < "$tests") tests)"
 (
   cd conformance/upstream
   export GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gocache" GOFLAGS=-mod=mod CGO_ENABLED=0

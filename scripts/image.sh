@@ -44,10 +44,15 @@ if [ ! -x "$TOOLS/mkimage" ] || [ -n "$(find deploy/images/mkimage deploy/images
     PATH="/usr/local/go/bin:$PATH" go build -trimpath -ldflags "-s -w" -o "$TOOLS/" ./mkimage)
 fi
 
-say "cargo build ($profile): gateway, controller, echo"
-flags=()
-[ $profile = release ] && flags=(--release)
-cargo build "${flags[@]}" -p gateway -p controller -p conformance --bin gateway --bin controller --bin echo
+if [ $profile = release ]; then
+  say "cargo build (release): gateway, controller, echo"
+  cargo build --release -p gateway -p controller -p conformance --bin gateway --bin controller --bin echo
+else
+  # The test build itself (cargo test --workspace builds these binaries for the integration
+  # tests, with the features of the whole workspace): the test command then builds nothing twice.
+  say "cargo test --workspace --no-run (the test build): gateway, controller, echo"
+  cargo test --workspace --no-run
+fi
 target="$CARGO_TARGET_DIR/$profile"
 
 rm -rf "$STAGE"

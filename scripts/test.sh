@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting and lints (Rust, Go, shell), unit and integration tests, the
 # Helm chart (lint and install), the controller's tests against a real Kubernetes API server,
-# and the end-to-end test on a real node (scripts/e2e.sh). The local cluster
+# the end-to-end test on a real node (scripts/e2e.sh) and the upstream conformance suite of every
+# gateway profile we claim (scripts/conformance.sh). The local cluster
 # (scripts/cluster.sh up) is started if it does not run, and stopped at the end if this script
 # started it; its binaries and images are built into ~/.cache/sluice/cluster the first time.
 cd "$(dirname "$0")/.." || exit 1
@@ -40,3 +41,7 @@ echo "== cargo test" >&2
 cargo test --workspace
 echo "== end to end on the node (scripts/e2e.sh)" >&2
 scripts/e2e.sh
+echo "== the upstream Gateway API conformance suite v1.6.3, every profile we claim (scripts/conformance.sh)" >&2
+# The report goes to the cache: the committed one under conformance/reports is written by
+# scripts/conformance.sh run by hand, with the commit it ran at.
+scripts/conformance.sh --report "$CACHE/conformance/test-sh/sluice-report.yaml"

@@ -1278,12 +1278,24 @@ async fn conformance_cases() {
     assert_eq!(failed, 0, "{failed} conformance case(s) failed");
 }
 
-/// conformance/README.md lists all 94 GATEWAY-HTTP test names, and the test names of
-/// GATEWAY-GRPC (5, with GRPCRouteNamedRule, in no profile), GATEWAY-TLS (14), GATEWAY-TCP (8)
-/// and GATEWAY-UDP (9) that are not common to every Gateway profile; a name is marked `passes` exactly when it has a case file.
+/// conformance/README.md lists all 94 GATEWAY-HTTP test names, the test names of GATEWAY-GRPC
+/// (5, with GRPCRouteNamedRule, in no profile), GATEWAY-TLS (15, with HTTPRouteDisallowedKind,
+/// in no profile), GATEWAY-TCP (8) and GATEWAY-UDP (9) that are not common to every Gateway
+/// profile, and the 22 Mesh tests (none has a case yet); a name is marked `passes`
+/// exactly when it has a case file. Its upstream column says what the committed run of the
+/// upstream suite says of the test (`conformance/reports/v1.6.3/sluice-report-tests.txt`, which
+/// scripts/conformance.sh writes beside the report): `passes`, `fails`, `skipped`, or `not run`
+/// for a test of no profile.
 #[test]
 fn readme_table_matches_the_cases() {
     let readme = std::fs::read_to_string(cases_dir().join("../README.md")).unwrap();
+    let results_file = cases_dir().join("../reports/v1.6.3/sluice-report-tests.txt");
+    let upstream: BTreeMap<String, String> = std::fs::read_to_string(&results_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", results_file.display()))
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, result)| (name.to_string(), result.to_string()))
+        .collect();
     let mut listed = BTreeMap::new();
     let mut per_profile: BTreeMap<&str, usize> = BTreeMap::new();
     let mut profile = "";
@@ -1292,11 +1304,23 @@ fn readme_table_matches_the_cases() {
             profile = rest.split_whitespace().next().unwrap_or("");
         }
         let cols: Vec<&str> = line.split('|').map(str::trim).collect();
-        if cols.len() == 6 && matches!(cols[2], "core" | "extended") {
+        if cols.len() == 7 && matches!(cols[2], "core" | "extended") {
             *per_profile.entry(profile).or_default() += 1;
             assert!(
-                !cols[4].is_empty(),
+                !cols[5].is_empty(),
                 "{}: the README says how it was checked",
+                cols[1]
+            );
+            let expected = match upstream.get(cols[1]).map(String::as_str) {
+                Some("PASS") => "passes",
+                Some("FAIL") => "fails",
+                Some("SKIP") => "skipped",
+                Some(other) => panic!("{}: result {other:?} in {results_file:?}", cols[1]),
+                None => "not run",
+            };
+            assert_eq!(
+                cols[4], expected,
+                "{}: the README's upstream result differs from {results_file:?}",
                 cols[1]
             );
             listed.insert(cols[1].to_string(), cols[3].to_string());
@@ -1308,12 +1332,19 @@ fn readme_table_matches_the_cases() {
             ("GATEWAY-GRPC", 5),
             ("GATEWAY-HTTP", 94),
             ("GATEWAY-TCP", 8),
-            ("GATEWAY-TLS", 14),
-            ("GATEWAY-UDP", 9)
+            ("GATEWAY-TLS", 15),
+            ("GATEWAY-UDP", 9),
+            ("MESH-HTTP", 22)
         ]),
         "the README lists every test once, under its profile"
     );
-    assert_eq!(listed.len(), 130, "no test name is listed twice");
+    assert_eq!(listed.len(), 153, "no test name is listed twice");
+    for name in upstream.keys() {
+        assert!(
+            listed.contains_key(name),
+            "{name}: the upstream suite ran it, the README does not list it"
+        );
+    }
     let cases: std::collections::BTreeSet<String> = std::fs::read_dir(cases_dir())
         .unwrap()
         .filter_map(|e| {

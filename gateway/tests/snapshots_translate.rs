@@ -82,7 +82,7 @@ fn conformance_case_translations() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("base.yaml"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 130);
+    assert_eq!(files.len(), 131);
     for file in files {
         let case: serde_yaml::Value =
             serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
