@@ -519,8 +519,7 @@ async fn grpc_route_to_tls_backends_by_backend_tls_policy() {
     let by_host = grpc_tls_echo("by-host", &ca, &["grpc.example.com"], &client_ca).await;
     let by_san = grpc_tls_echo("by-san", &ca, &["san.example.com"], &client_ca).await;
     let other_ca = TestCa::new();
-    let untrusted =
-        grpc_tls_echo("untrusted", &other_ca, &["grpc.example.com"], &client_ca).await;
+    let untrusted = grpc_tls_echo("untrusted", &other_ca, &["grpc.example.com"], &client_ca).await;
     let route = format!(
         "apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
@@ -590,7 +589,11 @@ spec:
     let tls = a.tls_assertions.expect("the backend saw TLS");
     assert_eq!(tls.negotiated_protocol, "h2");
     assert_eq!(tls.server_name, "grpc.example.com");
-    assert_eq!(tls.peer_certificates.len(), 1, "the Gateway's client certificate");
+    assert_eq!(
+        tls.peer_certificates.len(),
+        1,
+        "the Gateway's client certificate"
+    );
 
     // The engine's connector: SNI is the hostname, the certificate carries the listed SAN
     // only. Several calls share the HTTP/2 connection.
@@ -606,7 +609,11 @@ spec:
         let tls = a.tls_assertions.expect("the backend saw TLS");
         assert_eq!(tls.negotiated_protocol, "h2");
         assert_eq!(tls.server_name, "sni.example.com");
-        assert_eq!(tls.peer_certificates.len(), 1, "the Gateway's client certificate");
+        assert_eq!(
+            tls.peer_certificates.len(),
+            1,
+            "the Gateway's client certificate"
+        );
     }
 
     // The Gateway without a backend client certificate: the same backends see none.

@@ -16,8 +16,8 @@ use regex::Regex;
 use tracing::error;
 
 use crate::config as rt;
-use sluice_config as ir;
 use sluice_api::resources::NsName;
+use sluice_config as ir;
 
 /// Compiles a configuration for the engine.
 pub fn compile(c: ir::Config) -> rt::Config {
