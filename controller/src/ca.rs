@@ -82,50 +82,25 @@ impl Ca {
         })
     }
 
-    /// The Secret's CA, or a new one stored there; of two replicas creating it at once, the
-    /// one whose create fails reads the other's.
+    /// The Secret's CA, or a new one stored there.
     pub async fn load_or_create(client: kube::Client, namespace: &str) -> anyhow::Result<Ca> {
-        let api: Api<Secret> = Api::namespaced(client, namespace);
-        for _ in 0..3 {
-            if let Some(secret) = api.get_opt(CA_SECRET).await? {
-                let data = secret.data.unwrap_or_default();
-                let field = |k: &str| {
-                    data.get(k)
-                        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                        .ok_or_else(|| anyhow::anyhow!("Secret {namespace}/{CA_SECRET}: no {k}"))
-                };
-                return Ca::from_pem(&field(CA_CERT_KEY)?, &field(CA_KEY_KEY)?)
-                    .map_err(|e| anyhow::anyhow!("Secret {namespace}/{CA_SECRET}: {e}"));
-            }
-            let ca = Ca::generate()?;
-            let secret = Secret {
-                metadata: ObjectMeta {
-                    name: Some(CA_SECRET.into()),
-                    namespace: Some(namespace.into()),
-                    ..ObjectMeta::default()
-                },
-                data: Some(BTreeMap::from([
-                    (
-                        CA_CERT_KEY.to_string(),
-                        ByteString(ca.cert_pem.clone().into_bytes()),
-                    ),
-                    (
-                        CA_KEY_KEY.to_string(),
-                        ByteString(ca.issuer.key().serialize_pem().into_bytes()),
-                    ),
-                ])),
-                ..Secret::default()
-            };
-            match api.create(&PostParams::default(), &secret).await {
-                Ok(_) => {
-                    info!(secret = %format!("{namespace}/{CA_SECRET}"), "created the discovery CA");
-                    return Ok(ca);
-                }
-                Err(kube::Error::Api(e)) if e.code == 409 => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        anyhow::bail!("Secret {namespace}/{CA_SECRET}: could not read or create it")
+        let stored = load_or_create_secret(
+            client,
+            namespace,
+            CA_SECRET,
+            &[CA_CERT_KEY, CA_KEY_KEY],
+            || {
+                let ca = Ca::generate()?;
+                info!(secret = %format!("{namespace}/{CA_SECRET}"), "no discovery CA stored: made one");
+                Ok(vec![
+                    (CA_CERT_KEY.to_string(), ca.cert_pem.clone()),
+                    (CA_KEY_KEY.to_string(), ca.issuer.key().serialize_pem()),
+                ])
+            },
+        )
+        .await?;
+        Ca::from_pem(&stored[CA_CERT_KEY], &stored[CA_KEY_KEY])
+            .map_err(|e| anyhow::anyhow!("Secret {namespace}/{CA_SECRET}: {e}"))
     }
 
     /// The controller's serving certificate, for its DNS names and addresses.
@@ -159,6 +134,54 @@ impl Ca {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// The text fields of Secret `namespace/name`, which must hold `required`; when it does not
+/// exist, `make`'s fields are stored there first. Of two replicas creating it at once, the one
+/// whose create fails reads the other's.
+pub async fn load_or_create_secret(
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+    required: &[&str],
+    make: impl Fn() -> anyhow::Result<Vec<(String, String)>>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    for _ in 0..3 {
+        if let Some(secret) = api.get_opt(name).await? {
+            let fields: BTreeMap<String, String> = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                .collect();
+            if let Some(missing) = required.iter().find(|k| !fields.contains_key(**k)) {
+                anyhow::bail!("Secret {namespace}/{name}: no {missing}");
+            }
+            return Ok(fields);
+        }
+        let fields = make()?;
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => return Ok(fields.into_iter().collect()),
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("Secret {namespace}/{name}: could not read or create it")
 }
 
 /// Whether a certificate (PEM) should be issued again: it expires within `RENEW_BEFORE_DAYS`,

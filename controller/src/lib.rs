@@ -11,6 +11,7 @@ pub mod local;
 pub mod reports;
 pub mod status;
 pub mod watch;
+pub mod workload_ca;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -64,6 +65,18 @@ pub struct ControllerOptions {
     /// Elect a leader among replicas: only the leader writes status (and runs local
     /// gateways); every replica serves configuration to gateways. None: always lead.
     pub leader_election: Option<LeaderElection>,
+    /// Serve the workload certificate service (`workload_ca`). None: not served.
+    pub workload_ca: Option<WorkloadCaOptions>,
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkloadCaOptions {
+    /// Where the certificate service listens (TLS with the discovery serving certificate).
+    pub addr: SocketAddr,
+    /// The SPIFFE trust domain of workload identities.
+    pub trust_domain: String,
+    /// The audience workload tokens must be bound to.
+    pub audience: String,
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +133,34 @@ impl Controller {
             }
         });
         info!(%discovery_addr, "configuration discovery listening");
+        if let Some(w) = &opts.workload_ca {
+            let ca = workload_ca::load_or_create(client.clone(), &opts.namespace, &w.trust_domain)
+                .await?;
+            let listener = TcpListener::bind(w.addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on workload CA address {}: {e}", w.addr)
+            })?;
+            let addr = listener.local_addr()?;
+            // Workloads have no certificate yet: TLS without client authentication; the token
+            // in each request authenticates.
+            let tls = tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(&serving.cert_pem, &serving.key_pem),
+            );
+            let service = workload_ca::CertificateService::new(
+                Arc::new(ca),
+                workload_ca::ApiServerReviewer(client.clone()),
+                &w.audience,
+            );
+            let server = tonic::transport::Server::builder()
+                .tls_config(tls)?
+                .add_service(service.server())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+            tokio::spawn(async move {
+                if let Err(e) = server.await {
+                    warn!("workload certificate service stopped: {e}");
+                }
+            });
+            info!(%addr, trust_domain = %w.trust_domain, "workload certificate service listening");
+        }
         let served = watch::served_route_kinds(&client).await;
         let watches = Watches::start(&client, &served);
         Ok(Controller {

@@ -67,6 +67,16 @@ struct Cli {
     /// programmed (AddressNotUsable), and the address is not put on its Service.
     #[arg(long, value_delimiter = ',')]
     service_external_ip_cidrs: Vec<ipnet::IpNet>,
+    /// Serve the workload certificate service (Istio's CreateCertificate) here, e.g.
+    /// 0.0.0.0:15012. Off by default until the mesh sidecar uses it.
+    #[arg(long)]
+    workload_ca_addr: Option<SocketAddr>,
+    /// The SPIFFE trust domain of workload identities.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// The audience workload ServiceAccount tokens must be bound to.
+    #[arg(long, default_value = controller::workload_ca::DEFAULT_AUDIENCE)]
+    workload_token_audience: String,
     /// The gateway image of the Deployments the controller creates for Gateways.
     #[arg(long)]
     gateway_image: Option<String>,
@@ -132,6 +142,13 @@ async fn main() -> anyhow::Result<()> {
                 lease: cli.lease_name.clone(),
                 identity: identity(),
             }),
+            workload_ca: cli
+                .workload_ca_addr
+                .map(|addr| controller::WorkloadCaOptions {
+                    addr,
+                    trust_domain: cli.trust_domain.clone(),
+                    audience: cli.workload_token_audience.clone(),
+                }),
         },
     )
     .await?;

@@ -2,9 +2,14 @@
 //! `protoc` on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/sluice/discovery/v1/discovery.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    let files = protox::compile([proto], ["proto"])?;
+    let protos = [
+        "proto/sluice/discovery/v1/discovery.proto",
+        "proto/istio/v1/auth/ca.proto",
+    ];
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let files = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure().compile_fds(files)?;
     Ok(())
 }

@@ -455,8 +455,9 @@ impl BackendTls {
     /// The connectors for a connection made on behalf of `gateway`: with its backend client
     /// certificate when it has one.
     pub fn origins(&self, gateway: Option<&NsName>) -> &TlsOrigins {
-        let _ = gateway;
-        &self.origins
+        gateway
+            .and_then(|g| self.gateway_origins.get(g))
+            .unwrap_or(&self.origins)
     }
 }
 

@@ -1,0 +1,174 @@
+//! The workload certificate service: workloads send a CSR with their ServiceAccount token, the
+//! API server says whose token it is (TokenReview, bound to our audience), and the workload CA
+//! signs that identity alone (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`). The service is
+//! Istio's (`istio.v1.auth.IstioCertificateService/CreateCertificate`), so Istio's agents can
+//! use it unchanged. The CA is kept in a Secret of the controller's namespace, made on first
+//! start unless the user provides one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use kube::api::{Api, PostParams};
+use sluice_identity::{SignError, SpiffeId, WorkloadCa};
+use sluice_proto::istio_ca::istio_certificate_service_server::{
+    IstioCertificateService, IstioCertificateServiceServer,
+};
+use sluice_proto::istio_ca::{IstioCertificateRequest, IstioCertificateResponse};
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+/// The Secret that keeps the workload CA (`tls.crt`, `tls.key` and, for an intermediate,
+/// `ca.crt`, as cert-manager writes a CA).
+pub const WORKLOAD_CA_SECRET: &str = "sluice-workload-ca";
+/// The audience workload tokens must be bound to (Istio's default, so its agents' projected
+/// tokens work as they are).
+pub const DEFAULT_AUDIENCE: &str = "istio-ca";
+
+/// The workload CA of the Secret, or a new root stored there.
+pub async fn load_or_create(
+    client: kube::Client,
+    namespace: &str,
+    trust_domain: &str,
+) -> anyhow::Result<WorkloadCa> {
+    let stored = crate::ca::load_or_create_secret(
+        client,
+        namespace,
+        WORKLOAD_CA_SECRET,
+        &["tls.crt", "tls.key"],
+        || {
+            let ca = WorkloadCa::generate(trust_domain)?;
+            info!(secret = %format!("{namespace}/{WORKLOAD_CA_SECRET}"), "no workload CA stored: made a root");
+            Ok(vec![
+                ("tls.crt".to_string(), ca.cert_pem().to_string()),
+                ("tls.key".to_string(), ca.key_pem()),
+            ])
+        },
+    )
+    .await?;
+    let field = |k: &str| stored.get(k).map(String::as_str);
+    WorkloadCa::from_pem(
+        trust_domain,
+        field("tls.crt").unwrap_or_default(),
+        field("tls.key").unwrap_or_default(),
+        field("ca.crt"),
+    )
+    .map_err(|e| anyhow::anyhow!("Secret {namespace}/{WORKLOAD_CA_SECRET}: {e}"))
+}
+
+/// What the API server says a token is.
+#[tonic::async_trait]
+pub trait TokenReviewer: Send + Sync + 'static {
+    /// The ServiceAccount (namespace, name) the token authenticates for `audience`.
+    async fn review(&self, token: &str, audience: &str) -> Result<(String, String), Status>;
+}
+
+/// TokenReview against the API server.
+pub struct ApiServerReviewer(pub kube::Client);
+
+#[tonic::async_trait]
+impl TokenReviewer for ApiServerReviewer {
+    async fn review(&self, token: &str, audience: &str) -> Result<(String, String), Status> {
+        let api: Api<TokenReview> = Api::all(self.0.clone());
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_string()),
+                audiences: Some(vec![audience.to_string()]),
+            },
+            ..TokenReview::default()
+        };
+        let done = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| {
+                warn!("TokenReview failed: {e}");
+                Status::unavailable("the API server could not review the token")
+            })?;
+        let status = done.status.unwrap_or_default();
+        if status.authenticated != Some(true) {
+            return Err(Status::unauthenticated(format!(
+                "the token does not authenticate{}",
+                status.error.map(|e| format!(": {e}")).unwrap_or_default()
+            )));
+        }
+        // The API server echoes the audiences the token is valid for; ours must be one.
+        if !status
+            .audiences
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a == audience)
+        {
+            return Err(Status::unauthenticated(format!(
+                "the token is not bound to the audience {audience:?}"
+            )));
+        }
+        let user = status.user.and_then(|u| u.username).unwrap_or_default();
+        let sa = user
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|rest| rest.split_once(':'))
+            .ok_or_else(|| {
+                Status::permission_denied(format!("{user:?} is not a ServiceAccount"))
+            })?;
+        Ok((sa.0.to_string(), sa.1.to_string()))
+    }
+}
+
+pub struct CertificateService<R> {
+    ca: Arc<WorkloadCa>,
+    reviewer: R,
+    audience: String,
+}
+
+impl<R: TokenReviewer> CertificateService<R> {
+    pub fn new(ca: Arc<WorkloadCa>, reviewer: R, audience: &str) -> Self {
+        CertificateService {
+            ca,
+            reviewer,
+            audience: audience.to_string(),
+        }
+    }
+
+    pub fn server(self) -> IstioCertificateServiceServer<Self> {
+        IstioCertificateServiceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl<R: TokenReviewer> IstioCertificateService for CertificateService<R> {
+    async fn create_certificate(
+        &self,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<Response<IstioCertificateResponse>, Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Status::unauthenticated("no ServiceAccount token (authorization: Bearer ...)")
+            })?
+            .to_string();
+        let (namespace, service_account) = self.reviewer.review(&token, &self.audience).await?;
+        let identity = SpiffeId::new(self.ca.trust_domain(), &namespace, &service_account)
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        let req = request.into_inner();
+        let ttl = u64::try_from(req.validity_duration)
+            .ok()
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs);
+        let signed = self
+            .ca
+            .sign(&req.csr, &identity, ttl)
+            .map_err(|e| match e {
+                SignError::BadCsr(_) => Status::invalid_argument(e.to_string()),
+                SignError::IdentityMismatch { .. } => Status::permission_denied(e.to_string()),
+                other => Status::internal(other.to_string()),
+            })?;
+        info!(%identity, "signed a workload certificate");
+        let mut cert_chain = signed.chain;
+        cert_chain.extend(signed.roots);
+        Ok(Response::new(IstioCertificateResponse { cert_chain }))
+    }
+}
