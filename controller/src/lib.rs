@@ -141,10 +141,12 @@ impl Controller {
             })?;
             let addr = listener.local_addr()?;
             // Workloads have no certificate yet: TLS without client authentication; the token
-            // in each request authenticates.
-            let tls = tonic::transport::ServerTlsConfig::new().identity(
-                tonic::transport::Identity::from_pem(&serving.cert_pem, &serving.key_pem),
-            );
+            // in each request authenticates. The serving certificate is the workload CA's, so
+            // the trust bundle alone verifies it.
+            let (cert, key) = ca.serving(&dns)?;
+            let tls = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(&cert, &key));
+            workload_ca::publish_trust_bundle(client.clone(), ca.trust_bundle());
             let service = workload_ca::CertificateService::new(
                 Arc::new(ca),
                 workload_ca::ApiServerReviewer(client.clone()),

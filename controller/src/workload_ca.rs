@@ -56,6 +56,64 @@ pub async fn load_or_create(
     .map_err(|e| anyhow::anyhow!("Secret {namespace}/{WORKLOAD_CA_SECRET}: {e}"))
 }
 
+/// The ConfigMap in every namespace that holds the roots workloads trust (`root-cert.pem`, the
+/// key Istio's agents read).
+pub const TRUST_BUNDLE_CONFIGMAP: &str = "sluice-ca-root-cert";
+pub const TRUST_BUNDLE_KEY: &str = "root-cert.pem";
+const FIELD_MANAGER: &str = "sluice-workload-ca";
+
+/// Keeps `TRUST_BUNDLE_CONFIGMAP` with `bundle` in every namespace, new ones included, for as
+/// long as the task runs (server-side apply; every replica applies the same content).
+pub fn publish_trust_bundle(client: kube::Client, bundle: String) -> tokio::task::JoinHandle<()> {
+    use futures_util::StreamExt;
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    use kube::api::{Patch, PatchParams};
+    use kube::runtime::{watcher, WatchStreamExt};
+    tokio::spawn(async move {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let mut events = watcher(namespaces, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(ev) = events.next().await {
+            let ns = match ev {
+                Ok(ns) => ns,
+                Err(e) => {
+                    warn!("watching namespaces for the trust bundle: {e}");
+                    continue;
+                }
+            };
+            let Some(name) = ns.metadata.name else {
+                continue;
+            };
+            if ns.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let body = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": TRUST_BUNDLE_CONFIGMAP,
+                    "namespace": name,
+                    "labels": {"app.kubernetes.io/managed-by": "sluice"},
+                },
+                "data": {TRUST_BUNDLE_KEY: bundle},
+            });
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &name);
+            if let Err(e) = api
+                .patch(
+                    TRUST_BUNDLE_CONFIGMAP,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                )
+                .await
+            {
+                warn!(namespace = %name, "publishing the trust bundle: {e}");
+            }
+        }
+    })
+}
+
 /// What the API server says a token is.
 #[tonic::async_trait]
 pub trait TokenReviewer: Send + Sync + 'static {

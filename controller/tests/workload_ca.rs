@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::PostParams;
@@ -61,9 +59,10 @@ fn uris(pem: &str) -> Vec<String> {
         .collect()
 }
 
-/// A workload's token gets a certificate for its ServiceAccount's SPIFFE ID alone; tokens for
-/// another audience, no token, a forged token and a CSR for another identity get none; the CA
-/// stays the one in its Secret.
+/// The controller with `--workload-ca-addr`: a workload's token gets a certificate for its
+/// ServiceAccount's SPIFFE ID alone; tokens for another audience, no token, a forged token and
+/// a CSR for another identity get none; the CA is the one in its Secret, and its trust bundle
+/// is published in every namespace.
 #[tokio::test]
 async fn workloads_get_certificates_for_their_service_account() {
     let scope = Scope::new("wca", 39);
@@ -72,48 +71,50 @@ async fn workloads_get_certificates_for_their_service_account() {
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: checkout, namespace: {ns}}}\n"
     ));
     let client = client().await;
+    // The controller binary serves the certificate service; its CA is the Secret's.
+    let port = free_port();
+    let proc = controller(
+        &scope,
+        free_port(),
+        &["--workload-ca-addr", &format!("127.0.0.1:{port}")],
+    );
+    proc.wait_log("workload certificate service listening")
+        .await;
     let ca = controller::workload_ca::load_or_create(client.clone(), &ns, "cluster.local")
         .await
         .unwrap();
-    let again = controller::workload_ca::load_or_create(client.clone(), &ns, "cluster.local")
-        .await
-        .unwrap();
-    assert_eq!(again.cert_pem(), ca.cert_pem(), "the CA is the Secret's");
     let bundle = ca.trust_bundle();
 
-    // The service over TLS, as the controller serves it.
-    let tls_ca = controller::ca::Ca::generate().unwrap();
-    let serving = tls_ca
-        .server(&["localhost".into()], &[[127, 0, 0, 1].into()])
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let service = controller::workload_ca::CertificateService::new(
-        Arc::new(ca),
-        controller::workload_ca::ApiServerReviewer(client.clone()),
-        controller::workload_ca::DEFAULT_AUDIENCE,
-    );
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(
-                tonic::transport::Identity::from_pem(&serving.cert_pem, &serving.key_pem),
-            ))
-            .unwrap()
-            .add_service(service.server())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    let channel =
-        tonic::transport::Channel::from_shared(format!("https://localhost:{}", addr.port()))
-            .unwrap()
-            .tls_config(
-                tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(&tls_ca.cert_pem))
-                    .domain_name("localhost"),
+    // The trust bundle reaches every namespace, one made after the controller started too.
+    let later = format!("{ns}-later");
+    apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {later}}}\n"
+    ));
+    for namespace in [&ns, &later] {
+        let got = wait_for(30, "the trust bundle ConfigMap", || async {
+            get(
+                "ConfigMap",
+                Some(namespace.as_str()),
+                controller::workload_ca::TRUST_BUNDLE_CONFIGMAP,
             )
-            .unwrap()
-            .connect()
             .await
-            .unwrap();
+        })
+        .await;
+        assert_eq!(got["data"]["root-cert.pem"], bundle.as_str(), "{namespace}");
+    }
+
+    // TLS verified with the trust bundle alone: the serving certificate is the workload CA's.
+    let channel = tonic::transport::Channel::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&bundle))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut ca_client = IstioCertificateServiceClient::new(channel);
     let call = |csr: String, token: Option<String>| {
         let mut req = tonic::Request::new(IstioCertificateRequest {

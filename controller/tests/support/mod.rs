@@ -119,6 +119,7 @@ pub fn resource(kind: &str) -> ApiResource {
         "Lease" => ("coordination.k8s.io", "v1", "leases"),
         "ServiceAccount" => ("", "v1", "serviceaccounts"),
         "Service" => ("", "v1", "services"),
+        "ConfigMap" => ("", "v1", "configmaps"),
         "Deployment" => ("apps", "v1", "deployments"),
         "PodDisruptionBudget" => ("policy", "v1", "poddisruptionbudgets"),
         other => panic!("no resource for {other}"),

@@ -205,6 +205,29 @@ impl WorkloadCa {
         }
     }
 
+    /// A serving certificate and its key (PEM) for the CA's own services (the certificate
+    /// service), valid for `dns`, so that workloads verify it with the trust bundle alone: the
+    /// chain leaf first, with the CA certificate when it is an intermediate.
+    pub fn serving(&self, dns: &[String]) -> Result<(String, String), SignError> {
+        let mut params =
+            CertificateParams::new(dns.to_vec()).map_err(|e| SignError::Sign(e.to_string()))?;
+        let now = SystemTime::now();
+        params.not_before = offset(now - BACKDATE);
+        params.not_after = offset((now + MAX_TTL * 52).min(self.ca_not_after));
+        params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().map_err(|e| SignError::Sign(e.to_string()))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| SignError::Sign(e.to_string()))?;
+        let mut chain = cert.pem();
+        if !self.self_signed {
+            chain.push_str(&self.cert_pem);
+        }
+        Ok((chain, key.serialize_pem()))
+    }
+
     /// Signs `csr_pem` for `identity`, which the caller has proven. The CSR's own signature
     /// must verify; it may name no subjectAltName or exactly `identity` as a URI, anything else
     /// is refused. The leaf lives `ttl` (default 24 h, at most `MAX_TTL`, never past the CA).
