@@ -14,7 +14,8 @@
 #                            external-IP ranges to the control-plane node; writes
 #                            conformance/reports/v1.6.3/kind-report.yaml and prints the summary.
 #                            Extra flags go to the suite (e.g. -run-test HTTPRouteWeight
-#                            -supported-features ..., -conformance-profiles GATEWAY-HTTP).
+#                            -supported-features ..., -conformance-profiles GATEWAY-HTTP),
+#                            each one word: they are spliced into the container's command.
 #   deploy/kind.sh down      delete the cluster
 #
 # Needs docker, kind, kubectl and helm on PATH (and go for conformance).
@@ -71,6 +72,8 @@ check() {
 conformance() {
   need docker kind kubectl helm go
   kind get clusters 2>/dev/null | grep -qx "$CLUSTER" || { say "no cluster: run $0 up first"; exit 1; }
+  # helm and kubectl below act on the kind cluster, whatever context was current.
+  kubectl config use-context "kind-$CLUSTER" >/dev/null
   local work=.kind-conformance report=conformance/reports/v1.6.3/kind-report.yaml
   mkdir -p "$work"
   say "reinstalling the chart with Service external IPs in 10.244.2.0/24 (GatewayStaticAddresses)"
@@ -79,7 +82,9 @@ conformance() {
     --set 'serviceExternalIPCIDRs={10.244.2.0/24}' --wait --timeout 180s
   kubectl wait --for=condition=Accepted gatewayclass/sluice --timeout=60s
   say "building the suite's test binary (conformance/upstream)"
-  (cd conformance/upstream && CGO_ENABLED=0 GOFLAGS=-mod=mod go test -c -o "../../$work/conformance.test" .)
+  # For Linux, the containers' system, on the host's architecture (Docker Desktop included).
+  (cd conformance/upstream && CGO_ENABLED=0 GOOS=linux GOFLAGS=-mod=mod \
+    go test -c -o "../../$work/conformance.test" .)
   kind get kubeconfig --internal --name "$CLUSTER" > "$work/kubeconfig"
   local node
   node=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$CLUSTER-control-plane")

@@ -71,7 +71,8 @@ pub struct ControllerOptions {
 
 #[derive(Clone, Debug)]
 pub struct WorkloadCaOptions {
-    /// Where the certificate service listens (TLS with the discovery serving certificate).
+    /// Where the certificate service listens (TLS with a serving certificate of the workload
+    /// CA).
     pub addr: SocketAddr,
     /// The SPIFFE trust domain of workload identities.
     pub trust_domain: String,
@@ -143,7 +144,9 @@ impl Controller {
             // Workloads have no certificate yet: TLS without client authentication; the token
             // in each request authenticates. The serving certificate is the workload CA's, so
             // the trust bundle alone verifies it.
-            let (cert, key) = ca.serving(&dns)?;
+            let (cert, key) = ca.serving(&dns).map_err(|e| {
+                anyhow::anyhow!("the certificate service's serving certificate: {e}")
+            })?;
             let tls = tonic::transport::ServerTlsConfig::new()
                 .identity(tonic::transport::Identity::from_pem(&cert, &key));
             workload_ca::publish_trust_bundle(client.clone(), ca.trust_bundle());

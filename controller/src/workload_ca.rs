@@ -1,8 +1,9 @@
 //! The workload certificate service: workloads send a CSR with their ServiceAccount token, the
 //! API server says whose token it is (TokenReview, bound to our audience), and the workload CA
 //! signs that identity alone (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`). The service is
-//! Istio's (`istio.v1.auth.IstioCertificateService/CreateCertificate`), so Istio's agents can
-//! use it unchanged. The CA is kept in a Secret of the controller's namespace, made on first
+//! Istio's (`istio.v1.auth.IstioCertificateService/CreateCertificate`, audience `istio-ca`), so
+//! Istio's agents can call it, given our trust bundle (ConfigMap `sluice-ca-root-cert`, not
+//! Istio's `istio-ca-root-cert`, so the two can share a cluster). The CA is kept in a Secret of the controller's namespace, made on first
 //! start unless the user provides one.
 
 use std::sync::Arc;
@@ -62,8 +63,10 @@ pub const TRUST_BUNDLE_CONFIGMAP: &str = "sluice-ca-root-cert";
 pub const TRUST_BUNDLE_KEY: &str = "root-cert.pem";
 const FIELD_MANAGER: &str = "sluice-workload-ca";
 
-/// Keeps `TRUST_BUNDLE_CONFIGMAP` with `bundle` in every namespace, new ones included, for as
-/// long as the task runs (server-side apply; every replica applies the same content).
+/// Applies `TRUST_BUNDLE_CONFIGMAP` with `bundle` in every namespace, and in new ones as they
+/// appear, for as long as the task runs (server-side apply; every replica applies the same
+/// content). A ConfigMap edited or deleted by hand is restored on the watch's next re-list,
+/// not at once.
 pub fn publish_trust_bundle(client: kube::Client, bundle: String) -> tokio::task::JoinHandle<()> {
     use futures_util::StreamExt;
     use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -138,9 +141,18 @@ impl TokenReviewer for ApiServerReviewer {
         let done = api
             .create(&PostParams::default(), &review)
             .await
-            .map_err(|e| {
-                warn!("TokenReview failed: {e}");
-                Status::unavailable("the API server could not review the token")
+            .map_err(|e| match e {
+                // Our own RBAC, not the caller's fault nor worth a retry.
+                kube::Error::Api(a) if a.code == 403 => {
+                    warn!("TokenReview refused: {}", a.message);
+                    Status::internal(
+                        "the controller may not review tokens (RBAC: create tokenreviews.authentication.k8s.io)",
+                    )
+                }
+                other => {
+                    warn!("TokenReview failed: {other}");
+                    Status::unavailable("the API server could not review the token")
+                }
             })?;
         let status = done.status.unwrap_or_default();
         if status.authenticated != Some(true) {

@@ -22,11 +22,11 @@ const BACKDATE: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
-    #[error("the CSR does not parse or its signature does not verify: {0}")]
+    #[error("the CSR is refused (it must parse, its signature verify, and it may carry only the subjectAltName, key usage, extended key usage and basic constraints extensions): {0}")]
     BadCsr(String),
     #[error("the CSR asks for {requested}, but the caller proved {proven}: only that identity is signed")]
     IdentityMismatch { requested: String, proven: String },
-    #[error("the CA certificate expires before the leaf would start")]
+    #[error("the CA certificate has expired")]
     CaExpired,
     #[error("signing failed: {0}")]
     Sign(String),
@@ -212,6 +212,16 @@ impl WorkloadCa {
         let mut params =
             CertificateParams::new(dns.to_vec()).map_err(|e| SignError::Sign(e.to_string()))?;
         let now = SystemTime::now();
+        if self.ca_not_after <= now {
+            return Err(SignError::CaExpired);
+        }
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(first) = dns.first() {
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
+        }
+        params.is_ca = IsCa::ExplicitNoCa;
         params.not_before = offset(now - BACKDATE);
         params.not_after = offset((now + MAX_TTL * 52).min(self.ca_not_after));
         params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
@@ -264,6 +274,9 @@ impl WorkloadCa {
                 .try_into()
                 .map_err(|e: rcgen::Error| SignError::Sign(e.to_string()))?,
         )];
+        // An X509-SVID: no subject, basicConstraints cA false, the SPIFFE ID its only name.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.is_ca = IsCa::ExplicitNoCa;
         params.not_before = offset(not_before);
         params.not_after = offset(not_after);
         params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));

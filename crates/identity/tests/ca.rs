@@ -83,6 +83,12 @@ fn signs_the_proven_identity_for_24_hours() {
             .collect();
         assert_eq!(names, vec![format!("URI({me})")]);
         assert!(!cert.is_ca());
+        let bc = cert
+            .basic_constraints()
+            .unwrap()
+            .expect("basicConstraints present");
+        assert!(!bc.value.ca);
+        assert_eq!(cert.subject().iter().count(), 0, "an SVID has no subject");
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.server_auth && eku.client_auth, "{eku:?}");
         // 24 hours from now, started five minutes back for clocks behind ours.
