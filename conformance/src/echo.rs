@@ -401,12 +401,7 @@ pub async fn serve(
                                 .negotiated_cipher_suite()
                                 .map(|c| format!("{:?}", c.suite()))
                                 .unwrap_or_default(),
-                            session
-                                .peer_certificates()
-                                .unwrap_or_default()
-                                .iter()
-                                .map(|c| pem_encode(c.as_ref()))
-                                .collect(),
+                            peer_certificates_pem(session),
                         );
                         let conn = Arc::new(Conn {
                             seen,
@@ -426,6 +421,16 @@ pub async fn serve(
         }
     });
     Ok(server)
+}
+
+/// The client's certificate chain of a TLS session, PEM each (the echo modes' `peerCertificates`).
+pub(crate) fn peer_certificates_pem(session: &rustls::ServerConnection) -> Vec<String> {
+    session
+        .peer_certificates()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| pem_encode(c.as_ref()))
+        .collect()
 }
 
 pub(crate) fn pem_encode(der: &[u8]) -> String {

@@ -226,12 +226,7 @@ fn assertions(session: &rustls::ServerConnection) -> TlsAssertions {
             .negotiated_cipher_suite()
             .map(|c| crate::l4_echo::go_suite_name(&format!("{:?}", c.suite())))
             .unwrap_or_default(),
-        peer_certificates: session
-            .peer_certificates()
-            .unwrap_or_default()
-            .iter()
-            .map(|c| crate::echo::pem_encode(c.as_ref()))
-            .collect(),
+        peer_certificates: crate::echo::peer_certificates_pem(session),
     }
 }
 

@@ -151,12 +151,7 @@ pub async fn serve_tcp(
                             .negotiated_cipher_suite()
                             .map(|c| go_suite_name(&format!("{:?}", c.suite())))
                             .unwrap_or_default(),
-                        peer_certificates: session
-                            .peer_certificates()
-                            .unwrap_or_default()
-                            .iter()
-                            .map(|c| crate::echo::pem_encode(c.as_ref()))
-                            .collect(),
+                        peer_certificates: crate::echo::peer_certificates_pem(session),
                     });
                     talk(stream, a).await;
                 });

@@ -87,6 +87,18 @@ pub struct LeaderElection {
     pub identity: String,
 }
 
+/// Runs a gRPC server in the background; its end is logged as `what` stopping.
+pub(crate) fn spawn_server<E: std::fmt::Display>(
+    what: &'static str,
+    server: impl Future<Output = Result<(), E>> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            warn!("{what} stopped: {e}");
+        }
+    });
+}
+
 /// A started controller: its discovery service listening, its watches running.
 pub struct Controller {
     client: Client,
@@ -128,43 +140,10 @@ impl Controller {
             .tls_config(tls)?
             .add_service(discovery.server())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-        tokio::spawn(async move {
-            if let Err(e) = server.await {
-                warn!("discovery service stopped: {e}");
-            }
-        });
+        spawn_server("discovery service", server);
         info!(%discovery_addr, "configuration discovery listening");
         if let Some(w) = &opts.workload_ca {
-            let ca = workload_ca::load_or_create(client.clone(), &opts.namespace, &w.trust_domain)
-                .await?;
-            let listener = TcpListener::bind(w.addr).await.map_err(|e| {
-                anyhow::anyhow!("cannot listen on workload CA address {}: {e}", w.addr)
-            })?;
-            let addr = listener.local_addr()?;
-            // Workloads have no certificate yet: TLS without client authentication; the token
-            // in each request authenticates. The serving certificate is the workload CA's, so
-            // the trust bundle alone verifies it.
-            let (cert, key) = ca.serving(&dns).map_err(|e| {
-                anyhow::anyhow!("the certificate service's serving certificate: {e}")
-            })?;
-            let tls = tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(&cert, &key));
-            workload_ca::publish_trust_bundle(client.clone(), ca.trust_bundle());
-            let service = workload_ca::CertificateService::new(
-                Arc::new(ca),
-                workload_ca::ApiServerReviewer(client.clone()),
-                &w.audience,
-            );
-            let server = tonic::transport::Server::builder()
-                .tls_config(tls)?
-                .add_service(service.server())
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-            tokio::spawn(async move {
-                if let Err(e) = server.await {
-                    warn!("workload certificate service stopped: {e}");
-                }
-            });
-            info!(%addr, trust_domain = %w.trust_domain, "workload certificate service listening");
+            workload_ca::serve(client.clone(), &opts.namespace, w, &dns).await?;
         }
         let served = watch::served_route_kinds(&client).await;
         let watches = Watches::start(&client, &served);

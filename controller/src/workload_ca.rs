@@ -117,6 +117,37 @@ pub fn publish_trust_bundle(client: kube::Client, bundle: String) -> tokio::task
     })
 }
 
+/// Serves the certificate service on `opts.addr` with the Secret's CA (made when missing) and
+/// publishes its trust bundle; the address it listens on. Workloads have no certificate yet:
+/// TLS without client authentication, the token in each request authenticates. The serving
+/// certificate (for `dns`) is the workload CA's, so the trust bundle alone verifies it.
+pub async fn serve(
+    client: kube::Client,
+    namespace: &str,
+    opts: &crate::WorkloadCaOptions,
+    dns: &[String],
+) -> anyhow::Result<std::net::SocketAddr> {
+    let ca = load_or_create(client.clone(), namespace, &opts.trust_domain).await?;
+    let listener = tokio::net::TcpListener::bind(opts.addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on workload CA address {}: {e}", opts.addr))?;
+    let addr = listener.local_addr()?;
+    let (cert, key) = ca
+        .serving(dns)
+        .map_err(|e| anyhow::anyhow!("the certificate service's serving certificate: {e}"))?;
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(&cert, &key));
+    publish_trust_bundle(client.clone(), ca.trust_bundle());
+    let service = CertificateService::new(Arc::new(ca), ApiServerReviewer(client), &opts.audience);
+    let server = tonic::transport::Server::builder()
+        .tls_config(tls)?
+        .add_service(service.server())
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    crate::spawn_server("workload certificate service", server);
+    info!(%addr, trust_domain = %opts.trust_domain, "workload certificate service listening");
+    Ok(addr)
+}
+
 /// What the API server says a token is.
 #[tonic::async_trait]
 pub trait TokenReviewer: Send + Sync + 'static {

@@ -269,7 +269,17 @@ impl Compiler<'_> {
             .as_ref()
             .map(|s| (s.dns.as_slice(), s.uris.as_slice()));
         use super::backend_tls::{ClientAuth, TlsOrigin, ALPN_H2, ALPN_HTTP1};
-        let origins = |client: Option<&ClientAuth>| {
+        let origins = |client: Option<(&NsName, &ClientAuth)>| {
+            let pool_key = match client {
+                None => t.pool_key,
+                Some((gateway, _)) => {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    (t.pool_key, &gateway.namespace, &gateway.name).hash(&mut h);
+                    h.finish()
+                }
+            };
+            let client = client.map(|(_, auth)| auth);
             let origin = |sans, alpn| {
                 let roots = roots.clone()?;
                 TlsOrigin::new(roots, &t.hostname, sans, alpn, client).map(Arc::new)
@@ -285,6 +295,7 @@ impl Compiler<'_> {
                 san,
                 san_h2,
                 layer4: origin(sans, None),
+                pool_key,
             }
         };
         let out = Arc::new(rt::BackendTls {
@@ -295,9 +306,8 @@ impl Compiler<'_> {
             gateway_origins: self
                 .client_auth
                 .iter()
-                .map(|(gateway, auth)| (gateway.clone(), origins(Some(auth))))
+                .map(|(gateway, auth)| (gateway.clone(), origins(Some((gateway, auth)))))
                 .collect(),
-            pool_key: t.pool_key,
         });
         if let Some(slot) = self.backend_tls.get_mut(id.index()) {
             *slot = Some(out.clone());

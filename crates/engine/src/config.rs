@@ -444,11 +444,6 @@ pub struct BackendTls {
     /// The same connectors presenting the backend client certificate of a Gateway
     /// (`spec.tls.backend.clientCertificateRef`), for each Gateway that has one.
     pub gateway_origins: HashMap<NsName, TlsOrigins>,
-    /// Pooled connections are shared only among requests with the same key: a hash of the
-    /// policy, hostname, trust anchors and subjectAltNames. (pingora's pool key leaves out the
-    /// CA, so without it a connection verified against one policy's CA would serve another's,
-    /// or outlive a CA change.)
-    pub pool_key: u64,
 }
 
 impl BackendTls {
@@ -473,6 +468,12 @@ pub struct TlsOrigins {
     /// the SANs checked when the policy lists them, the hostname otherwise. `None` without a
     /// usable CA: those connections fail.
     pub layer4: Option<Arc<crate::backend_tls::TlsOrigin>>,
+    /// Pooled connections are shared only among requests with the same key: a hash of the
+    /// policy, hostname, trust anchors and subjectAltNames, and, for a Gateway's connectors,
+    /// of the Gateway. (pingora's pool key leaves out the CA, so without it a connection
+    /// verified against one policy's CA would serve another's, or outlive a CA change; it
+    /// counts a client certificate by serial numbers alone, which two CAs may repeat.)
+    pub pool_key: u64,
 }
 
 impl Cluster {

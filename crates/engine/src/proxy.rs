@@ -424,22 +424,13 @@ impl ProxyHttp for SluiceProxy {
                     }
                     None => HttpPeer::new(addr, true, tls.hostname.clone()),
                 };
-                p.group_key = tls.pool_key;
+                p.group_key = origins.pool_key;
                 p.options.ca = Some(ca.clone());
                 p.options.verify_cert = true;
                 p.options.verify_hostname = true;
                 p.client_cert_key = gateway
                     .zip(ctx.snapshot.as_ref())
                     .and_then(|(g, snap)| snap.backend_client_certs.get(g).cloned());
-                // A connection made with one Gateway's client certificate serves only that
-                // Gateway: its name joins the pool key (pingora's own key counts a client
-                // certificate by serial numbers alone, which two CAs may repeat).
-                if let (Some(g), Some(_)) = (gateway, &p.client_cert_key) {
-                    use std::hash::{Hash, Hasher};
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    (tls.pool_key, &g.namespace, &g.name).hash(&mut h);
-                    p.group_key = h.finish();
-                }
                 p
             }
         };
